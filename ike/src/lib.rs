@@ -1,0 +1,3 @@
+//! placeholder
+pub mod crypto;
+pub mod wire;

@@ -1,0 +1,270 @@
+//! Identities and (from the certificate work on) the operating entity's CA.
+//!
+//! ```text
+//!  operator string ──Identity::parse──▶ Identity ──id_type()/data()──▶ IKE ID payload
+//!  IKE ID payload  ──Identity::from_wire──▶ Identity ──Display──▶ logs, status
+//! ```
+//!
+//! Identities are typed the way strongSwan types them, so that a facility's
+//! router configuration and the hub's registry agree on what an ID means:
+//! an IP address is an `ID_IPV4_ADDR`/`ID_IPV6_ADDR`, a string with `=` a
+//! distinguished name, one with `@` in the middle an `ID_RFC822_ADDR`, a
+//! leading `@` forces `ID_FQDN`, and anything else is an `ID_FQDN`.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// IKEv2 identification types (RFC 7296 §3.5) that renkei understands.
+pub mod id_type {
+    /// `ID_IPV4_ADDR`
+    pub const IPV4_ADDR: u8 = 1;
+    /// `ID_FQDN`
+    pub const FQDN: u8 = 2;
+    /// `ID_RFC822_ADDR`
+    pub const RFC822_ADDR: u8 = 3;
+    /// `ID_IPV6_ADDR`
+    pub const IPV6_ADDR: u8 = 5;
+    /// `ID_DER_ASN1_DN`
+    pub const DER_ASN1_DN: u8 = 9;
+    /// `ID_KEY_ID`
+    pub const KEY_ID: u8 = 11;
+}
+
+/// The longest identity string accepted from an operator or a peer.
+pub const MAX_IDENTITY_LEN: usize = 255;
+
+/// A typed IKE identity.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// `ID_IPV4_ADDR` or `ID_IPV6_ADDR`.
+    Addr(IpAddr),
+    /// `ID_FQDN`: a host name, compared case-insensitively (stored lower-case).
+    Fqdn(String),
+    /// `ID_RFC822_ADDR`: `user@domain`.
+    Email(String),
+    /// `ID_KEY_ID`: opaque bytes.
+    KeyId(Vec<u8>),
+    /// `ID_DER_ASN1_DN`, kept as the peer sent it (DER).
+    DerDn(Vec<u8>),
+}
+
+/// Why an identity string or payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    /// Empty identity.
+    Empty,
+    /// Longer than [`MAX_IDENTITY_LEN`].
+    TooLong,
+    /// Contains control characters or spaces where none may be.
+    BadCharacter,
+    /// Distinguished names need certificate support to be encoded.
+    DistinguishedNameUnsupported,
+    /// An ID payload whose data does not fit its type.
+    Malformed(&'static str),
+    /// An ID type renkei does not accept.
+    UnsupportedType(u8),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Empty => f.write_str("identity is empty"),
+            IdentityError::TooLong => write!(f, "identity is longer than {MAX_IDENTITY_LEN} bytes"),
+            IdentityError::BadCharacter => {
+                f.write_str("identity contains whitespace or control characters")
+            }
+            IdentityError::DistinguishedNameUnsupported => f.write_str(
+                "distinguished-name identities are only supported with certificate authentication",
+            ),
+            IdentityError::Malformed(why) => write!(f, "malformed identity: {why}"),
+            IdentityError::UnsupportedType(t) => write!(f, "unsupported identity type {t}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+impl Identity {
+    /// Parses an operator-supplied identity string, typed as strongSwan types it.
+    pub fn parse(s: &str) -> Result<Identity, IdentityError> {
+        if s.is_empty() {
+            return Err(IdentityError::Empty);
+        }
+        if s.len() > MAX_IDENTITY_LEN {
+            return Err(IdentityError::TooLong);
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Identity::Addr(ip));
+        }
+        if s.contains('=') {
+            return Err(IdentityError::DistinguishedNameUnsupported);
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(IdentityError::BadCharacter);
+        }
+        if let Some(rest) = s.strip_prefix("@#") {
+            let bytes = decode_hex(rest).ok_or(IdentityError::Malformed("key id is not hex"))?;
+            if bytes.is_empty() {
+                return Err(IdentityError::Empty);
+            }
+            return Ok(Identity::KeyId(bytes));
+        }
+        if let Some(rest) = s.strip_prefix('@') {
+            if rest.is_empty() {
+                return Err(IdentityError::Empty);
+            }
+            return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
+        }
+        if s.contains('@') {
+            return Ok(Identity::Email(s.to_string()));
+        }
+        Ok(Identity::Fqdn(s.to_ascii_lowercase()))
+    }
+
+    /// Builds an identity from an ID payload's type and data (RFC 7296 §3.5).
+    pub fn from_wire(kind: u8, data: &[u8]) -> Result<Identity, IdentityError> {
+        if data.is_empty() {
+            return Err(IdentityError::Empty);
+        }
+        if data.len() > 4096 {
+            return Err(IdentityError::TooLong);
+        }
+        let text = |data: &[u8]| -> Result<String, IdentityError> {
+            let s = std::str::from_utf8(data).map_err(|_| IdentityError::Malformed("not UTF-8"))?;
+            if s.len() > MAX_IDENTITY_LEN {
+                return Err(IdentityError::TooLong);
+            }
+            if s.chars().any(|c| c.is_control()) {
+                return Err(IdentityError::BadCharacter);
+            }
+            Ok(s.to_string())
+        };
+        match kind {
+            id_type::IPV4_ADDR => <[u8; 4]>::try_from(data)
+                .map(|b| Identity::Addr(IpAddr::V4(Ipv4Addr::from(b))))
+                .map_err(|_| IdentityError::Malformed("IPv4 identity is not 4 bytes")),
+            id_type::IPV6_ADDR => <[u8; 16]>::try_from(data)
+                .map(|b| Identity::Addr(IpAddr::V6(Ipv6Addr::from(b))))
+                .map_err(|_| IdentityError::Malformed("IPv6 identity is not 16 bytes")),
+            id_type::FQDN => Ok(Identity::Fqdn(text(data)?.to_ascii_lowercase())),
+            id_type::RFC822_ADDR => Ok(Identity::Email(text(data)?)),
+            id_type::KEY_ID => Ok(Identity::KeyId(data.to_vec())),
+            id_type::DER_ASN1_DN => Ok(Identity::DerDn(data.to_vec())),
+            other => Err(IdentityError::UnsupportedType(other)),
+        }
+    }
+
+    /// The ID payload type of this identity.
+    pub fn id_type(&self) -> u8 {
+        match self {
+            Identity::Addr(IpAddr::V4(_)) => id_type::IPV4_ADDR,
+            Identity::Addr(IpAddr::V6(_)) => id_type::IPV6_ADDR,
+            Identity::Fqdn(_) => id_type::FQDN,
+            Identity::Email(_) => id_type::RFC822_ADDR,
+            Identity::KeyId(_) => id_type::KEY_ID,
+            Identity::DerDn(_) => id_type::DER_ASN1_DN,
+        }
+    }
+
+    /// The ID payload data of this identity.
+    pub fn data(&self) -> Vec<u8> {
+        match self {
+            Identity::Addr(IpAddr::V4(a)) => a.octets().to_vec(),
+            Identity::Addr(IpAddr::V6(a)) => a.octets().to_vec(),
+            Identity::Fqdn(s) | Identity::Email(s) => s.as_bytes().to_vec(),
+            Identity::KeyId(b) | Identity::DerDn(b) => b.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Addr(ip) => write!(f, "{ip}"),
+            Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
+            Identity::KeyId(b) => {
+                f.write_str("@#")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02x}"))
+            }
+            Identity::DerDn(b) => {
+                f.write_str("dn:")?;
+                b.iter().try_for_each(|x| write!(f, "{x:02x}"))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({self})")
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_like_strongswan() {
+        assert_eq!(
+            Identity::parse("192.0.2.1").unwrap().id_type(),
+            id_type::IPV4_ADDR
+        );
+        assert_eq!(
+            Identity::parse("2001:db8::1").unwrap().id_type(),
+            id_type::IPV6_ADDR
+        );
+        assert_eq!(
+            Identity::parse("hub.example.jp").unwrap(),
+            Identity::Fqdn("hub.example.jp".into())
+        );
+        assert_eq!(
+            Identity::parse("@Hub.Example.jp").unwrap(),
+            Identity::Fqdn("hub.example.jp".into())
+        );
+        assert_eq!(
+            Identity::parse("vpn@hospital.example").unwrap(),
+            Identity::Email("vpn@hospital.example".into())
+        );
+        assert_eq!(
+            Identity::parse("@#0a0b").unwrap(),
+            Identity::KeyId(vec![10, 11])
+        );
+        assert_eq!(
+            Identity::parse("C=JP, CN=x"),
+            Err(IdentityError::DistinguishedNameUnsupported)
+        );
+        assert_eq!(Identity::parse(""), Err(IdentityError::Empty));
+        assert_eq!(Identity::parse("a b"), Err(IdentityError::BadCharacter));
+    }
+
+    #[test]
+    fn wire_round_trip() {
+        for s in [
+            "198.51.100.7",
+            "2001:db8::7",
+            "a.example",
+            "x@y.example",
+            "@#beef",
+        ] {
+            let id = Identity::parse(s).unwrap();
+            let back = Identity::from_wire(id.id_type(), &id.data()).unwrap();
+            assert_eq!(id, back);
+        }
+        assert!(Identity::from_wire(id_type::IPV4_ADDR, &[1, 2, 3]).is_err());
+        assert!(Identity::from_wire(id_type::FQDN, &[0xff, 0xfe]).is_err());
+        assert!(Identity::from_wire(id_type::FQDN, b"a\nb").is_err());
+        assert!(Identity::from_wire(200, b"x").is_err());
+    }
+}

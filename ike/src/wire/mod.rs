@@ -118,6 +118,6 @@ impl<'a> Reader<'a> {
 }
 
 /// Converts a length to a 16-bit length field, refusing what does not fit.
-pub(crate) fn len16(n: usize) -> Result<u16, WireError> {
+pub fn len16(n: usize) -> Result<u16, WireError> {
     u16::try_from(n).map_err(|_| WireError::Malformed("structure longer than 65535 bytes"))
 }

@@ -1,0 +1,91 @@
+//! Configuration handed to the [`Endpoint`](crate::Endpoint): the hub's own
+//! settings and one [`PeerConfig`] per facility.
+
+use crate::proposal::{ProposalSet, Protocol};
+use crate::ts::Subnet;
+use pki::Identity;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Settings of the local endpoint.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The hub's own identity (IDi/IDr).
+    pub local_id: Identity,
+    /// UDP port of IKE (500).
+    pub ike_port: u16,
+    /// UDP port of NAT-T (4500); datagrams on it carry the non-ESP marker.
+    pub natt_port: u16,
+    /// Make peers encapsulate ESP in UDP even without NAT, by sending NAT
+    /// detection data that does not match (as strongSwan's `encap = yes`).
+    pub force_encap: bool,
+    /// IKE proposals accepted in IKE_SA_INIT, before the peer is known.
+    pub ike_proposals: ProposalSet,
+    /// First retransmission timeout; doubled on each retry.
+    pub retransmit_timeout: Duration,
+    /// Transmissions of one request before the peer is given up.
+    pub retransmit_tries: u32,
+    /// How long a half-open (responder) IKE SA waits for IKE_AUTH.
+    pub half_open_timeout: Duration,
+    /// Interval of NAT keepalives (RFC 3948 §4) while ESP is encapsulated.
+    pub keepalive_interval: Duration,
+    /// Seed for the endpoint's CSPRNG (SPIs, nonces, key exchange, IVs).
+    pub rng_seed: [u8; 32],
+}
+
+impl Config {
+    /// Defaults for a hub with identity `local_id`; `rng_seed` must come from
+    /// the operating system's CSPRNG outside of tests.
+    pub fn new(local_id: Identity, rng_seed: [u8; 32]) -> Config {
+        Config {
+            local_id,
+            ike_port: 500,
+            natt_port: 4500,
+            force_encap: true,
+            ike_proposals: ProposalSet::default_for(Protocol::Ike),
+            retransmit_timeout: Duration::from_secs(2),
+            retransmit_tries: 5,
+            half_open_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(20),
+            rng_seed,
+        }
+    }
+}
+
+/// One facility.
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// The operator's name for the facility (unique).
+    pub name: String,
+    /// The identity the facility authenticates as (unique).
+    pub remote_id: Identity,
+    /// The pre-shared key.
+    pub psk: Zeroizing<Vec<u8>>,
+    /// The hub side's prefixes (TSr when the facility initiates).
+    pub local_ts: Vec<Subnet>,
+    /// The facility's prefixes (TSi when the facility initiates).
+    pub remote_ts: Vec<Subnet>,
+    /// Where to reach the facility when the hub initiates.
+    pub remote_addr: Option<SocketAddr>,
+    /// IKE proposals allowed for this facility.
+    pub ike: ProposalSet,
+    /// ESP proposals allowed for this facility.
+    pub esp: ProposalSet,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("remote_id", &self.remote_id)
+            .field("psk", &"<redacted>")
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("remote_addr", &self.remote_addr)
+            .field("ike", &self.ike.to_string())
+            .field("esp", &self.esp.to_string())
+            .finish()
+    }
+}

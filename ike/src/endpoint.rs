@@ -1,0 +1,2053 @@
+//! The sans-IO endpoint: every IKE SA of the hub, driven by datagrams and
+//! time, producing datagrams, deadlines and events.
+//!
+//! Drive it like this, after every input, in this order:
+//!
+//! ```text
+//! handle_datagram(now, remote, local, bytes) / handle_timeout(now) / initiate / close
+//!     └─▶ while let Some(t) = poll_transmit()  → send t.contents from t.local to t.remote
+//!     └─▶ while let Some(e) = poll_event()     → install/remove SAs, routes, status
+//!     └─▶ poll_timeout()                       → when to call handle_timeout next
+//! ```
+//!
+//! Exchanges are explicit states ([`State`]): an initiator goes
+//! `InitSent → AuthSent → Established`, a responder `InitDone → Established`;
+//! each transition consumes the previous state.
+
+use crate::config::{Config, PeerConfig};
+use crate::crypto::{constant_time_eq, nat_detection_hash, KeyExchange};
+use crate::error::Error;
+use crate::keys::{derive_child, psk_auth, ChildKeys, IkeKeys};
+use crate::proposal::{describe_offer, EspSuite, IkeSuite};
+use crate::ts::{all_within, describe, narrow};
+use crate::wire::{
+    emit_chain, parse_chain, AuthMethod, Delete, ExchangeType, Flags, HeaderRepr, KeId, Notify,
+    NotifyType, Payload, PayloadType, Proposal, ProtocolId, TrafficSelector, HEADER_LEN,
+};
+use pki::Identity;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+const NONCE_LEN: usize = 32;
+const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// How long a failed or deleted IKE SA lingers to answer retransmissions.
+const LINGER: Duration = Duration::from_secs(10);
+/// Retransmission timeouts stop doubling here.
+const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Handle of an IKE SA: the hub's own SPI for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IkeSaId(pub u64);
+
+impl std::fmt::Display for IkeSaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from: the port selects the IKE or the NAT-T
+    /// socket; an unspecified IP means "any socket of this family".
+    pub local: SocketAddr,
+    /// Destination.
+    pub remote: SocketAddr,
+    /// The datagram, non-ESP marker included when sent on the NAT-T port.
+    pub contents: Vec<u8>,
+}
+
+/// A Child SA ready to be installed in the data plane.
+#[derive(Debug)]
+pub struct ChildSaInfo {
+    /// SPI the peer sends to us with.
+    pub spi_in: u32,
+    /// SPI we send to the peer with.
+    pub spi_out: u32,
+    /// Negotiated suite.
+    pub suite: EspSuite,
+    /// Keys in both directions.
+    pub keys: ChildKeys,
+    /// Selectors of the hub's side.
+    pub local_ts: Vec<TrafficSelector>,
+    /// Selectors of the facility's side.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Where ESP goes (the peer's NAT-T address and port).
+    pub remote: SocketAddr,
+    /// Whether ESP travels in UDP (RFC 3948).
+    pub encap: bool,
+}
+
+/// Something the driver must act on or record.
+#[derive(Debug)]
+pub enum Event {
+    /// An IKE SA is authenticated.
+    IkeSaUp {
+        /// Handle.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// Its current address.
+        remote: SocketAddr,
+        /// Negotiated suite.
+        suite: IkeSuite,
+        /// Whether the hub initiated.
+        initiator: bool,
+        /// Whether the facility is behind a NAT.
+        remote_behind_nat: bool,
+    },
+    /// A Child SA is up.
+    ChildSaUp {
+        /// The IKE SA it belongs to.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// What to install.
+        child: ChildSaInfo,
+    },
+    /// A Child SA is gone: uninstall it.
+    ChildSaDown {
+        /// The IKE SA it belonged to.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// Inbound SPI.
+        spi_in: u32,
+        /// Outbound SPI.
+        spi_out: u32,
+    },
+    /// An IKE SA is gone (its Child SAs were reported down before).
+    IkeSaDown {
+        /// Handle.
+        ike_sa: IkeSaId,
+        /// Facility name, if it had authenticated.
+        peer: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// An attempt was refused (by us or by the peer): proposals,
+    /// authentication, traffic selectors.
+    Refused {
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Facility name, if known.
+        peer: Option<String>,
+        /// The notification sent or received.
+        notify: NotifyType,
+        /// Details for the log.
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Timer {
+    Retransmit = 0,
+    Expire = 1,
+    Keepalive = 2,
+}
+const TIMER_COUNT: usize = 3;
+const TIMERS: [Timer; TIMER_COUNT] = [Timer::Retransmit, Timer::Expire, Timer::Keepalive];
+
+#[derive(Default)]
+struct Timers([Option<Instant>; TIMER_COUNT]);
+
+impl Timers {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = Some(at);
+    }
+    fn stop(&mut self, t: Timer) {
+        self.0[t as usize] = None;
+    }
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+struct InitSent {
+    ke: KeyExchange,
+    nonce_i: Vec<u8>,
+    message1: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    retried_ke: bool,
+}
+
+struct AuthSent {
+    keys: IkeKeys,
+    nonce_i: Vec<u8>,
+    nonce_r: Vec<u8>,
+    message2: Vec<u8>,
+    child_spi: u32,
+}
+
+struct InitDone {
+    keys: IkeKeys,
+    nonce_i: Vec<u8>,
+    nonce_r: Vec<u8>,
+    message1: Vec<u8>,
+    message2: Vec<u8>,
+}
+
+struct ChildSa {
+    spi_in: u32,
+    spi_out: u32,
+}
+
+struct Established {
+    keys: IkeKeys,
+    children: Vec<ChildSa>,
+}
+
+enum State {
+    InitSent(InitSent),
+    AuthSent(AuthSent),
+    InitDone(InitDone),
+    Established(Established),
+    /// We sent a Delete for the IKE SA and wait for the answer.
+    Closing(Established),
+    /// Failed or deleted; kept only to answer retransmitted requests.
+    Dead,
+    /// To be removed now.
+    Gone,
+}
+
+impl State {
+    fn keys(&self) -> Option<&IkeKeys> {
+        match self {
+            State::AuthSent(s) => Some(&s.keys),
+            State::InitDone(s) => Some(&s.keys),
+            State::Established(s) | State::Closing(s) => Some(&s.keys),
+            _ => None,
+        }
+    }
+}
+
+struct Pending {
+    message_id: u32,
+    datagram: Vec<u8>,
+    tries: u32,
+}
+
+struct IkeSa {
+    id: IkeSaId,
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    peer: Option<Arc<PeerConfig>>,
+    state: State,
+    next_request_id: u32,
+    expected_request_id: u32,
+    last_response: Option<(u32, Vec<u8>)>,
+    pending: Option<Pending>,
+    timers: Timers,
+    encap: bool,
+    remote_behind_nat: bool,
+    last_sent: Instant,
+}
+
+impl IkeSa {
+    fn peer_name(&self) -> Option<String> {
+        self.peer.as_ref().map(|p| p.name.clone())
+    }
+}
+
+/// Summary of one IKE SA, for status displays.
+#[derive(Debug, Clone)]
+pub struct IkeSaStatus {
+    /// Handle.
+    pub id: IkeSaId,
+    /// Facility, once known.
+    pub peer: Option<String>,
+    /// "connecting", "established" or "closing".
+    pub state: &'static str,
+    /// Current address of the peer.
+    pub remote: SocketAddr,
+    /// Whether the hub initiated.
+    pub initiator: bool,
+    /// Negotiated suite, once keys exist.
+    pub suite: Option<IkeSuite>,
+    /// Inbound/outbound SPIs of its Child SAs.
+    pub children: Vec<(u32, u32)>,
+}
+
+/// All IKE SAs of the hub.
+pub struct Endpoint {
+    config: Config,
+    peers: HashMap<String, Arc<PeerConfig>>,
+    by_id: HashMap<Identity, String>,
+    sas: HashMap<u64, IkeSa>,
+    half_open: HashMap<(SocketAddr, u64), u64>,
+    child_spis: HashSet<u32>,
+    rng: ChaCha20Rng,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_id", &self.config.local_id)
+            .field("peers", &self.peers.len())
+            .field("ike_sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
+    payloads.iter().find_map(f)
+}
+
+fn notifies(payloads: &[Payload]) -> impl Iterator<Item = &Notify> {
+    payloads.iter().filter_map(|p| match p {
+        Payload::Notify(n) => Some(n),
+        _ => None,
+    })
+}
+
+fn first_error_notify(payloads: &[Payload]) -> Option<&Notify> {
+    notifies(payloads).find(|n| n.kind.is_error())
+}
+
+fn unspecified_like(addr: SocketAddr, port: u16) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with no facilities.
+    pub fn new(config: Config) -> Endpoint {
+        let rng = ChaCha20Rng::from_seed(config.rng_seed);
+        Endpoint {
+            config,
+            peers: HashMap::new(),
+            by_id: HashMap::new(),
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            child_spis: HashSet::new(),
+            rng,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The endpoint's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- configuration -------------------------------------------------
+
+    /// Adds a facility, or replaces the one of the same name (its existing
+    /// SAs keep the configuration they were made with).
+    pub fn set_peer(&mut self, peer: PeerConfig) -> Result<(), Error> {
+        if let Some(other) = self.by_id.get(&peer.remote_id) {
+            if *other != peer.name {
+                return Err(Error::Misbehaved(format!(
+                    "identity {} already belongs to {other}",
+                    peer.remote_id
+                )));
+            }
+        }
+        if let Some(old) = self.peers.get(&peer.name) {
+            self.by_id.remove(&old.remote_id);
+        }
+        self.by_id.insert(peer.remote_id.clone(), peer.name.clone());
+        self.peers.insert(peer.name.clone(), Arc::new(peer));
+        Ok(())
+    }
+
+    /// Removes a facility and closes its IKE SAs.
+    pub fn remove_peer(&mut self, now: Instant, name: &str) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(format!("facility {name}")))?;
+        self.by_id.remove(&peer.remote_id);
+        for id in self.sas_of(name) {
+            self.close(now, id);
+        }
+        Ok(())
+    }
+
+    /// A facility's configuration.
+    pub fn peer(&self, name: &str) -> Option<&PeerConfig> {
+        self.peers.get(name).map(|p| &**p)
+    }
+
+    fn sas_of(&self, name: &str) -> Vec<IkeSaId> {
+        let mut v: Vec<IkeSaId> = self
+            .sas
+            .values()
+            .filter(|sa| sa.peer.as_ref().is_some_and(|p| p.name == name))
+            .map(|sa| sa.id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The IKE SAs of one facility.
+    pub fn ike_sas_of(&self, name: &str) -> Vec<IkeSaId> {
+        self.sas_of(name)
+    }
+
+    /// Status of every IKE SA.
+    pub fn status(&self) -> Vec<IkeSaStatus> {
+        let mut v: Vec<IkeSaStatus> = self
+            .sas
+            .values()
+            .filter_map(|sa| {
+                let state = match &sa.state {
+                    State::InitSent(_) | State::AuthSent(_) | State::InitDone(_) => "connecting",
+                    State::Established(_) => "established",
+                    State::Closing(_) => "closing",
+                    State::Dead | State::Gone => return None,
+                };
+                let children = match &sa.state {
+                    State::Established(e) | State::Closing(e) => {
+                        e.children.iter().map(|c| (c.spi_in, c.spi_out)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                Some(IkeSaStatus {
+                    id: sa.id,
+                    peer: sa.peer_name(),
+                    state,
+                    remote: sa.remote,
+                    initiator: sa.initiator,
+                    suite: sa.state.keys().map(|k| k.suite),
+                    children,
+                })
+            })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    // ---- outputs -------------------------------------------------------
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(|sa| sa.timers.next()).min()
+    }
+
+    // ---- inputs --------------------------------------------------------
+
+    /// Starts an IKE SA to a facility that has a remote address.
+    pub fn initiate(&mut self, now: Instant, name: &str) -> Result<IkeSaId, Error> {
+        let peer = self
+            .peers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("facility {name}")))?;
+        let remote = peer
+            .remote_addr
+            .ok_or_else(|| Error::NotFound(format!("remote address of {name}")))?;
+        let group = peer
+            .ike
+            .first_ke()
+            .ok_or_else(|| Error::NoProposalChosen("no key exchange method configured".into()))?;
+        let spi_i = self.new_ike_spi();
+        let local = unspecified_like(remote, self.config.ike_port);
+        let mut sa = IkeSa {
+            id: IkeSaId(spi_i),
+            initiator: true,
+            spi_i,
+            spi_r: 0,
+            local,
+            remote,
+            peer: Some(peer),
+            state: State::Gone,
+            next_request_id: 0,
+            expected_request_id: 0,
+            last_response: None,
+            pending: None,
+            timers: Timers::default(),
+            encap: false,
+            remote_behind_nat: false,
+            last_sent: now,
+        };
+        self.send_init(now, &mut sa, group, None, false)?;
+        info!(peer = name, %remote, ike_sa = %sa.id, "initiating IKE SA");
+        let id = sa.id;
+        self.sas.insert(spi_i, sa);
+        Ok(id)
+    }
+
+    /// Deletes an IKE SA and its Child SAs: a Delete is sent when the SA is
+    /// established; the events follow at once.
+    pub fn close(&mut self, now: Instant, id: IkeSaId) {
+        let Some(mut sa) = self.sas.remove(&id.0) else {
+            return;
+        };
+        match std::mem::replace(&mut sa.state, State::Gone) {
+            State::Established(est) => {
+                self.report_children_down(&sa, &est.children);
+                let payloads = [Payload::Delete(Delete {
+                    protocol: ProtocolId::Ike,
+                    spi_size: 0,
+                    spis: vec![],
+                })];
+                match self.send_request(
+                    now,
+                    &mut sa,
+                    &est.keys,
+                    ExchangeType::Informational,
+                    &payloads,
+                ) {
+                    Ok(()) => sa.state = State::Closing(est),
+                    Err(e) => warn!(ike_sa = %sa.id, "cannot send delete: {e}"),
+                }
+                self.events.push_back(Event::IkeSaDown {
+                    ike_sa: sa.id,
+                    peer: sa.peer_name(),
+                    reason: "closed by the hub".into(),
+                });
+            }
+            State::Closing(est) => sa.state = State::Closing(est),
+            State::Dead | State::Gone => {}
+            _ => self.events.push_back(Event::IkeSaDown {
+                ike_sa: sa.id,
+                peer: sa.peer_name(),
+                reason: "closed by the hub before it was established".into(),
+            }),
+        }
+        self.put_back(sa);
+    }
+
+    /// Closes every IKE SA (on shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        let mut ids: Vec<u64> = self.sas.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close(now, IkeSaId(id));
+        }
+    }
+
+    /// Processes a datagram received on `local` from `remote`. Datagrams on
+    /// the NAT-T port must start with the non-ESP marker (RFC 3948 §2.2);
+    /// NAT keepalives are absorbed.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) {
+        let data = if local.port() == self.config.natt_port {
+            if data == [0xff] {
+                return;
+            }
+            match data.strip_prefix(&NON_ESP_MARKER) {
+                Some(d) => d,
+                None => return,
+            }
+        } else {
+            data
+        };
+        let hdr = match HeaderRepr::parse(data) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(%remote, "dropping datagram: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.dispatch(now, remote, local, &hdr, data) {
+            debug!(%remote, exchange = %hdr.exchange, "{e}");
+        }
+    }
+
+    /// Runs every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.timers.next().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(mut sa) = self.sas.remove(&id) else {
+                continue;
+            };
+            for timer in TIMERS {
+                if sa.timers.get(timer).is_some_and(|t| t <= now) {
+                    sa.timers.stop(timer);
+                    self.on_timer(now, &mut sa, timer);
+                }
+            }
+            self.put_back(sa);
+        }
+    }
+
+    // ---- internals -----------------------------------------------------
+
+    fn put_back(&mut self, sa: IkeSa) {
+        if matches!(sa.state, State::Gone) {
+            self.half_open.remove(&(sa.remote, sa.spi_i));
+            if let State::Established(e) | State::Closing(e) = &sa.state {
+                for c in &e.children {
+                    self.child_spis.remove(&c.spi_in);
+                }
+            }
+            debug!(ike_sa = %sa.id, "IKE SA removed");
+        } else {
+            self.sas.insert(sa.id.0, sa);
+        }
+    }
+
+    fn new_ike_spi(&mut self) -> u64 {
+        loop {
+            let spi = self.rng.next_u64();
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
+    }
+
+    fn new_child_spi(&mut self) -> u32 {
+        loop {
+            let spi = self.rng.next_u32();
+            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+            if spi > 255 && self.child_spis.insert(spi) {
+                return spi;
+            }
+        }
+    }
+
+    fn random(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.rng.fill_bytes(&mut v);
+        v
+    }
+
+    fn transmit(&mut self, now: Instant, sa: &mut IkeSa, message: Vec<u8>) {
+        sa.last_sent = now;
+        let contents = self.frame(sa.local, message);
+        self.transmits.push_back(Transmit {
+            local: sa.local,
+            remote: sa.remote,
+            contents,
+        });
+    }
+
+    fn frame(&self, local: SocketAddr, message: Vec<u8>) -> Vec<u8> {
+        if local.port() == self.config.natt_port {
+            let mut framed = Vec::with_capacity(message.len() + 4);
+            framed.extend_from_slice(&NON_ESP_MARKER);
+            framed.extend_from_slice(&message);
+            framed
+        } else {
+            message
+        }
+    }
+
+    fn plain_message(
+        spi_i: u64,
+        spi_r: u64,
+        exchange: ExchangeType,
+        flags: Flags,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<Vec<u8>, Error> {
+        let (first, body) = emit_chain(payloads)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        HeaderRepr {
+            spi_i,
+            spi_r,
+            next_payload: first,
+            exchange,
+            flags,
+            message_id,
+            length: u32::try_from(HEADER_LEN + body.len())
+                .map_err(|_| Error::Missing("message too long"))?,
+        }
+        .emit(&mut out);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn encrypted_message(
+        &mut self,
+        sa: &IkeSa,
+        keys: &IkeKeys,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<Vec<u8>, Error> {
+        let (first, inner) = emit_chain(payloads)?;
+        let body_len = keys.outbound.sealed_len(inner.len());
+        let total = HEADER_LEN + 4 + body_len;
+        let mut out = Vec::with_capacity(total);
+        HeaderRepr {
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            next_payload: PayloadType::Sk,
+            exchange,
+            flags: Flags::new(sa.initiator, response),
+            message_id,
+            length: u32::try_from(total).map_err(|_| Error::Missing("message too long"))?,
+        }
+        .emit(&mut out);
+        out.push(first.into());
+        out.push(0);
+        out.extend_from_slice(&crate::wire::len16(4 + body_len)?.to_be_bytes());
+        let body = keys.outbound.seal(&out, &inner, &mut self.rng)?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn decrypt(keys: &IkeKeys, hdr: &HeaderRepr, data: &[u8]) -> Result<Vec<Payload>, Error> {
+        let outer = parse_chain(hdr.next_payload, data.get(HEADER_LEN..).unwrap_or_default())?;
+        let Some(Payload::Sk {
+            first_inner,
+            data: body,
+        }) = outer.last()
+        else {
+            return Err(Error::Missing("no Encrypted payload"));
+        };
+        let prefix = &data[..data.len() - body.len()];
+        let inner = keys.inbound.open(prefix, body)?;
+        Ok(parse_chain(*first_inner, &inner)?)
+    }
+
+    fn send_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        keys: &IkeKeys,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let id = sa.next_request_id;
+        let message = self.encrypted_message(sa, keys, exchange, false, id, payloads)?;
+        sa.next_request_id = id.wrapping_add(1);
+        self.start_request(now, sa, id, message);
+        Ok(())
+    }
+
+    fn start_request(&mut self, now: Instant, sa: &mut IkeSa, message_id: u32, message: Vec<u8>) {
+        sa.pending = Some(Pending {
+            message_id,
+            datagram: message.clone(),
+            tries: 1,
+        });
+        sa.timers
+            .set(Timer::Retransmit, now + self.config.retransmit_timeout);
+        self.transmit(now, sa, message);
+    }
+
+    fn send_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        keys: &IkeKeys,
+        exchange: ExchangeType,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let message = self.encrypted_message(sa, keys, exchange, true, message_id, payloads)?;
+        sa.last_response = Some((message_id, message.clone()));
+        sa.expected_request_id = message_id.wrapping_add(1);
+        self.transmit(now, sa, message);
+        Ok(())
+    }
+
+    /// Answers an IKE_SA_INIT request with an unprotected error notify.
+    fn reply_init_error(
+        &mut self,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        kind: NotifyType,
+        data: Vec<u8>,
+    ) {
+        let payloads = [Payload::Notify(Notify::new(kind, data))];
+        let Ok(message) = Self::plain_message(
+            hdr.spi_i,
+            0,
+            ExchangeType::IkeSaInit,
+            Flags::new(false, true),
+            0,
+            &payloads,
+        ) else {
+            return;
+        };
+        let contents = self.frame(local, message);
+        self.transmits.push_back(Transmit {
+            local,
+            remote,
+            contents,
+        });
+    }
+
+    fn refuse(
+        &mut self,
+        remote: SocketAddr,
+        peer: Option<String>,
+        notify: NotifyType,
+        reason: String,
+    ) {
+        warn!(%remote, peer = peer.as_deref().unwrap_or("-"), notify = %notify, "{reason}");
+        self.events.push_back(Event::Refused {
+            remote,
+            peer,
+            notify,
+            reason,
+        });
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if hdr.exchange == ExchangeType::IkeSaInit && !hdr.flags.response() {
+            if hdr.spi_r != 0 || hdr.message_id != 0 || !hdr.flags.initiator() {
+                return Err(Error::Missing(
+                    "IKE_SA_INIT request with responder SPI or message ID",
+                ));
+            }
+            return self.respond_init(now, remote, local, hdr, data);
+        }
+        // The sender's I flag tells whose SPI is ours (RFC 7296 §3.1).
+        let ours = if hdr.flags.initiator() {
+            hdr.spi_r
+        } else {
+            hdr.spi_i
+        };
+        let Some(mut sa) = self.sas.remove(&ours) else {
+            return Err(Error::NotFound(format!("IKE SA {ours:016x}")));
+        };
+        let theirs_matches = if sa.initiator {
+            !hdr.flags.initiator() && (sa.spi_r == 0 || sa.spi_r == hdr.spi_r)
+        } else {
+            hdr.flags.initiator() && sa.spi_i == hdr.spi_i
+        };
+        let result = if !theirs_matches {
+            Err(Error::Misbehaved("SPI or role mismatch".into()))
+        } else if hdr.flags.response() {
+            self.on_response(now, &mut sa, remote, local, hdr, data)
+        } else {
+            self.on_request(now, &mut sa, remote, local, hdr, data)
+        };
+        self.put_back(sa);
+        result
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        // RFC 7296 §2.2: a retransmitted request gets the cached response.
+        if let Some((id, message)) = &sa.last_response {
+            if *id == hdr.message_id {
+                let message = message.clone();
+                self.transmit(now, sa, message);
+                return Ok(());
+            }
+        }
+        if hdr.message_id != sa.expected_request_id {
+            return Err(Error::Misbehaved(format!(
+                "request with message ID {} (expected {})",
+                hdr.message_id, sa.expected_request_id
+            )));
+        }
+        match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
+            (ExchangeType::IkeAuth, State::InitDone(init)) => {
+                self.respond_auth(now, sa, remote, local, hdr, data, init)
+            }
+            (ExchangeType::Informational, State::Established(est)) => {
+                self.respond_informational(now, sa, remote, local, hdr, data, est)
+            }
+            (ExchangeType::CreateChildSa, State::Established(est)) => {
+                let result = Self::decrypt(&est.keys, hdr, data).and_then(|_| {
+                    // Rekeying and additional Child SAs come with the
+                    // CREATE_CHILD_SA work; until then refuse politely.
+                    let payloads = [Payload::Notify(Notify::new(
+                        NotifyType::NoAdditionalSas,
+                        vec![],
+                    ))];
+                    self.send_response(
+                        now,
+                        sa,
+                        &est.keys,
+                        ExchangeType::CreateChildSa,
+                        hdr.message_id,
+                        &payloads,
+                    )
+                });
+                sa.state = State::Established(est);
+                result
+            }
+            (_, state) => {
+                sa.state = state;
+                Err(Error::Misbehaved(format!(
+                    "unexpected {} request",
+                    hdr.exchange
+                )))
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
+            return Err(Error::Misbehaved(format!(
+                "unexpected response {}",
+                hdr.message_id
+            )));
+        }
+        match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
+            (ExchangeType::IkeSaInit, State::InitSent(init)) => {
+                self.on_init_response(now, sa, remote, local, hdr, data, init)
+            }
+            (ExchangeType::IkeAuth, State::AuthSent(auth)) => {
+                self.on_auth_response(now, sa, hdr, data, auth)
+            }
+            (ExchangeType::Informational, State::Closing(est)) => {
+                if Self::decrypt(&est.keys, hdr, data).is_err() {
+                    sa.state = State::Closing(est);
+                    return Err(Error::Misbehaved("undecryptable response".into()));
+                }
+                sa.pending = None;
+                sa.state = State::Gone;
+                Ok(())
+            }
+            (ExchangeType::Informational, State::Established(est)) => {
+                let r = Self::decrypt(&est.keys, hdr, data).map(|_| {
+                    sa.pending = None;
+                    sa.timers.stop(Timer::Retransmit);
+                });
+                sa.state = State::Established(est);
+                r
+            }
+            (_, state) => {
+                sa.state = state;
+                Err(Error::Misbehaved(format!(
+                    "unexpected {} response",
+                    hdr.exchange
+                )))
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, sa: &mut IkeSa, timer: Timer) {
+        match timer {
+            Timer::Retransmit => {
+                let Some(p) = &mut sa.pending else {
+                    return;
+                };
+                if p.tries >= self.config.retransmit_tries {
+                    let tries = p.tries;
+                    self.fail(sa, format!("no answer after {tries} transmissions"));
+                    return;
+                }
+                p.tries += 1;
+                let wait = self
+                    .config
+                    .retransmit_timeout
+                    .saturating_mul(1 << (p.tries - 1).min(16))
+                    .min(MAX_RETRANSMIT_INTERVAL);
+                let datagram = p.datagram.clone();
+                debug!(ike_sa = %sa.id, tries = p.tries, "retransmitting");
+                sa.timers.set(Timer::Retransmit, now + wait);
+                self.transmit(now, sa, datagram);
+            }
+            Timer::Expire => match sa.state {
+                State::InitDone(_) => {
+                    debug!(ike_sa = %sa.id, remote = %sa.remote, "half-open IKE SA expired");
+                    sa.state = State::Gone;
+                }
+                State::Dead => sa.state = State::Gone,
+                _ => {}
+            },
+            Timer::Keepalive => {
+                if matches!(sa.state, State::Established(_)) && sa.encap {
+                    let interval = self.config.keepalive_interval;
+                    if now.saturating_duration_since(sa.last_sent) >= interval {
+                        sa.last_sent = now;
+                        self.transmits.push_back(Transmit {
+                            local: SocketAddr::new(sa.local.ip(), self.config.natt_port),
+                            remote: sa.remote,
+                            contents: vec![0xff],
+                        });
+                    }
+                    sa.timers.set(Timer::Keepalive, sa.last_sent + interval);
+                }
+            }
+        }
+    }
+
+    /// Gives an IKE SA up: reports it down and lets it linger.
+    fn fail(&mut self, sa: &mut IkeSa, reason: String) {
+        warn!(ike_sa = %sa.id, peer = sa.peer_name().as_deref().unwrap_or("-"), "{reason}");
+        if let State::Established(est) | State::Closing(est) =
+            std::mem::replace(&mut sa.state, State::Dead)
+        {
+            self.report_children_down(sa, &est.children);
+            for c in &est.children {
+                self.child_spis.remove(&c.spi_in);
+            }
+        }
+        sa.pending = None;
+        sa.timers = Timers::default();
+        self.events.push_back(Event::IkeSaDown {
+            ike_sa: sa.id,
+            peer: sa.peer_name(),
+            reason,
+        });
+        sa.state = State::Gone;
+    }
+
+    fn report_children_down(&mut self, sa: &IkeSa, children: &[ChildSa]) {
+        let peer = sa.peer_name().unwrap_or_default();
+        for c in children {
+            self.events.push_back(Event::ChildSaDown {
+                ike_sa: sa.id,
+                peer: peer.clone(),
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
+        }
+    }
+
+    // ---- IKE_SA_INIT ---------------------------------------------------
+
+    fn send_init(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        group: KeId,
+        cookie: Option<Vec<u8>>,
+        retried_ke: bool,
+    ) -> Result<(), Error> {
+        let peer = sa
+            .peer
+            .clone()
+            .ok_or(Error::Missing("initiator without peer"))?;
+        let (ke, public) = KeyExchange::generate(group, &mut self.rng)?;
+        let nonce_i = self.random(NONCE_LEN);
+        let mut payloads = Vec::new();
+        if let Some(c) = &cookie {
+            payloads.push(Payload::Notify(Notify::new(NotifyType::Cookie, c.clone())));
+        }
+        payloads.push(Payload::Sa(peer.ike.to_wire(&[], true)));
+        payloads.push(Payload::Ke {
+            group,
+            data: public,
+        });
+        payloads.push(Payload::Nonce(nonce_i.clone()));
+        payloads.extend(self.nat_detection(sa.spi_i, 0, sa.local, sa.remote));
+        let message1 = Self::plain_message(
+            sa.spi_i,
+            0,
+            ExchangeType::IkeSaInit,
+            Flags::new(true, false),
+            0,
+            &payloads,
+        )?;
+        sa.state = State::InitSent(InitSent {
+            ke,
+            nonce_i,
+            message1: message1.clone(),
+            cookie,
+            retried_ke,
+        });
+        sa.next_request_id = 1;
+        self.start_request(now, sa, 0, message1);
+        Ok(())
+    }
+
+    /// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP (RFC 7296 §2.23). With
+    /// `force_encap` the source hash is random, so the peer sees "NAT" and
+    /// encapsulates ESP in UDP.
+    fn nat_detection(
+        &mut self,
+        spi_i: u64,
+        spi_r: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> [Payload; 2] {
+        let src = if self.config.force_encap {
+            self.random(20)
+        } else {
+            nat_detection_hash(spi_i, spi_r, local)
+        };
+        [
+            Payload::Notify(Notify::new(NotifyType::NatDetectionSourceIp, src)),
+            Payload::Notify(Notify::new(
+                NotifyType::NatDetectionDestinationIp,
+                nat_detection_hash(spi_i, spi_r, remote),
+            )),
+        ]
+    }
+
+    /// Reads the peer's NAT detection notifies: (peer behind NAT, we appear
+    /// behind NAT, whether the peer sent any).
+    fn nat_result(
+        &self,
+        payloads: &[Payload],
+        spi_i: u64,
+        spi_r: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> (bool, bool, bool) {
+        let src: Vec<&Notify> = notifies(payloads)
+            .filter(|n| n.kind == NotifyType::NatDetectionSourceIp)
+            .collect();
+        let dst = notifies(payloads).find(|n| n.kind == NotifyType::NatDetectionDestinationIp);
+        if src.is_empty() && dst.is_none() {
+            return (false, false, false);
+        }
+        let expect_remote = nat_detection_hash(spi_i, spi_r, remote);
+        let remote_nat = !src.iter().any(|n| n.data == expect_remote);
+        // Behind a wildcard socket our own address is unknown; that counts
+        // as "NAT", which only makes us encapsulate.
+        let local_nat = local.ip().is_unspecified()
+            || dst.is_none_or(|n| n.data != nat_detection_hash(spi_i, spi_r, local));
+        (remote_nat, local_nat, true)
+    }
+
+    fn respond_init(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if let Some(spi) = self.half_open.get(&(remote, hdr.spi_i)).copied() {
+            if let Some(mut sa) = self.sas.remove(&spi) {
+                if let Some((0, message)) = sa.last_response.clone() {
+                    self.transmit(now, &mut sa, message);
+                }
+                self.put_back(sa);
+            }
+            return Ok(());
+        }
+        let payloads = match parse_chain(hdr.next_payload, &data[HEADER_LEN..]) {
+            Ok(p) => p,
+            Err(e) => {
+                let err = Error::from(e);
+                if let Some(n) = err.notify() {
+                    self.reply_init_error(remote, local, hdr, n, vec![]);
+                }
+                return Err(err);
+            }
+        };
+        let offered = find(&payloads, |p| match p {
+            Payload::Sa(v) => Some(v),
+            _ => None,
+        });
+        let ke = find(&payloads, |p| match p {
+            Payload::Ke { group, data } => Some((*group, data)),
+            _ => None,
+        });
+        let nonce = find(&payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let (Some(offered), Some((group, public)), Some(nonce_i)) = (offered, ke, nonce) else {
+            self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+            return Err(Error::Missing("IKE_SA_INIT without SA, KE or Nonce"));
+        };
+        // RFC 7296 §2.10: nonces are at least 16 and at most 256 octets.
+        if !(16..=256).contains(&nonce_i.len()) {
+            self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+            return Err(Error::Missing("nonce length"));
+        }
+        let Some((suite, echo)) = self.config.ike_proposals.select_ike(offered) else {
+            let offer = describe_offer(offered);
+            self.refuse(
+                remote,
+                None,
+                NotifyType::NoProposalChosen,
+                format!("no acceptable IKE proposal; peer offered {offer}"),
+            );
+            self.reply_init_error(remote, local, hdr, NotifyType::NoProposalChosen, vec![]);
+            return Err(Error::NoProposalChosen(offer));
+        };
+        if group != suite.ke {
+            // RFC 7296 §1.3: tell the initiator which group we chose.
+            debug!(%remote, offered = %group, wanted = %suite.ke, "INVALID_KE_PAYLOAD");
+            self.reply_init_error(
+                remote,
+                local,
+                hdr,
+                NotifyType::InvalidKePayload,
+                u16::from(suite.ke).to_be_bytes().to_vec(),
+            );
+            return Err(Error::InvalidKe(suite.ke));
+        }
+        let (kx, our_public) = KeyExchange::generate(suite.ke, &mut self.rng)?;
+        let shared = match kx.shared_secret(public) {
+            Ok(s) => s,
+            Err(e) => {
+                self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+                return Err(e.into());
+            }
+        };
+        let spi_r = self.new_ike_spi();
+        let nonce_r = self.random(NONCE_LEN);
+        let (remote_nat, local_nat, peer_does_natt) =
+            self.nat_result(&payloads, hdr.spi_i, 0, local, remote);
+        let mut reply = vec![
+            Payload::Sa(vec![echo]),
+            Payload::Ke {
+                group: suite.ke,
+                data: our_public,
+            },
+            Payload::Nonce(nonce_r.clone()),
+        ];
+        if peer_does_natt {
+            reply.extend(self.nat_detection(hdr.spi_i, spi_r, local, remote));
+        }
+        let message2 = Self::plain_message(
+            hdr.spi_i,
+            spi_r,
+            ExchangeType::IkeSaInit,
+            Flags::new(false, true),
+            0,
+            &reply,
+        )?;
+        let keys = IkeKeys::derive(suite, &shared, nonce_i, &nonce_r, hdr.spi_i, spi_r, false);
+        let mut sa = IkeSa {
+            id: IkeSaId(spi_r),
+            initiator: false,
+            spi_i: hdr.spi_i,
+            spi_r,
+            local,
+            remote,
+            peer: None,
+            state: State::InitDone(InitDone {
+                keys,
+                nonce_i: nonce_i.clone(),
+                nonce_r,
+                message1: data.to_vec(),
+                message2: message2.clone(),
+            }),
+            next_request_id: 0,
+            expected_request_id: 1,
+            last_response: Some((0, message2.clone())),
+            pending: None,
+            timers: Timers::default(),
+            encap: peer_does_natt && (remote_nat || local_nat || self.config.force_encap),
+            remote_behind_nat: remote_nat,
+            last_sent: now,
+        };
+        sa.timers
+            .set(Timer::Expire, now + self.config.half_open_timeout);
+        debug!(%remote, ike_sa = %sa.id, %suite, "IKE_SA_INIT answered");
+        self.transmit(now, &mut sa, message2);
+        self.half_open.insert((remote, hdr.spi_i), spi_r);
+        self.sas.insert(spi_r, sa);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_init_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+        init: InitSent,
+    ) -> Result<(), Error> {
+        let peer = sa
+            .peer
+            .clone()
+            .ok_or(Error::Missing("initiator without peer"))?;
+        let payloads = match parse_chain(hdr.next_payload, &data[HEADER_LEN..]) {
+            Ok(p) => p,
+            Err(e) => {
+                sa.state = State::InitSent(init);
+                return Err(e.into());
+            }
+        };
+        if let Some(n) = notifies(&payloads).find(|n| n.kind == NotifyType::Cookie) {
+            // RFC 7296 §2.6: repeat the request with the cookie in front.
+            if init.cookie.is_none() && n.data.len() <= 64 {
+                let group = init.ke.group();
+                let cookie = Some(n.data.clone());
+                return self.send_init(now, sa, group, cookie, init.retried_ke);
+            }
+        }
+        if let Some(n) = notifies(&payloads).find(|n| n.kind == NotifyType::InvalidKePayload) {
+            let wanted =
+                <[u8; 2]>::try_from(n.data.as_slice()).map(|b| KeId::from(u16::from_be_bytes(b)));
+            if let Ok(g) = wanted {
+                if !init.retried_ke && peer.ike.allows_ke(g) && KeyExchange::supports(g) {
+                    info!(peer = %peer.name, group = %g, "peer asks for another key exchange method; retrying");
+                    return self.send_init(now, sa, g, init.cookie, true);
+                }
+            }
+            self.refuse(
+                remote,
+                Some(peer.name.clone()),
+                NotifyType::InvalidKePayload,
+                "peer wants a key exchange method we do not offer".into(),
+            );
+            self.fail(sa, "INVALID_KE_PAYLOAD".into());
+            return Ok(());
+        }
+        if let Some(n) = first_error_notify(&payloads) {
+            self.refuse(
+                remote,
+                Some(peer.name.clone()),
+                n.kind,
+                format!("peer answered IKE_SA_INIT with {}", n.kind),
+            );
+            self.fail(sa, format!("peer refused: {}", n.kind));
+            return Ok(());
+        }
+        let result = (|| {
+            let Some(Payload::Sa(chosen)) = payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
+            else {
+                return Err(Error::Missing("no SA payload"));
+            };
+            if chosen.len() != 1 {
+                return Err(Error::Misbehaved(
+                    "responder chose more than one proposal".into(),
+                ));
+            }
+            let (suite, _) = peer.ike.select_ike(chosen).ok_or_else(|| {
+                Error::Misbehaved("responder chose a proposal we did not offer".into())
+            })?;
+            let (group, public) = find(&payloads, |p| match p {
+                Payload::Ke { group, data } => Some((*group, data)),
+                _ => None,
+            })
+            .ok_or(Error::Missing("no KE payload"))?;
+            if group != suite.ke || group != init.ke.group() {
+                return Err(Error::Misbehaved(
+                    "KE payload does not match the chosen group".into(),
+                ));
+            }
+            let nonce_r = find(&payloads, |p| match p {
+                Payload::Nonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .ok_or(Error::Missing("no Nonce payload"))?;
+            if !(16..=256).contains(&nonce_r.len()) || hdr.spi_r == 0 {
+                return Err(Error::Missing("nonce length or responder SPI"));
+            }
+            let shared = init.ke.shared_secret(public)?;
+            Ok((suite, shared, nonce_r))
+        })();
+        let (suite, shared, nonce_r) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(sa, format!("bad IKE_SA_INIT response: {e}"));
+                return Ok(());
+            }
+        };
+        sa.spi_r = hdr.spi_r;
+        sa.pending = None;
+        sa.timers.stop(Timer::Retransmit);
+        let (remote_nat, local_nat, natt) =
+            self.nat_result(&payloads, sa.spi_i, sa.spi_r, local, remote);
+        sa.remote_behind_nat = remote_nat;
+        sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
+        if sa.encap {
+            // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on.
+            sa.local = SocketAddr::new(sa.local.ip(), self.config.natt_port);
+            sa.remote = SocketAddr::new(sa.remote.ip(), self.config.natt_port);
+        }
+        let keys = IkeKeys::derive(
+            suite,
+            &shared,
+            &init.nonce_i,
+            &nonce_r,
+            sa.spi_i,
+            sa.spi_r,
+            true,
+        );
+        let child_spi = self.new_child_spi();
+        let local_id = self.config.local_id.clone();
+        let auth = psk_auth(
+            suite.prf,
+            &peer.psk,
+            &init.message1,
+            &nonce_r,
+            &keys.sk_pi,
+            local_id.id_type(),
+            &local_id.data(),
+        );
+        let payloads = vec![
+            Payload::IdI {
+                id_type: local_id.id_type(),
+                data: local_id.data(),
+            },
+            Payload::IdR {
+                id_type: peer.remote_id.id_type(),
+                data: peer.remote_id.data(),
+            },
+            Payload::Auth {
+                method: AuthMethod::SharedKeyMic,
+                data: auth.to_vec(),
+            },
+            Payload::Notify(Notify::new(NotifyType::InitialContact, vec![])),
+            Payload::Sa(peer.esp.to_wire(&child_spi.to_be_bytes(), false)),
+            Payload::TsI(peer.local_ts.iter().map(|s| s.to_selector()).collect()),
+            Payload::TsR(peer.remote_ts.iter().map(|s| s.to_selector()).collect()),
+        ];
+        if let Err(e) = self.send_request(now, sa, &keys, ExchangeType::IkeAuth, &payloads) {
+            self.child_spis.remove(&child_spi);
+            self.fail(sa, format!("cannot build IKE_AUTH: {e}"));
+            return Ok(());
+        }
+        sa.state = State::AuthSent(AuthSent {
+            keys,
+            nonce_i: init.nonce_i,
+            nonce_r,
+            message2: data.to_vec(),
+            child_spi,
+        });
+        Ok(())
+    }
+
+    // ---- IKE_AUTH ------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond_auth(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+        init: InitDone,
+    ) -> Result<(), Error> {
+        let payloads = match Self::decrypt(&init.keys, hdr, data) {
+            Ok(p) => p,
+            Err(e @ Error::Crypto(_)) => {
+                sa.state = State::InitDone(init);
+                return Err(e);
+            }
+            Err(e) => {
+                let n = e.notify().unwrap_or(NotifyType::InvalidSyntax);
+                let reply = [Payload::Notify(Notify::new(n, vec![]))];
+                self.send_response(
+                    now,
+                    sa,
+                    &init.keys,
+                    ExchangeType::IkeAuth,
+                    hdr.message_id,
+                    &reply,
+                )?;
+                sa.state = State::Dead;
+                sa.timers.set(Timer::Expire, now + LINGER);
+                return Err(e);
+            }
+        };
+        // An authenticated message: follow the peer's address (RFC 7296 §2.23).
+        sa.remote = remote;
+        sa.local = local;
+        self.half_open.remove(&(sa.remote, sa.spi_i));
+        match self.authenticate_initiator(&payloads, &init) {
+            Ok(peer) => {
+                sa.peer = Some(peer.clone());
+                self.complete_responder_auth(now, sa, hdr, &payloads, init, peer)
+            }
+            Err((e, peer_name)) => {
+                let n = e.notify().unwrap_or(NotifyType::AuthenticationFailed);
+                self.refuse(remote, peer_name, n, e.to_string());
+                let reply = [Payload::Notify(Notify::new(n, vec![]))];
+                self.send_response(
+                    now,
+                    sa,
+                    &init.keys,
+                    ExchangeType::IkeAuth,
+                    hdr.message_id,
+                    &reply,
+                )?;
+                sa.state = State::Dead;
+                sa.timers = Timers::default();
+                sa.timers.set(Timer::Expire, now + LINGER);
+                Ok(())
+            }
+        }
+    }
+
+    fn authenticate_initiator(
+        &self,
+        payloads: &[Payload],
+        init: &InitDone,
+    ) -> Result<Arc<PeerConfig>, (Error, Option<String>)> {
+        let (id_type, id_data) = find(payloads, |p| match p {
+            Payload::IdI { id_type, data } => Some((*id_type, data)),
+            _ => None,
+        })
+        .ok_or((Error::Missing("no IDi payload"), None))?;
+        let (method, auth) = find(payloads, |p| match p {
+            Payload::Auth { method, data } => Some((*method, data)),
+            _ => None,
+        })
+        .ok_or((
+            Error::Missing("no AUTH payload (EAP is not supported)"),
+            None,
+        ))?;
+        let identity = Identity::from_wire(id_type, id_data)
+            .map_err(|e| (Error::AuthenticationFailed(format!("identity: {e}")), None))?;
+        let peer = self
+            .by_id
+            .get(&identity)
+            .and_then(|name| self.peers.get(name))
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    Error::AuthenticationFailed(format!("no facility has identity {identity}")),
+                    None,
+                )
+            })?;
+        let name = Some(peer.name.clone());
+        let suite = init.keys.suite;
+        if !peer.ike.accepts_ike(&suite) {
+            return Err((
+                Error::AuthenticationFailed(format!(
+                    "IKE suite {suite} is not allowed for {}",
+                    peer.name
+                )),
+                name,
+            ));
+        }
+        if method != AuthMethod::SharedKeyMic {
+            return Err((
+                Error::AuthenticationFailed(format!(
+                    "{method} authentication is not configured for {}",
+                    peer.name
+                )),
+                name,
+            ));
+        }
+        let expected = psk_auth(
+            suite.prf,
+            &peer.psk,
+            &init.message1,
+            &init.nonce_r,
+            &init.keys.sk_pi,
+            id_type,
+            id_data,
+        );
+        if !constant_time_eq(&expected, auth) {
+            return Err((
+                Error::AuthenticationFailed(format!("pre-shared key of {identity} does not match")),
+                name,
+            ));
+        }
+        Ok(peer)
+    }
+
+    fn complete_responder_auth(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        hdr: &HeaderRepr,
+        payloads: &[Payload],
+        init: InitDone,
+        peer: Arc<PeerConfig>,
+    ) -> Result<(), Error> {
+        let suite = init.keys.suite;
+        let local_id = self.config.local_id.clone();
+        let auth = psk_auth(
+            suite.prf,
+            &peer.psk,
+            &init.message2,
+            &init.nonce_i,
+            &init.keys.sk_pr,
+            local_id.id_type(),
+            &local_id.data(),
+        );
+        let mut reply = vec![
+            Payload::IdR {
+                id_type: local_id.id_type(),
+                data: local_id.data(),
+            },
+            Payload::Auth {
+                method: AuthMethod::SharedKeyMic,
+                data: auth.to_vec(),
+            },
+        ];
+        let child = self.negotiate_first_child(sa, payloads, &init, &peer);
+        let mut children = Vec::new();
+        let mut installed = None;
+        match child {
+            Ok((info, echo)) => {
+                reply.push(Payload::Sa(vec![echo]));
+                reply.push(Payload::TsI(info.remote_ts.clone()));
+                reply.push(Payload::TsR(info.local_ts.clone()));
+                children.push(ChildSa {
+                    spi_in: info.spi_in,
+                    spi_out: info.spi_out,
+                });
+                installed = Some(info);
+            }
+            Err(e) => {
+                let n = e.notify().unwrap_or(NotifyType::NoProposalChosen);
+                self.refuse(
+                    sa.remote,
+                    Some(peer.name.clone()),
+                    n,
+                    format!("first Child SA refused: {e}"),
+                );
+                reply.push(Payload::Notify(Notify::new(n, vec![])));
+            }
+        }
+        self.send_response(
+            now,
+            sa,
+            &init.keys,
+            ExchangeType::IkeAuth,
+            hdr.message_id,
+            &reply,
+        )?;
+        sa.timers.stop(Timer::Expire);
+        sa.state = State::Established(Established {
+            keys: init.keys,
+            children,
+        });
+        self.established(now, sa, &peer, suite, installed);
+        Ok(())
+    }
+
+    fn negotiate_first_child(
+        &mut self,
+        sa: &IkeSa,
+        payloads: &[Payload],
+        init: &InitDone,
+        peer: &PeerConfig,
+    ) -> Result<(ChildSaInfo, Proposal), Error> {
+        let offered = find(payloads, |p| match p {
+            Payload::Sa(v) => Some(v),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no SA payload for the Child SA"))?;
+        let tsi = find(payloads, |p| match p {
+            Payload::TsI(v) => Some(v),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no TSi"))?;
+        let tsr = find(payloads, |p| match p {
+            Payload::TsR(v) => Some(v),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no TSr"))?;
+        let spi_in = self.new_child_spi();
+        let Some((suite, spi_out, echo)) = peer.esp.select_esp(offered, true, spi_in) else {
+            self.child_spis.remove(&spi_in);
+            return Err(Error::NoProposalChosen(describe_offer(offered)));
+        };
+        let remote_allowed: Vec<TrafficSelector> =
+            peer.remote_ts.iter().map(|s| s.to_selector()).collect();
+        let local_allowed: Vec<TrafficSelector> =
+            peer.local_ts.iter().map(|s| s.to_selector()).collect();
+        let remote_ts = narrow(tsi, &remote_allowed);
+        let local_ts = narrow(tsr, &local_allowed);
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            self.child_spis.remove(&spi_in);
+            return Err(Error::TsUnacceptable(format!(
+                "facility proposed TSi {} TSr {}; configured {} === {}",
+                describe(tsi),
+                describe(tsr),
+                describe(&remote_allowed),
+                describe(&local_allowed)
+            )));
+        }
+        let keys = derive_child(
+            init.keys.suite.prf,
+            &init.keys.sk_d,
+            &suite,
+            None,
+            &init.nonce_i,
+            &init.nonce_r,
+            false,
+        );
+        Ok((
+            ChildSaInfo {
+                spi_in,
+                spi_out,
+                suite,
+                keys,
+                local_ts,
+                remote_ts,
+                remote: sa.remote,
+                encap: sa.encap,
+            },
+            echo,
+        ))
+    }
+
+    fn on_auth_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        hdr: &HeaderRepr,
+        data: &[u8],
+        auth: AuthSent,
+    ) -> Result<(), Error> {
+        let peer = sa
+            .peer
+            .clone()
+            .ok_or(Error::Missing("initiator without peer"))?;
+        let payloads = match Self::decrypt(&auth.keys, hdr, data) {
+            Ok(p) => p,
+            Err(e) => {
+                sa.state = State::AuthSent(auth);
+                return Err(e);
+            }
+        };
+        sa.pending = None;
+        sa.timers.stop(Timer::Retransmit);
+        let has_auth = payloads.iter().any(|p| matches!(p, Payload::Auth { .. }));
+        if let (false, Some(n)) = (has_auth, first_error_notify(&payloads)) {
+            self.child_spis.remove(&auth.child_spi);
+            self.refuse(
+                sa.remote,
+                Some(peer.name.clone()),
+                n.kind,
+                format!("facility answered IKE_AUTH with {}", n.kind),
+            );
+            self.fail(sa, format!("facility refused IKE_AUTH: {}", n.kind));
+            return Ok(());
+        }
+        let verified = (|| {
+            let (id_type, id_data) = find(&payloads, |p| match p {
+                Payload::IdR { id_type, data } => Some((*id_type, data)),
+                _ => None,
+            })
+            .ok_or(Error::Missing("no IDr"))?;
+            let identity = Identity::from_wire(id_type, id_data)
+                .map_err(|e| Error::AuthenticationFailed(e.to_string()))?;
+            if identity != peer.remote_id {
+                return Err(Error::AuthenticationFailed(format!(
+                    "facility identified as {identity}, expected {}",
+                    peer.remote_id
+                )));
+            }
+            let (method, value) = find(&payloads, |p| match p {
+                Payload::Auth { method, data } => Some((*method, data)),
+                _ => None,
+            })
+            .ok_or(Error::Missing("no AUTH"))?;
+            let expected = psk_auth(
+                auth.keys.suite.prf,
+                &peer.psk,
+                &auth.message2,
+                &auth.nonce_i,
+                &auth.keys.sk_pr,
+                id_type,
+                id_data,
+            );
+            if method != AuthMethod::SharedKeyMic || !constant_time_eq(&expected, value) {
+                return Err(Error::AuthenticationFailed(format!(
+                    "{identity} did not prove the pre-shared key"
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = verified {
+            self.child_spis.remove(&auth.child_spi);
+            self.refuse(
+                sa.remote,
+                Some(peer.name.clone()),
+                NotifyType::AuthenticationFailed,
+                e.to_string(),
+            );
+            self.fail(sa, e.to_string());
+            return Ok(());
+        }
+        let suite = auth.keys.suite;
+        let mut children = Vec::new();
+        let mut installed = None;
+        match self.accept_first_child(sa, &payloads, &auth, &peer) {
+            Ok(info) => {
+                children.push(ChildSa {
+                    spi_in: info.spi_in,
+                    spi_out: info.spi_out,
+                });
+                installed = Some(info);
+            }
+            Err(e) => {
+                self.child_spis.remove(&auth.child_spi);
+                let n = e.notify().unwrap_or(NotifyType::NoProposalChosen);
+                self.refuse(
+                    sa.remote,
+                    Some(peer.name.clone()),
+                    n,
+                    format!("first Child SA failed: {e}"),
+                );
+            }
+        }
+        sa.expected_request_id = 0;
+        sa.state = State::Established(Established {
+            keys: auth.keys,
+            children,
+        });
+        self.established(now, sa, &peer, suite, installed);
+        Ok(())
+    }
+
+    fn accept_first_child(
+        &mut self,
+        sa: &IkeSa,
+        payloads: &[Payload],
+        auth: &AuthSent,
+        peer: &PeerConfig,
+    ) -> Result<ChildSaInfo, Error> {
+        if let Some(n) = first_error_notify(payloads) {
+            return Err(Error::Misbehaved(format!(
+                "facility refused the Child SA with {}",
+                n.kind
+            )));
+        }
+        let chosen = find(payloads, |p| match p {
+            Payload::Sa(v) => Some(v),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no SA payload"))?;
+        if chosen.len() != 1 {
+            return Err(Error::Misbehaved(
+                "responder chose more than one proposal".into(),
+            ));
+        }
+        let (suite, spi_out, _) = peer
+            .esp
+            .select_esp(chosen, true, auth.child_spi)
+            .ok_or_else(|| {
+                Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
+            })?;
+        let tsi = find(payloads, |p| match p {
+            Payload::TsI(v) => Some(v.clone()),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no TSi"))?;
+        let tsr = find(payloads, |p| match p {
+            Payload::TsR(v) => Some(v.clone()),
+            _ => None,
+        })
+        .ok_or(Error::Missing("no TSr"))?;
+        let local_allowed: Vec<TrafficSelector> =
+            peer.local_ts.iter().map(|s| s.to_selector()).collect();
+        let remote_allowed: Vec<TrafficSelector> =
+            peer.remote_ts.iter().map(|s| s.to_selector()).collect();
+        if tsi.is_empty()
+            || tsr.is_empty()
+            || !all_within(&tsi, &local_allowed)
+            || !all_within(&tsr, &remote_allowed)
+        {
+            return Err(Error::TsUnacceptable(
+                "responder widened the traffic selectors".into(),
+            ));
+        }
+        let keys = derive_child(
+            auth.keys.suite.prf,
+            &auth.keys.sk_d,
+            &suite,
+            None,
+            &auth.nonce_i,
+            &auth.nonce_r,
+            true,
+        );
+        Ok(ChildSaInfo {
+            spi_in: auth.child_spi,
+            spi_out,
+            suite,
+            keys,
+            local_ts: tsi,
+            remote_ts: tsr,
+            remote: sa.remote,
+            encap: sa.encap,
+        })
+    }
+
+    /// Common completion of IKE_AUTH: events, keepalives, and one IKE SA per
+    /// facility (an older one is replaced).
+    fn established(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        peer: &PeerConfig,
+        suite: IkeSuite,
+        child: Option<ChildSaInfo>,
+    ) {
+        for old in self.sas_of(&peer.name) {
+            if old != sa.id {
+                info!(peer = %peer.name, old = %old, new = %sa.id, "replacing older IKE SA of the facility");
+                if let Some(mut o) = self.sas.remove(&old.0) {
+                    self.fail(
+                        &mut o,
+                        "replaced by a new IKE SA of the same facility".into(),
+                    );
+                    self.put_back(o);
+                }
+            }
+        }
+        info!(peer = %peer.name, ike_sa = %sa.id, remote = %sa.remote, %suite, initiator = sa.initiator, "IKE SA established");
+        self.events.push_back(Event::IkeSaUp {
+            ike_sa: sa.id,
+            peer: peer.name.clone(),
+            remote: sa.remote,
+            suite,
+            initiator: sa.initiator,
+            remote_behind_nat: sa.remote_behind_nat,
+        });
+        if let Some(child) = child {
+            info!(
+                peer = %peer.name,
+                spi_in = format_args!("{:08x}", child.spi_in),
+                spi_out = format_args!("{:08x}", child.spi_out),
+                suite = %child.suite,
+                local_ts = %describe(&child.local_ts),
+                remote_ts = %describe(&child.remote_ts),
+                "Child SA established"
+            );
+            self.events.push_back(Event::ChildSaUp {
+                ike_sa: sa.id,
+                peer: peer.name.clone(),
+                child,
+            });
+        }
+        if sa.encap {
+            sa.timers
+                .set(Timer::Keepalive, now + self.config.keepalive_interval);
+        }
+    }
+
+    // ---- INFORMATIONAL -------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond_informational(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+        mut est: Established,
+    ) -> Result<(), Error> {
+        let payloads = match Self::decrypt(&est.keys, hdr, data) {
+            Ok(p) => p,
+            Err(e) => {
+                sa.state = State::Established(est);
+                return Err(e);
+            }
+        };
+        sa.remote = remote;
+        sa.local = local;
+        let mut delete_ike = false;
+        let mut ours = Vec::new();
+        let mut gone = Vec::new();
+        for p in &payloads {
+            let Payload::Delete(d) = p else { continue };
+            match d.protocol {
+                ProtocolId::Ike => delete_ike = true,
+                ProtocolId::Esp => {
+                    for spi in &d.spis {
+                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
+                            continue;
+                        };
+                        let spi_out = u32::from_be_bytes(b);
+                        if let Some(i) = est.children.iter().position(|c| c.spi_out == spi_out) {
+                            let c = est.children.remove(i);
+                            ours.push(c.spi_in.to_be_bytes().to_vec());
+                            gone.push(c);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let peer = sa.peer_name().unwrap_or_default();
+        if delete_ike {
+            self.send_response(
+                now,
+                sa,
+                &est.keys,
+                ExchangeType::Informational,
+                hdr.message_id,
+                &[],
+            )?;
+            info!(%peer, ike_sa = %sa.id, "IKE SA deleted by the facility");
+            self.report_children_down(sa, &est.children);
+            for c in &est.children {
+                self.child_spis.remove(&c.spi_in);
+            }
+            self.events.push_back(Event::IkeSaDown {
+                ike_sa: sa.id,
+                peer: sa.peer_name(),
+                reason: "deleted by the facility".into(),
+            });
+            sa.state = State::Dead;
+            sa.timers = Timers::default();
+            sa.timers.set(Timer::Expire, now + LINGER);
+            return Ok(());
+        }
+        let reply: Vec<Payload> = if ours.is_empty() {
+            Vec::new()
+        } else {
+            vec![Payload::Delete(Delete {
+                protocol: ProtocolId::Esp,
+                spi_size: 4,
+                spis: ours,
+            })]
+        };
+        let result = self.send_response(
+            now,
+            sa,
+            &est.keys,
+            ExchangeType::Informational,
+            hdr.message_id,
+            &reply,
+        );
+        self.report_children_down(sa, &gone);
+        for c in &gone {
+            self.child_spis.remove(&c.spi_in);
+            info!(%peer, spi_in = format_args!("{:08x}", c.spi_in), "Child SA deleted by the facility");
+        }
+        sa.state = State::Established(est);
+        result
+    }
+}

@@ -1,0 +1,724 @@
+//! The CRYPTREC profile: proposal strings in strongSwan's syntax, what the
+//! hub offers, and how it chooses among what a peer offers.
+//!
+//! ```text
+//! "aes256gcm16-prfsha384-ecp384,aes256-sha256-modp2048"
+//!        │ ProposalSet::parse (refuses anything outside the profile)
+//!        ▼
+//! ProposalSet ──to_wire──▶ SA payload we offer (initiator)
+//!             ──select_ike / select_esp(offered)──▶ IkeSuite / EspSuite (responder)
+//! ```
+
+use crate::crypto::{Encr, Integ, KeyExchange, Prf};
+use crate::wire::{
+    EncrId, EsnId, IntegId, KeId, PrfId, Proposal, ProtocolId, Transform, TransformType,
+};
+use std::fmt;
+
+/// The default IKE proposals: every CRYPTREC-listed combination, AEAD first,
+/// 128-bit-strength groups before MODP-2048.
+pub const DEFAULT_IKE: &str = "aes256gcm16-aes128gcm16-prfsha256-prfsha384-prfsha512-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048,\
+aes256-aes128-camellia256-camellia128-sha256-sha384-sha512-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048";
+
+/// The default ESP proposals (PFS groups are accepted but not required).
+pub const DEFAULT_ESP: &str =
+    "aes256gcm16-aes128gcm16,aes256-aes128-camellia256-camellia128-sha256-sha384-sha512";
+
+/// Which protocol a proposal string is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// IKE SA proposals (need a PRF and a key exchange method).
+    Ike,
+    /// ESP Child SA proposals (key exchange optional: PFS).
+    Esp,
+}
+
+/// Why a proposal string was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalError {
+    /// An algorithm the CRYPTREC profile refuses.
+    Refused(String),
+    /// A token that names no algorithm.
+    Unknown(String),
+    /// A proposal missing a required transform type.
+    Incomplete(String),
+    /// Empty string or empty proposal.
+    Empty,
+}
+
+impl fmt::Display for ProposalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProposalError::Refused(t) => write!(f, "'{t}' is outside the CRYPTREC profile"),
+            ProposalError::Unknown(t) => write!(f, "'{t}' is not a known algorithm"),
+            ProposalError::Incomplete(why) => f.write_str(why),
+            ProposalError::Empty => f.write_str("empty proposal"),
+        }
+    }
+}
+
+impl std::error::Error for ProposalError {}
+
+/// A negotiated IKE SA suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IkeSuite {
+    /// Encryption.
+    pub encr: Encr,
+    /// Pseudorandom function.
+    pub prf: Prf,
+    /// Integrity (None with AEAD).
+    pub integ: Option<Integ>,
+    /// Key exchange method.
+    pub ke: KeId,
+}
+
+/// A negotiated ESP suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EspSuite {
+    /// Encryption.
+    pub encr: Encr,
+    /// Integrity (None with AEAD).
+    pub integ: Option<Integ>,
+    /// PFS group, if any.
+    pub ke: Option<KeId>,
+}
+
+fn integ_name(i: Integ) -> &'static str {
+    match i {
+        Integ::HmacSha256_128 => "sha256",
+        Integ::HmacSha384_192 => "sha384",
+        Integ::HmacSha512_256 => "sha512",
+    }
+}
+
+fn prf_name(p: Prf) -> &'static str {
+    match p {
+        Prf::HmacSha256 => "prfsha256",
+        Prf::HmacSha384 => "prfsha384",
+        Prf::HmacSha512 => "prfsha512",
+    }
+}
+
+/// strongSwan's name for a key exchange method.
+pub fn ke_name(k: KeId) -> String {
+    match k {
+        KeId::Ecp256 => "ecp256".into(),
+        KeId::Ecp384 => "ecp384".into(),
+        KeId::Ecp521 => "ecp521".into(),
+        KeId::Modp2048 => "modp2048".into(),
+        KeId::Modp3072 => "modp3072".into(),
+        KeId::Modp4096 => "modp4096".into(),
+        KeId::Curve25519 => "x25519".into(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for IkeSuite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.encr.swan_name())?;
+        if let Some(i) = self.integ {
+            write!(f, "-{}", integ_name(i))?;
+        }
+        write!(f, "-{}-{}", prf_name(self.prf), ke_name(self.ke))
+    }
+}
+
+impl fmt::Display for EspSuite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.encr.swan_name())?;
+        if let Some(i) = self.integ {
+            write!(f, "-{}", integ_name(i))?;
+        }
+        if let Some(k) = self.ke {
+            write!(f, "-{}", ke_name(k))?;
+        }
+        Ok(())
+    }
+}
+
+/// One proposal: the algorithms acceptable for each transform type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template {
+    encr: Vec<Encr>,
+    prf: Vec<Prf>,
+    integ: Vec<Integ>,
+    /// For ESP, `KeId::None` in the list means "no PFS" is acceptable.
+    ke: Vec<KeId>,
+}
+
+/// A parsed, validated list of proposals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalSet {
+    protocol: Protocol,
+    templates: Vec<Template>,
+    text: String,
+}
+
+impl fmt::Display for ProposalSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+enum Token {
+    Encr(Encr),
+    Integ(Integ),
+    Prf(Prf),
+    Ke(KeId),
+    NoEsn,
+}
+
+fn token(t: &str, allow_x25519: bool) -> Result<Token, ProposalError> {
+    let refused = || Err(ProposalError::Refused(t.to_string()));
+    Ok(match t {
+        "aes128" => Token::Encr(Encr::AesCbc { bits: 128 }),
+        "aes256" => Token::Encr(Encr::AesCbc { bits: 256 }),
+        "aes128gcm16" | "aes128gcm128" => Token::Encr(Encr::AesGcm16 { bits: 128 }),
+        "aes256gcm16" | "aes256gcm128" => Token::Encr(Encr::AesGcm16 { bits: 256 }),
+        "camellia128" => Token::Encr(Encr::CamelliaCbc { bits: 128 }),
+        "camellia256" => Token::Encr(Encr::CamelliaCbc { bits: 256 }),
+        "sha256" | "sha2_256" => Token::Integ(Integ::HmacSha256_128),
+        "sha384" | "sha2_384" => Token::Integ(Integ::HmacSha384_192),
+        "sha512" | "sha2_512" => Token::Integ(Integ::HmacSha512_256),
+        "prfsha256" => Token::Prf(Prf::HmacSha256),
+        "prfsha384" => Token::Prf(Prf::HmacSha384),
+        "prfsha512" => Token::Prf(Prf::HmacSha512),
+        "ecp256" => Token::Ke(KeId::Ecp256),
+        "ecp384" => Token::Ke(KeId::Ecp384),
+        "ecp521" => Token::Ke(KeId::Ecp521),
+        "modp2048" => Token::Ke(KeId::Modp2048),
+        "modp3072" => Token::Ke(KeId::Modp3072),
+        "modp4096" => Token::Ke(KeId::Modp4096),
+        "x25519" | "curve25519" if allow_x25519 => Token::Ke(KeId::Curve25519),
+        "noesn" => Token::NoEsn,
+        "des" | "3des" | "md5" | "sha1" | "sha" | "modp768" | "modp1024" | "modp1536"
+        | "modp1024s160" | "modp2048s224" | "modp2048s256" | "ecp192" | "ecp224" | "null"
+        | "chacha20poly1305" | "aesxcbc" | "aescmac" | "prfmd5" | "prfsha1" | "prfaesxcbc"
+        | "aes192" | "aes192gcm16" | "x25519" | "curve25519" | "x448" | "curve448" | "esn"
+        | "aes128ccm16" | "aes256ccm16" | "aes128ctr" | "aes256ctr" | "aes128gcm8"
+        | "aes256gcm8" | "aes128gcm12" | "aes256gcm12" | "blowfish" | "cast128" => {
+            return refused()
+        }
+        _ => return Err(ProposalError::Unknown(t.to_string())),
+    })
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+impl ProposalSet {
+    /// Parses a comma-separated list of proposals in strongSwan's syntax.
+    /// Proposals that mix AEAD and non-AEAD ciphers are split in two, as
+    /// strongSwan does; `allow_x25519` is the operator's explicit opt-in to
+    /// Curve25519, which is not on the CRYPTREC list.
+    pub fn parse(
+        s: &str,
+        protocol: Protocol,
+        allow_x25519: bool,
+    ) -> Result<ProposalSet, ProposalError> {
+        let mut templates = Vec::new();
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(ProposalError::Empty);
+        }
+        for prop in s.split(',') {
+            let prop = prop.trim().to_ascii_lowercase();
+            if prop.is_empty() {
+                return Err(ProposalError::Empty);
+            }
+            let (mut aead, mut cbc) = (Vec::new(), Vec::new());
+            let mut t = Template {
+                encr: vec![],
+                prf: vec![],
+                integ: vec![],
+                ke: vec![],
+            };
+            for tok in prop.split('-') {
+                match token(tok, allow_x25519)? {
+                    Token::Encr(e) if e.is_aead() => push_unique(&mut aead, e),
+                    Token::Encr(e) => push_unique(&mut cbc, e),
+                    Token::Integ(i) => push_unique(&mut t.integ, i),
+                    Token::Prf(p) => push_unique(&mut t.prf, p),
+                    Token::Ke(k) => push_unique(&mut t.ke, k),
+                    Token::NoEsn => {}
+                }
+            }
+            if aead.is_empty() && cbc.is_empty() {
+                return Err(ProposalError::Incomplete(format!(
+                    "'{prop}' names no encryption algorithm"
+                )));
+            }
+            if protocol == Protocol::Ike {
+                if t.ke.is_empty() {
+                    return Err(ProposalError::Incomplete(format!(
+                        "'{prop}' names no key exchange method"
+                    )));
+                }
+                if t.prf.is_empty() {
+                    // strongSwan derives the PRFs from the integrity algorithms.
+                    t.prf = t
+                        .integ
+                        .iter()
+                        .map(|i| match i {
+                            Integ::HmacSha256_128 => Prf::HmacSha256,
+                            Integ::HmacSha384_192 => Prf::HmacSha384,
+                            Integ::HmacSha512_256 => Prf::HmacSha512,
+                        })
+                        .collect();
+                }
+                if t.prf.is_empty() {
+                    return Err(ProposalError::Incomplete(format!("'{prop}' names no PRF")));
+                }
+            } else {
+                if !t.prf.is_empty() {
+                    return Err(ProposalError::Incomplete(format!(
+                        "'{prop}': ESP proposals take no PRF"
+                    )));
+                }
+                if !t.ke.is_empty() && t.ke.contains(&KeId::None) {
+                    return Err(ProposalError::Incomplete(format!(
+                        "'{prop}': bad PFS group"
+                    )));
+                }
+            }
+            if !cbc.is_empty() {
+                if t.integ.is_empty() {
+                    return Err(ProposalError::Incomplete(format!(
+                        "'{prop}': CBC ciphers need an integrity algorithm"
+                    )));
+                }
+                templates.push(Template {
+                    encr: cbc,
+                    ..t.clone()
+                });
+            }
+            if !aead.is_empty() {
+                templates.push(Template {
+                    encr: aead,
+                    integ: vec![],
+                    ..t
+                });
+            }
+        }
+        Ok(ProposalSet {
+            protocol,
+            templates,
+            text: s.to_ascii_lowercase(),
+        })
+    }
+
+    /// The profile's default for a protocol.
+    pub fn default_for(protocol: Protocol) -> ProposalSet {
+        let text = match protocol {
+            Protocol::Ike => DEFAULT_IKE,
+            Protocol::Esp => DEFAULT_ESP,
+        };
+        // The defaults are constants checked by a unit test.
+        Self::parse(text, protocol, false).unwrap_or(ProposalSet {
+            protocol,
+            templates: Vec::new(),
+            text: String::new(),
+        })
+    }
+
+    /// Whether any proposal uses a key exchange method outside the 128-bit
+    /// set (MODP-2048: usable only until the end of 2030) or outside the
+    /// list altogether (x25519).
+    pub fn weak_groups(&self) -> Vec<KeId> {
+        let mut v = Vec::new();
+        for t in &self.templates {
+            for k in &t.ke {
+                if matches!(k, KeId::Modp2048 | KeId::Curve25519) {
+                    push_unique(&mut v, *k);
+                }
+            }
+        }
+        v
+    }
+
+    /// The first key exchange method of the first proposal (what an
+    /// initiator puts in its KE payload).
+    pub fn first_ke(&self) -> Option<KeId> {
+        self.templates
+            .iter()
+            .flat_map(|t| t.ke.iter())
+            .copied()
+            .next()
+    }
+
+    /// Whether `ke` appears in any proposal.
+    pub fn allows_ke(&self, ke: KeId) -> bool {
+        self.templates.iter().any(|t| t.ke.contains(&ke))
+    }
+
+    /// Our proposals as SA payload substructures. For the first Child SA
+    /// (`with_ke = false`) key exchange transforms are left out, as RFC 7296
+    /// §1.2 has them negotiated only in CREATE_CHILD_SA.
+    pub fn to_wire(&self, spi: &[u8], with_ke: bool) -> Vec<Proposal> {
+        let mut out = Vec::new();
+        for (i, t) in self.templates.iter().enumerate() {
+            let mut transforms = Vec::new();
+            for e in &t.encr {
+                transforms.push(Transform::with_key_length(
+                    TransformType::Encr,
+                    e.id().into(),
+                    e.bits(),
+                ));
+            }
+            if self.protocol == Protocol::Ike {
+                for p in &t.prf {
+                    transforms.push(Transform::new(TransformType::Prf, p.id().into()));
+                }
+            }
+            for g in &t.integ {
+                transforms.push(Transform::new(TransformType::Integ, g.id().into()));
+            }
+            if self.protocol == Protocol::Ike || with_ke {
+                for k in &t.ke {
+                    transforms.push(Transform::new(TransformType::Ke, (*k).into()));
+                }
+            }
+            if self.protocol == Protocol::Esp {
+                transforms.push(Transform::new(TransformType::Esn, EsnId::NoEsn.into()));
+            }
+            out.push(Proposal {
+                number: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                protocol: match self.protocol {
+                    Protocol::Ike => ProtocolId::Ike,
+                    Protocol::Esp => ProtocolId::Esp,
+                },
+                spi: spi.to_vec(),
+                transforms,
+            });
+        }
+        out
+    }
+
+    /// Whether a negotiated IKE suite is one of ours.
+    pub fn accepts_ike(&self, s: &IkeSuite) -> bool {
+        self.templates.iter().any(|t| {
+            t.encr.contains(&s.encr)
+                && t.prf.contains(&s.prf)
+                && t.ke.contains(&s.ke)
+                && match s.integ {
+                    Some(i) => t.integ.contains(&i),
+                    None => s.encr.is_aead(),
+                }
+        })
+    }
+
+    /// Chooses an IKE suite from a peer's SA payload: the peer's first
+    /// proposal that one of ours accepts, and within it the peer's first
+    /// acceptable transform of each type (RFC 7296 §2.7). Returns the suite
+    /// and the proposal to send back.
+    pub fn select_ike(&self, offered: &[Proposal]) -> Option<(IkeSuite, Proposal)> {
+        for p in offered.iter().filter(|p| p.protocol == ProtocolId::Ike) {
+            if !well_formed(p) {
+                continue;
+            }
+            for t in &self.templates {
+                let Some(encr) = pick(p, TransformType::Encr, |x| {
+                    Encr::from_id(EncrId::from(x.id), x.key_length()).filter(|e| t.encr.contains(e))
+                }) else {
+                    continue;
+                };
+                let Some(prf) = pick(p, TransformType::Prf, |x| {
+                    Prf::from_id(PrfId::from(x.id)).filter(|f| t.prf.contains(f))
+                }) else {
+                    continue;
+                };
+                let Some(integ) = pick_integ(p, encr, &t.integ) else {
+                    continue;
+                };
+                let Some(ke) = pick(p, TransformType::Ke, |x| {
+                    let k = KeId::from(x.id);
+                    (t.ke.contains(&k) && KeyExchange::supports(k)).then_some(k)
+                }) else {
+                    continue;
+                };
+                if p.transforms.iter().any(|x| x.kind == TransformType::Esn) {
+                    continue;
+                }
+                let suite = IkeSuite {
+                    encr,
+                    prf,
+                    integ,
+                    ke,
+                };
+                return Some((
+                    suite,
+                    chosen(
+                        p.number,
+                        ProtocolId::Ike,
+                        Vec::new(),
+                        encr,
+                        Some(prf),
+                        integ,
+                        Some(ke),
+                        false,
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Chooses an ESP suite from a peer's SA payload, as [`Self::select_ike`].
+    /// With `ignore_ke` (the first Child SA, created in IKE_AUTH) key exchange
+    /// transforms are ignored (RFC 7296 §1.2). Returns the suite, the
+    /// peer's SPI and the proposal to send back with `our_spi`.
+    pub fn select_esp(
+        &self,
+        offered: &[Proposal],
+        ignore_ke: bool,
+        our_spi: u32,
+    ) -> Option<(EspSuite, u32, Proposal)> {
+        for p in offered.iter().filter(|p| p.protocol == ProtocolId::Esp) {
+            if !well_formed(p) {
+                continue;
+            }
+            let Ok(peer_spi) = <[u8; 4]>::try_from(p.spi.as_slice()) else {
+                continue;
+            };
+            for t in &self.templates {
+                let Some(encr) = pick(p, TransformType::Encr, |x| {
+                    Encr::from_id(EncrId::from(x.id), x.key_length()).filter(|e| t.encr.contains(e))
+                }) else {
+                    continue;
+                };
+                let Some(integ) = pick_integ(p, encr, &t.integ) else {
+                    continue;
+                };
+                let offered_ke: Vec<KeId> = p
+                    .transforms
+                    .iter()
+                    .filter(|x| x.kind == TransformType::Ke)
+                    .map(|x| KeId::from(x.id))
+                    .collect();
+                let ke = if ignore_ke || offered_ke.is_empty() || offered_ke == [KeId::None] {
+                    None
+                } else {
+                    match offered_ke
+                        .iter()
+                        .find(|k| t.ke.contains(k) && KeyExchange::supports(**k))
+                    {
+                        Some(k) => Some(*k),
+                        None => continue,
+                    }
+                };
+                // Only 32-bit sequence numbers for now: ESN must be absent
+                // or offered as an alternative.
+                let esn_ok = p
+                    .transforms
+                    .iter()
+                    .filter(|x| x.kind == TransformType::Esn)
+                    .map(|x| EsnId::from(x.id))
+                    .fold(None, |acc: Option<bool>, e| {
+                        Some(acc.unwrap_or(false) || e == EsnId::NoEsn)
+                    })
+                    .unwrap_or(true);
+                if !esn_ok || p.transforms.iter().any(|x| x.kind == TransformType::Prf) {
+                    continue;
+                }
+                let suite = EspSuite { encr, integ, ke };
+                let echo = chosen(
+                    p.number,
+                    ProtocolId::Esp,
+                    our_spi.to_be_bytes().to_vec(),
+                    encr,
+                    None,
+                    integ,
+                    if ignore_ke { None } else { ke },
+                    true,
+                );
+                return Some((suite, u32::from_be_bytes(peer_spi), echo));
+            }
+        }
+        None
+    }
+}
+
+/// A proposal is usable only if every transform type is one of the five and
+/// every transform carries no attribute but Key Length (RFC 7296 §3.3.6).
+fn well_formed(p: &Proposal) -> bool {
+    p.transforms
+        .iter()
+        .all(|t| !matches!(t.kind, TransformType::Unknown(_)) && !t.has_unknown_attributes())
+}
+
+fn pick<T>(p: &Proposal, kind: TransformType, f: impl Fn(&Transform) -> Option<T>) -> Option<T> {
+    p.transforms.iter().filter(|t| t.kind == kind).find_map(f)
+}
+
+/// Integrity: required with CBC; with AEAD absent or NONE (RFC 5282 §8).
+fn pick_integ(p: &Proposal, encr: Encr, allowed: &[Integ]) -> Option<Option<Integ>> {
+    let offered: Vec<IntegId> = p
+        .transforms
+        .iter()
+        .filter(|t| t.kind == TransformType::Integ)
+        .map(|t| IntegId::from(t.id))
+        .collect();
+    if encr.is_aead() {
+        return offered.iter().all(|i| *i == IntegId::None).then_some(None);
+    }
+    offered
+        .iter()
+        .find_map(|i| Integ::from_id(*i).filter(|g| allowed.contains(g)))
+        .map(Some)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chosen(
+    number: u8,
+    protocol: ProtocolId,
+    spi: Vec<u8>,
+    encr: Encr,
+    prf: Option<Prf>,
+    integ: Option<Integ>,
+    ke: Option<KeId>,
+    esp: bool,
+) -> Proposal {
+    let mut transforms = vec![Transform::with_key_length(
+        TransformType::Encr,
+        encr.id().into(),
+        encr.bits(),
+    )];
+    if let Some(p) = prf {
+        transforms.push(Transform::new(TransformType::Prf, p.id().into()));
+    }
+    if let Some(i) = integ {
+        transforms.push(Transform::new(TransformType::Integ, i.id().into()));
+    }
+    if let Some(k) = ke {
+        transforms.push(Transform::new(TransformType::Ke, k.into()));
+    }
+    if esp {
+        transforms.push(Transform::new(TransformType::Esn, EsnId::NoEsn.into()));
+    }
+    Proposal {
+        number,
+        protocol,
+        spi,
+        transforms,
+    }
+}
+
+/// What a peer offered, for the log line that accompanies
+/// NO_PROPOSAL_CHOSEN: `IKE:3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024, …`.
+pub fn describe_offer(offered: &[Proposal]) -> String {
+    offered
+        .iter()
+        .map(|p| {
+            let names: Vec<String> = p.transforms.iter().map(Transform::name).collect();
+            format!("{}:{}", p.protocol, names.join("/"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ike(s: &str) -> ProposalSet {
+        ProposalSet::parse(s, Protocol::Ike, false).unwrap()
+    }
+
+    #[test]
+    fn defaults_parse() {
+        assert_eq!(ProposalSet::default_for(Protocol::Ike).templates.len(), 2);
+        assert_eq!(ProposalSet::default_for(Protocol::Esp).templates.len(), 2);
+    }
+
+    #[test]
+    fn refuses_what_the_profile_refuses() {
+        for s in [
+            "3des-sha1-modp1024",
+            "aes256-md5-modp2048",
+            "aes256-sha256-modp1024",
+            "chacha20poly1305-prfsha256-ecp256",
+            "aes256gcm16-prfsha256-x25519",
+        ] {
+            assert!(
+                matches!(
+                    ProposalSet::parse(s, Protocol::Ike, false),
+                    Err(ProposalError::Refused(_))
+                ),
+                "{s}"
+            );
+        }
+        assert!(ProposalSet::parse("aes256gcm16-prfsha256-x25519", Protocol::Ike, true).is_ok());
+        assert!(matches!(
+            ProposalSet::parse("aes256-foo-modp2048", Protocol::Ike, false),
+            Err(ProposalError::Unknown(_))
+        ));
+        assert!(matches!(
+            ProposalSet::parse("aes256-modp2048", Protocol::Ike, false),
+            Err(ProposalError::Incomplete(_))
+        ));
+        assert!(matches!(
+            ProposalSet::parse("aes256gcm16-ecp256", Protocol::Ike, false),
+            Err(ProposalError::Incomplete(_))
+        ));
+        assert!(matches!(
+            ProposalSet::parse("aes256-sha256", Protocol::Ike, false),
+            Err(ProposalError::Incomplete(_))
+        ));
+        assert!(matches!(
+            ProposalSet::parse("", Protocol::Esp, false),
+            Err(ProposalError::Empty)
+        ));
+        assert!(ProposalSet::parse("aes256-sha256", Protocol::Esp, false).is_ok());
+    }
+
+    #[test]
+    fn selection_follows_the_peer_and_the_profile() {
+        let ours = ProposalSet::default_for(Protocol::Ike);
+        // A YAMAHA-style offer.
+        let yamaha = ike("aes256-sha256-modp2048").to_wire(&[], true);
+        let (suite, echo) = ours.select_ike(&yamaha).unwrap();
+        assert_eq!(suite.to_string(), "aes256-sha256-prfsha256-modp2048");
+        assert_eq!(echo.transforms.len(), 4);
+        // A weak offer is refused.
+        let weak = vec![Proposal {
+            number: 1,
+            protocol: ProtocolId::Ike,
+            spi: vec![],
+            transforms: vec![
+                Transform::new(TransformType::Encr, EncrId::TripleDes.into()),
+                Transform::new(TransformType::Integ, IntegId::HmacSha1_96.into()),
+                Transform::new(TransformType::Prf, PrfId::HmacSha1.into()),
+                Transform::new(TransformType::Ke, KeId::Modp1024.into()),
+            ],
+        }];
+        assert!(ours.select_ike(&weak).is_none());
+        assert_eq!(
+            describe_offer(&weak),
+            "IKE:3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024"
+        );
+        // A peer-restricted set refuses what it does not list.
+        let only_gcm = ike("aes256gcm16-prfsha384-ecp384");
+        assert!(only_gcm.select_ike(&yamaha).is_none());
+        assert!(only_gcm.accepts_ike(&IkeSuite {
+            encr: Encr::AesGcm16 { bits: 256 },
+            prf: Prf::HmacSha384,
+            integ: None,
+            ke: KeId::Ecp384
+        }));
+    }
+
+    #[test]
+    fn esp_selection_ignores_ke_in_ike_auth() {
+        let ours = ProposalSet::default_for(Protocol::Esp);
+        let offer = ProposalSet::parse("aes128gcm16-ecp256", Protocol::Esp, false)
+            .unwrap()
+            .to_wire(&[0, 0, 0, 9], true);
+        let (suite, spi, echo) = ours.select_esp(&offer, true, 0x1234).unwrap();
+        assert_eq!((suite.to_string().as_str(), spi), ("aes128gcm16", 9));
+        assert_eq!(echo.spi, vec![0, 0, 0x12, 0x34]);
+        assert!(echo.transforms.iter().all(|t| t.kind != TransformType::Ke));
+    }
+}

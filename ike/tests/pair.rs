@@ -1,0 +1,541 @@
+//! Two endpoints wired together with a virtual clock: protocol scenarios
+//! without sockets or sleeping.
+
+use ike::proposal::{ProposalSet, Protocol};
+use ike::ts::parse_subnets;
+use ike::wire::{NotifyType, HEADER_LEN};
+use ike::{Config, Endpoint, Event, PeerConfig, Transmit};
+use pki::Identity;
+use std::net::SocketAddr;
+use std::time::Instant;
+use zeroize::Zeroizing;
+
+const HUB: &str = "192.0.2.1";
+const SITE: &str = "192.0.2.2";
+
+struct Side {
+    ep: Endpoint,
+    ip: std::net::IpAddr,
+    events: Vec<Event>,
+}
+
+struct Pair {
+    hub: Side,
+    site: Side,
+    now: Instant,
+    /// Datagrams delivered so far, in order (for drop filters).
+    delivered: usize,
+}
+
+fn peer(
+    name: &str,
+    id: &str,
+    psk: &str,
+    local: &str,
+    remote: &str,
+    addr: Option<&str>,
+    ike: &str,
+) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        remote_id: Identity::parse(id).unwrap(),
+        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        local_ts: parse_subnets(local).unwrap(),
+        remote_ts: parse_subnets(remote).unwrap(),
+        remote_addr: addr.map(|a| format!("{a}:500").parse().unwrap()),
+        ike: ProposalSet::parse(ike, Protocol::Ike, false).unwrap(),
+        esp: ProposalSet::default_for(Protocol::Esp),
+    }
+}
+
+impl Pair {
+    /// A hub (responder) with facility "kyoto", and kyoto's own endpoint
+    /// configured to initiate to the hub.
+    fn new(site_psk: &str, site_ike: &str, site_local: &str, site_remote: &str) -> Pair {
+        let mut hub = Endpoint::new(Config::new(
+            Identity::parse("hub.example").unwrap(),
+            [1; 32],
+        ));
+        hub.set_peer(peer(
+            "kyoto",
+            "kyoto.example",
+            "correct horse battery",
+            "203.0.113.0/25",
+            "198.51.100.0/26",
+            None,
+            ike::proposal::DEFAULT_IKE,
+        ))
+        .unwrap();
+        let mut site = Endpoint::new(Config::new(
+            Identity::parse("kyoto.example").unwrap(),
+            [2; 32],
+        ));
+        site.set_peer(peer(
+            "hub",
+            "hub.example",
+            site_psk,
+            site_local,
+            site_remote,
+            Some(HUB),
+            site_ike,
+        ))
+        .unwrap();
+        Pair {
+            hub: Side {
+                ep: hub,
+                ip: HUB.parse().unwrap(),
+                events: vec![],
+            },
+            site: Side {
+                ep: site,
+                ip: SITE.parse().unwrap(),
+                events: vec![],
+            },
+            now: Instant::now(),
+            delivered: 0,
+        }
+    }
+
+    /// Delivers datagrams until both sides are quiet; `drop` sees each
+    /// (index, from_hub, datagram) and returns true to lose it.
+    fn run(&mut self, drop: &mut dyn FnMut(usize, bool, &Transmit) -> bool) {
+        loop {
+            let mut moved = false;
+            for from_hub in [true, false] {
+                let (src, dst) = if from_hub {
+                    (&mut self.hub, &mut self.site)
+                } else {
+                    (&mut self.site, &mut self.hub)
+                };
+                while let Some(t) = src.ep.poll_transmit() {
+                    moved = true;
+                    let index = self.delivered;
+                    self.delivered += 1;
+                    if drop(index, from_hub, &t) {
+                        continue;
+                    }
+                    let from = SocketAddr::new(src.ip, t.local.port());
+                    assert_eq!(t.remote.ip(), dst.ip);
+                    dst.ep
+                        .handle_datagram(self.now, from, t.remote, &t.contents);
+                }
+                while let Some(e) = src.ep.poll_event() {
+                    src.events.push(e);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn quiet(&mut self) {
+        self.run(&mut |_, _, _| false);
+    }
+
+    /// Advances the virtual clock to the next deadline of either side.
+    fn advance(&mut self) -> bool {
+        let next = [self.hub.ep.poll_timeout(), self.site.ep.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                self.hub.ep.handle_timeout(self.now);
+                self.site.ep.handle_timeout(self.now);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn child_ups(events: &[Event]) -> Vec<&ike::ChildSaInfo> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaUp { child, .. } => Some(child),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refusals(events: &[Event]) -> Vec<NotifyType> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Refused { notify, .. } => Some(*notify),
+            _ => None,
+        })
+        .collect()
+}
+
+fn establish(p: &mut Pair) {
+    p.site.ep.initiate(p.now, "hub").unwrap();
+    p.quiet();
+}
+
+#[test]
+fn psk_handshake_gives_matching_child_keys() {
+    for ike in [
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256-sha256-modp2048",
+        "aes128gcm16-prfsha384-ecp384",
+        "camellia256-sha512-ecp521",
+        "aes128-sha384-modp3072",
+    ] {
+        let mut p = Pair::new(
+            "correct horse battery",
+            ike,
+            "198.51.100.0/26",
+            "203.0.113.0/25",
+        );
+        establish(&mut p);
+        let (h, s) = (child_ups(&p.hub.events), child_ups(&p.site.events));
+        assert_eq!(
+            (h.len(), s.len()),
+            (1, 1),
+            "{ike}: {:?} / {:?}",
+            p.hub.events,
+            p.site.events
+        );
+        let (h, s) = (h[0], s[0]);
+        assert_eq!(h.spi_in, s.spi_out);
+        assert_eq!(h.spi_out, s.spi_in);
+        assert_eq!(*h.keys.encr_in, *s.keys.encr_out);
+        assert_eq!(*h.keys.encr_out, *s.keys.encr_in);
+        assert_eq!(*h.keys.integ_in, *s.keys.integ_out);
+        assert_eq!(h.suite, s.suite);
+        assert!(h.encap && s.encap, "forced UDP encapsulation");
+        assert_eq!(h.remote.port(), 4500, "IKE_AUTH floated to 4500");
+        assert_eq!(ike::ts::describe(&h.remote_ts), "198.51.100.0/26");
+        assert_eq!(ike::ts::describe(&h.local_ts), "203.0.113.0/25");
+        let suite = p.hub.ep.status()[0].suite.unwrap().to_string();
+        assert!(
+            suite.starts_with(ike.split('-').next().unwrap()),
+            "{suite} for {ike}"
+        );
+    }
+}
+
+#[test]
+fn wrong_psk_is_refused_with_authentication_failed() {
+    let mut p = Pair::new(
+        "wrong horse battery!",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    assert!(child_ups(&p.hub.events).is_empty() && child_ups(&p.site.events).is_empty());
+    assert_eq!(
+        refusals(&p.hub.events),
+        vec![NotifyType::AuthenticationFailed]
+    );
+    assert_eq!(
+        refusals(&p.site.events),
+        vec![NotifyType::AuthenticationFailed]
+    );
+    assert!(p.hub.ep.status().is_empty() && p.site.ep.status().is_empty());
+}
+
+#[test]
+fn invalid_ke_payload_is_followed_by_a_retry() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp384-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    let mut cfg = Config::new(Identity::parse("hub.example").unwrap(), [1; 32]);
+    cfg.ike_proposals =
+        ProposalSet::parse("aes256gcm16-prfsha256-ecp256", Protocol::Ike, false).unwrap();
+    p.hub.ep = Endpoint::new(cfg);
+    p.hub
+        .ep
+        .set_peer(peer(
+            "kyoto",
+            "kyoto.example",
+            "correct horse battery",
+            "203.0.113.0/25",
+            "198.51.100.0/26",
+            None,
+            ike::proposal::DEFAULT_IKE,
+        ))
+        .unwrap();
+    establish(&mut p);
+    assert_eq!(child_ups(&p.site.events).len(), 1);
+    assert_eq!(
+        p.site.ep.status()[0].suite.unwrap().to_string(),
+        "aes256gcm16-prfsha256-ecp256"
+    );
+}
+
+#[test]
+fn lost_and_duplicated_messages_are_recovered() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    p.site.ep.initiate(p.now, "hub").unwrap();
+    // Lose the first IKE_SA_INIT response and the first IKE_AUTH request.
+    let (mut init_lost, mut auth_lost) = (false, false);
+    let mut lose = |_: usize, from_hub: bool, t: &Transmit| {
+        let m = if t.local.port() == 4500 {
+            &t.contents[4..]
+        } else {
+            &t.contents[..]
+        };
+        let exchange = m[18];
+        if from_hub && exchange == 34 && !init_lost {
+            init_lost = true;
+            return true;
+        }
+        if !from_hub && exchange == 35 && !auth_lost {
+            auth_lost = true;
+            return true;
+        }
+        false
+    };
+    p.run(&mut lose);
+    while child_ups(&p.site.events).is_empty() && p.advance() {
+        p.run(&mut lose);
+    }
+    assert!(init_lost && auth_lost);
+    assert_eq!(child_ups(&p.site.events).len(), 1);
+    assert_eq!(child_ups(&p.hub.events).len(), 1);
+    assert_eq!(
+        p.hub.ep.status().len(),
+        1,
+        "a retransmitted IKE_SA_INIT made no second IKE SA"
+    );
+}
+
+#[test]
+fn retransmission_budget_gives_up() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    p.site.ep.initiate(p.now, "hub").unwrap();
+    let mut sent = 0;
+    loop {
+        p.run(&mut |_, from_hub, _| {
+            if !from_hub {
+                sent += 1;
+            }
+            true
+        });
+        if !p.advance() {
+            break;
+        }
+    }
+    p.run(&mut |_, _, _| true);
+    assert_eq!(sent, 5, "default budget is 5 transmissions");
+    assert!(p
+        .site
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaDown { .. })));
+    assert!(p.site.ep.status().is_empty());
+}
+
+#[test]
+fn selectors_are_narrowed_and_foreign_ones_refused() {
+    // The site asks for everything on the hub side: narrowed to 203.0.113.0/25.
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "0.0.0.0/0",
+    );
+    establish(&mut p);
+    let s = child_ups(&p.site.events);
+    assert_eq!(ike::ts::describe(&s[0].remote_ts), "203.0.113.0/25");
+    // The site claims another facility's prefix as its own: TS_UNACCEPTABLE.
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.128/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    assert!(child_ups(&p.hub.events).is_empty());
+    assert_eq!(refusals(&p.hub.events), vec![NotifyType::TsUnacceptable]);
+    assert_eq!(
+        p.hub.ep.status()[0].state,
+        "established",
+        "the IKE SA stays up without a Child SA"
+    );
+}
+
+#[test]
+fn non_cryptrec_proposal_gets_no_proposal_chosen() {
+    use ike::wire::*;
+    let mut hub = Endpoint::new(Config::new(
+        Identity::parse("hub.example").unwrap(),
+        [1; 32],
+    ));
+    let sa = Payload::Sa(vec![Proposal {
+        number: 1,
+        protocol: ProtocolId::Ike,
+        spi: vec![],
+        transforms: vec![
+            Transform::new(TransformType::Encr, EncrId::TripleDes.into()),
+            Transform::new(TransformType::Integ, IntegId::HmacSha1_96.into()),
+            Transform::new(TransformType::Prf, PrfId::HmacSha1.into()),
+            Transform::new(TransformType::Ke, KeId::Modp1024.into()),
+        ],
+    }]);
+    let payloads = vec![
+        sa,
+        Payload::Ke {
+            group: KeId::Modp1024,
+            data: vec![5; 128],
+        },
+        Payload::Nonce(vec![1; 32]),
+    ];
+    let (first, body) = emit_chain(&payloads).unwrap();
+    let mut msg = Vec::new();
+    HeaderRepr {
+        spi_i: 42,
+        spi_r: 0,
+        next_payload: first,
+        exchange: ExchangeType::IkeSaInit,
+        flags: Flags::new(true, false),
+        message_id: 0,
+        length: (HEADER_LEN + body.len()) as u32,
+    }
+    .emit(&mut msg);
+    msg.extend_from_slice(&body);
+    let now = Instant::now();
+    hub.handle_datagram(
+        now,
+        "192.0.2.9:500".parse().unwrap(),
+        "192.0.2.1:500".parse().unwrap(),
+        &msg,
+    );
+    let reply = hub.poll_transmit().expect("an answer");
+    let hdr = HeaderRepr::parse(&reply.contents).unwrap();
+    let answer = parse_chain(hdr.next_payload, &reply.contents[HEADER_LEN..]).unwrap();
+    assert_eq!(
+        answer,
+        vec![Payload::Notify(Notify::new(
+            NotifyType::NoProposalChosen,
+            vec![]
+        ))]
+    );
+    match hub.poll_event() {
+        Some(Event::Refused { notify, reason, .. }) => {
+            assert_eq!(notify, NotifyType::NoProposalChosen);
+            assert!(
+                reason.contains("3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(hub.status().is_empty());
+    assert!(hub.poll_timeout().is_none(), "no state kept");
+}
+
+#[test]
+fn delete_from_either_side_tears_down_both() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    let id = p.site.ep.status()[0].id;
+    p.site.ep.close(p.now, id);
+    p.quiet();
+    for side in [&p.hub, &p.site] {
+        assert!(side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDown { .. })));
+        assert!(side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::IkeSaDown { .. })));
+    }
+    assert!(p.hub.ep.status().is_empty());
+    assert!(p.site.ep.status().is_empty());
+}
+
+#[test]
+fn reconnecting_facility_replaces_its_old_ike_sa() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    // The site restarts: a fresh endpoint connects again.
+    let mut site = Endpoint::new(Config::new(
+        Identity::parse("kyoto.example").unwrap(),
+        [3; 32],
+    ));
+    site.set_peer(peer(
+        "hub",
+        "hub.example",
+        "correct horse battery",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+        Some(HUB),
+        "aes256gcm16-prfsha256-ecp256",
+    ))
+    .unwrap();
+    p.site.ep = site;
+    establish(&mut p);
+    assert_eq!(p.hub.ep.status().len(), 1);
+    assert_eq!(child_ups(&p.hub.events).len(), 2);
+    assert_eq!(
+        p.hub
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::ChildSaDown { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn garbage_never_panics_the_responder() {
+    let mut p = Pair::new(
+        "correct horse battery",
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    p.site.ep.initiate(p.now, "hub").unwrap();
+    let first = p.site.ep.poll_transmit().unwrap();
+    let remote: SocketAddr = "192.0.2.2:500".parse().unwrap();
+    let local: SocketAddr = "192.0.2.1:500".parse().unwrap();
+    let mut seed = 0x1234_5678u32;
+    for i in 0..first.contents.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut m = first.contents.clone();
+            m[i] ^= flip;
+            // Vary the SPI so each mutation is a new half-open attempt.
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            m[..4].copy_from_slice(&seed.to_be_bytes());
+            p.hub.ep.handle_datagram(p.now, remote, local, &m);
+        }
+        p.hub.ep.handle_datagram(
+            p.now,
+            remote,
+            local,
+            &first.contents[..i.min(HEADER_LEN + 3)],
+        );
+    }
+    while p.hub.ep.poll_transmit().is_some() {}
+}

@@ -1,0 +1,118 @@
+//! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI`).
+
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// An open TUN device; it disappears (with its routes) when dropped.
+#[derive(Debug)]
+pub struct Tun {
+    file: File,
+    name: String,
+    index: u32,
+}
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name '{name}'"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn control_socket() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+impl Tun {
+    /// Creates (or attaches to) TUN device `name`, sets its MTU and brings it up.
+    pub fn create(name: &str, mtu: u32) -> io::Result<Tun> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
+        let mut req = ifreq_with_name(name)?;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes one ifreq we own.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel NUL-terminates ifr_name within IFNAMSIZ.
+        let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let sock = control_socket()?;
+        let mut req = ifreq_with_name(&actual)?;
+        req.ifr_ifru.ifru_mtu =
+            i32::try_from(mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU"))?;
+        // SAFETY: SIOCSIFMTU reads one ifreq we own.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req = ifreq_with_name(&actual)?;
+        // SAFETY: SIOCGIFFLAGS fills one ifreq we own.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just wrote the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        // SAFETY: SIOCSIFFLAGS reads one ifreq we own.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let cname = std::ffi::CString::new(actual.clone())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name"))?;
+        // SAFETY: cname is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Tun {
+            file,
+            name: actual,
+            index,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index (for routes).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Reads one packet; waits at most `timeout_ms` for one (None if none came).
+    pub fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+        if !super::poll_readable(self.file.as_raw_fd(), timeout_ms)? {
+            return Ok(None);
+        }
+        (&self.file).read(buf).map(Some)
+    }
+
+    /// Writes one packet.
+    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        (&self.file).write(packet)
+    }
+}

@@ -1,0 +1,329 @@
+//! The SA database: inbound SAs by SPI, outbound SAs by longest-prefix
+//! match on the destination, and per-facility counters.
+//!
+//! Readers (the data-plane workers) take a lock-free snapshot per batch;
+//! the single writer (the control plane) publishes a new snapshot on every
+//! change, so an install or removal never blocks packet processing.
+
+use crate::packet::{Cipher, Integrity, KeyError, SaCrypto};
+use crate::replay::ReplayWindow;
+use crate::selector::{PrefixMap, Selector};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use zeroize::Zeroizing;
+
+/// Why a packet was dropped. Each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Inbound SPI unknown.
+    NoSa,
+    /// Sequence number seen before or too old.
+    Replay,
+    /// ICV did not verify.
+    Integrity,
+    /// Too short, misaligned, bad padding or not an IP packet.
+    Malformed,
+    /// Inner addresses outside the SA's traffic selectors.
+    Policy,
+    /// No outbound SA covers the destination.
+    NoRoute,
+    /// The 32-bit sequence space is used up: the SA must be rekeyed.
+    SeqExhausted,
+    /// Does not fit the buffer.
+    TooBig,
+    /// The crypto library failed.
+    Crypto,
+    /// The TUN device or the socket refused the packet.
+    Io,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::NoSa,
+        DropReason::Replay,
+        DropReason::Integrity,
+        DropReason::Malformed,
+        DropReason::Policy,
+        DropReason::NoRoute,
+        DropReason::SeqExhausted,
+        DropReason::TooBig,
+        DropReason::Crypto,
+        DropReason::Io,
+    ];
+
+    /// Name for status output and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoSa => "no_sa",
+            DropReason::Replay => "replay",
+            DropReason::Integrity => "integrity",
+            DropReason::Malformed => "malformed",
+            DropReason::Policy => "policy",
+            DropReason::NoRoute => "no_route",
+            DropReason::SeqExhausted => "seq_exhausted",
+            DropReason::TooBig => "too_big",
+            DropReason::Crypto => "crypto",
+            DropReason::Io => "io",
+        }
+    }
+}
+
+/// Traffic counters of one facility (or of the hub as a whole).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Inner bytes received and delivered.
+    pub bytes_in: AtomicU64,
+    /// Packets received and delivered.
+    pub packets_in: AtomicU64,
+    /// Inner bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Packets sent.
+    pub packets_out: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Counts a drop.
+    pub fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops so far for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// A plain copy for display.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            packets_in: self.packets_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            packets_out: self.packets_out.load(Ordering::Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.name(), self.drops(*r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// Counter values at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Inner bytes received.
+    pub bytes_in: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Inner bytes sent.
+    pub bytes_out: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Non-zero drop counters by reason name.
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+/// What the control plane installs for one Child SA.
+#[allow(missing_debug_implementations)] // holds keys: never printed
+pub struct ChildSaSpec {
+    /// Facility the SA belongs to (for counters).
+    pub peer: String,
+    /// SPI the facility sends with.
+    pub spi_in: u32,
+    /// SPI we send with.
+    pub spi_out: u32,
+    /// Cipher.
+    pub cipher: Cipher,
+    /// Integrity (CBC only).
+    pub integrity: Option<Integrity>,
+    /// Inbound encryption key (plus GCM salt).
+    pub encr_in: Zeroizing<Vec<u8>>,
+    /// Inbound integrity key.
+    pub integ_in: Zeroizing<Vec<u8>>,
+    /// Outbound encryption key (plus GCM salt).
+    pub encr_out: Zeroizing<Vec<u8>>,
+    /// Outbound integrity key.
+    pub integ_out: Zeroizing<Vec<u8>>,
+    /// Hub-side selectors.
+    pub local_ts: Vec<Selector>,
+    /// Facility-side selectors.
+    pub remote_ts: Vec<Selector>,
+    /// The facility's NAT-T address.
+    pub remote: SocketAddr,
+}
+
+/// An SA we receive on.
+#[derive(Debug)]
+pub struct InboundSa {
+    /// SPI.
+    pub spi: u32,
+    pub(crate) crypto: SaCrypto,
+    replay: Mutex<ReplayWindow>,
+    /// Hub-side selectors.
+    pub local_ts: Vec<Selector>,
+    /// Facility-side selectors.
+    pub remote_ts: Vec<Selector>,
+    /// The facility's counters.
+    pub counters: Arc<Counters>,
+}
+
+impl InboundSa {
+    /// The replay window (held only for a check or an update).
+    pub fn replay(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An SA we send on.
+#[derive(Debug)]
+pub struct OutboundSa {
+    /// SPI.
+    pub spi: u32,
+    pub(crate) crypto: SaCrypto,
+    seq: AtomicU64,
+    /// Where to send.
+    pub remote: SocketAddr,
+    /// Hub-side selectors.
+    pub local_ts: Vec<Selector>,
+    /// Facility-side selectors.
+    pub remote_ts: Vec<Selector>,
+    /// The facility's counters.
+    pub counters: Arc<Counters>,
+}
+
+impl OutboundSa {
+    /// Takes the next sequence number; `None` once the 32-bit space is used
+    /// (RFC 4303 §3.3.3: no cycling without ESN).
+    pub fn next_seq(&self) -> Option<u64> {
+        let s = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        (s <= u64::from(u32::MAX)).then_some(s)
+    }
+}
+
+/// One consistent view of all SAs.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    inbound: HashMap<u32, Arc<InboundSa>>,
+    /// Outbound SAs in installation order: for a prefix several SAs cover
+    /// (a rekey in progress), the newest wins.
+    outbound_sas: Vec<Arc<OutboundSa>>,
+    outbound: PrefixMap<Arc<OutboundSa>>,
+}
+
+impl Snapshot {
+    fn rebuild_routes(&mut self) {
+        let mut map = PrefixMap::default();
+        for sa in &self.outbound_sas {
+            for ts in &sa.remote_ts {
+                for (addr, len) in ts.prefixes() {
+                    map.insert(addr, len, sa.clone());
+                }
+            }
+        }
+        self.outbound = map;
+    }
+}
+
+impl Snapshot {
+    /// The inbound SA for an SPI.
+    pub fn inbound(&self, spi: u32) -> Option<&Arc<InboundSa>> {
+        self.inbound.get(&spi)
+    }
+
+    /// The outbound SA whose facility-side selectors contain `dst` most
+    /// specifically.
+    pub fn outbound(&self, dst: std::net::IpAddr) -> Option<&Arc<OutboundSa>> {
+        self.outbound.lookup(dst)
+    }
+
+    /// Number of inbound SAs.
+    pub fn len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Whether there are no SAs.
+    pub fn is_empty(&self) -> bool {
+        self.inbound.is_empty()
+    }
+}
+
+/// The SA database shared by the control plane and the workers.
+#[derive(Debug, Default)]
+pub struct SaTable {
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<HashMap<String, Arc<Counters>>>,
+    /// Counters of packets that belong to no facility.
+    pub global: Counters,
+}
+
+impl SaTable {
+    /// An empty table.
+    pub fn new() -> SaTable {
+        SaTable::default()
+    }
+
+    /// The current snapshot; hold it for one batch.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, HashMap<String, Arc<Counters>>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counters of a facility (created on first use).
+    pub fn counters(&self, peer: &str) -> Arc<Counters> {
+        self.writer().entry(peer.to_string()).or_default().clone()
+    }
+
+    /// Installs both directions of a Child SA. The new outbound SA takes
+    /// over its prefixes at once; the inbound SA is added beside any older
+    /// one, so packets in flight on the old SA are still accepted.
+    pub fn install(&self, spec: &ChildSaSpec) -> Result<(), KeyError> {
+        let inbound_crypto =
+            SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_in, &spec.integ_in)?;
+        let outbound_crypto =
+            SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_out, &spec.integ_out)?;
+        let mut counters_map = self.writer();
+        let counters = counters_map.entry(spec.peer.clone()).or_default().clone();
+        let inbound = Arc::new(InboundSa {
+            spi: spec.spi_in,
+            crypto: inbound_crypto,
+            replay: Mutex::new(ReplayWindow::default()),
+            local_ts: spec.local_ts.clone(),
+            remote_ts: spec.remote_ts.clone(),
+            counters: counters.clone(),
+        });
+        let outbound = Arc::new(OutboundSa {
+            spi: spec.spi_out,
+            crypto: outbound_crypto,
+            seq: AtomicU64::new(0),
+            remote: spec.remote,
+            local_ts: spec.local_ts.clone(),
+            remote_ts: spec.remote_ts.clone(),
+            counters,
+        });
+        let mut next = Snapshot::clone(&self.current.load());
+        next.inbound.insert(spec.spi_in, inbound);
+        next.outbound_sas.retain(|sa| sa.spi != spec.spi_out);
+        next.outbound_sas.push(outbound);
+        next.rebuild_routes();
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes a Child SA (both directions).
+    pub fn remove(&self, spi_in: u32, spi_out: u32) {
+        let _guard = self.writer();
+        let mut next = Snapshot::clone(&self.current.load());
+        next.inbound.remove(&spi_in);
+        next.outbound_sas.retain(|sa| sa.spi != spi_out);
+        next.rebuild_routes();
+        self.current.store(Arc::new(next));
+    }
+}

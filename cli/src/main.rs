@@ -1,1 +1,465 @@
-fn main() {}
+//! `renkei`: the IPsec/IKEv2 VPN hub of a regional medical-information
+//! network, and every operator command.
+//!
+//! ```text
+//!  renkei init / peer … ──▶ registry (state dir) ──reload──▶ renkei serve ──▶ ike + esp
+//!  renkei status / sa … ──▶ control socket ───────────────────────┘
+//! ```
+#![forbid(unsafe_code)]
+
+mod control;
+mod daemon;
+mod registry;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use control::Request;
+use pki::Identity;
+use registry::{Hub, NewPeer, Registry};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// renkei: an IPsec/IKEv2 VPN hub for medical-information networks.
+///
+/// Facilities' routers (YAMAHA RTX, NEC IX, Cisco, FortiGate, strongSwan)
+/// connect with IKEv2 and ESP-in-UDP; only CRYPTREC-listed algorithms are
+/// negotiated. Everything an instance keeps lives in its state directory.
+#[derive(Debug, Parser)]
+#[command(name = "renkei", version, propagate_version = true)]
+struct Cli {
+    /// State directory: registry database, control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "RENKEI_STATE",
+        default_value = "/var/lib/renkei"
+    )]
+    state: PathBuf,
+    /// Log filter for the daemon (error, warn, info, debug, trace, or
+    /// tracing directives such as "ike=debug").
+    #[arg(long, global = true, env = "RENKEI_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the state directory and registry for a new hub.
+    Init {
+        /// The hub's IKE identity (an IP, an FQDN, or user@domain).
+        #[arg(long)]
+        hub_id: String,
+        /// Address(es) facilities use to reach the hub (for exported configs).
+        #[arg(long = "public-addr", value_name = "ADDR")]
+        public_addr: Vec<IpAddr>,
+        /// Cryptographic profile; only "cryptrec" exists.
+        #[arg(long, default_value = "cryptrec")]
+        profile: String,
+    },
+    /// Add, list, show, remove, enable or disable facilities.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Run the hub until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on for IKE (UDP 500) and NAT-T (UDP 4500);
+        /// repeat for several. Default: all IPv4 and IPv6 addresses.
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<IpAddr>,
+        /// Name of the TUN device the facilities' prefixes are routed to.
+        #[arg(long, default_value = "renkei0")]
+        tun: String,
+        /// MTU of the TUN device (ESP-in-UDP adds up to 90 bytes).
+        #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u32).range(576..=9000))]
+        mtu: u32,
+    },
+    /// Live state of every facility, from the running hub.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Security associations of the running hub.
+    #[command(subcommand)]
+    Sa(SaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Register a facility.
+    Add(PeerAdd),
+    /// List facilities.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one facility's configuration.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a facility (its tunnel is torn down).
+    Remove { name: String },
+    /// Disable a facility (its tunnel is torn down and refused).
+    Disable { name: String },
+    /// Enable a disabled facility.
+    Enable { name: String },
+}
+
+#[derive(Debug, Args)]
+struct PeerAdd {
+    /// The facility's name in the registry (letters, digits, - _ .).
+    name: String,
+    /// The identity the facility's router authenticates as.
+    #[arg(long)]
+    id: String,
+    /// File holding the pre-shared key (at least 16 bytes; a trailing
+    /// newline is ignored).
+    #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+    psk_file: Option<PathBuf>,
+    /// Authenticate with a certificate from the hub's CA.
+    #[arg(long)]
+    cert: bool,
+    /// The facility's prefixes, comma-separated CIDRs.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    remote_ts: String,
+    /// The hub-side prefixes the facility may reach (default: any).
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    local_ts: Option<String>,
+    /// The facility's address, for the hub to initiate to (ADDR or ADDR:PORT).
+    #[arg(long)]
+    remote_addr: Option<String>,
+    /// Initiate and keep the tunnel up (needs --remote-addr).
+    #[arg(long)]
+    start: bool,
+    /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
+    #[arg(long, value_name = "PROPOSALS")]
+    ike: Option<String>,
+    /// ESP proposals in strongSwan syntax (default: the whole CRYPTREC profile).
+    #[arg(long, value_name = "PROPOSALS")]
+    esp: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SaCommand {
+    /// List IKE and Child SAs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Initiate a facility's tunnel now.
+    Up { name: String },
+    /// Tear a facility's tunnel down (it may reconnect).
+    Down { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("renkei: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log: {e}"))?;
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let state = cli.state.clone();
+    match cli.command {
+        Command::Init {
+            hub_id,
+            public_addr,
+            profile,
+        } => {
+            if profile != "cryptrec" {
+                bail!("profile: '{profile}' is unknown; the only profile is 'cryptrec'");
+            }
+            let id = Identity::parse(&hub_id).map_err(|e| anyhow::anyhow!("hub-id: {e}"))?;
+            Registry::init(
+                &state,
+                &Hub {
+                    id: id.clone(),
+                    public_addrs: public_addr,
+                    profile,
+                },
+            )?;
+            println!("initialized hub {id} in {}", state.display());
+            Ok(())
+        }
+        Command::Peer(cmd) => peer(&state, cmd),
+        Command::Serve { listen, tun, mtu } => {
+            init_logging(&cli.log)?;
+            let listen = if listen.is_empty() {
+                daemon::default_listen()
+            } else {
+                listen
+            };
+            daemon::serve(daemon::ServeOptions {
+                state,
+                listen,
+                tun,
+                mtu,
+            })
+        }
+        Command::Status { json } => {
+            let v = control::request(&state, &Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
+        Command::Sa(SaCommand::List { json }) => {
+            let v = control::request(&state, &Request::Status)?;
+            let sas: Vec<Value> = v["facilities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["state"] == "up" || f["state"] == "connecting")
+                .map(|f| json!({ "name": f["name"], "state": f["state"], "remote": f["remote"], "ike_suite": f["ike_suite"], "child_sas": f["child_sas"] }))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sas)?);
+            } else {
+                for s in &sas {
+                    println!(
+                        "{} {} {} {}",
+                        s["name"].as_str().unwrap_or(""),
+                        s["state"].as_str().unwrap_or(""),
+                        s["remote"].as_str().unwrap_or("-"),
+                        s["ike_suite"].as_str().unwrap_or("-")
+                    );
+                    for c in s["child_sas"].as_array().into_iter().flatten() {
+                        println!(
+                            "  child {}/{} {} {} === {}",
+                            c["spi_in"].as_str().unwrap_or(""),
+                            c["spi_out"].as_str().unwrap_or(""),
+                            c["suite"].as_str().unwrap_or(""),
+                            c["local_ts"].as_str().unwrap_or(""),
+                            c["remote_ts"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Sa(SaCommand::Up { name }) => {
+            control::request(&state, &Request::SaUp { name: name.clone() })?;
+            println!("initiating {name}");
+            Ok(())
+        }
+        Command::Sa(SaCommand::Down { name }) => {
+            control::request(&state, &Request::SaDown { name: name.clone() })?;
+            println!("closed {name}");
+            Ok(())
+        }
+    }
+}
+
+/// Tells a running daemon to re-read the registry.
+fn notify_daemon(state: &std::path::Path) {
+    match control::request(state, &Request::Reload) {
+        Ok(_) => println!("applied to the running hub"),
+        Err(_) => println!("(the hub is not running; this takes effect when it starts)"),
+    }
+}
+
+fn peer_json(p: &registry::Peer) -> Value {
+    json!({
+        "name": p.name,
+        "id": p.id.to_string(),
+        "auth": "psk",
+        "remote_ts": p.remote_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "local_ts": p.local_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "remote_addr": p.remote_addr.map(|a| a.to_string()),
+        "start": p.start,
+        "ike": p.ike.to_string(),
+        "esp": p.esp.to_string(),
+        "enabled": p.enabled,
+        "created": p.created,
+        "warnings": explicit_weak_groups(p).iter().map(|g| match g {
+            ike::wire::KeId::Modp2048 => "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string(),
+            other => format!("{} is not on the CRYPTREC list", ike::proposal::ke_name(*other)),
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// Weak groups in proposals the operator chose (the default profile lists
+/// MODP-2048 only so that YAMAHA routers can connect, and is not flagged).
+fn explicit_weak_groups(p: &registry::Peer) -> Vec<ike::wire::KeId> {
+    let mut v = Vec::new();
+    if p.ike.to_string() != ike::proposal::DEFAULT_IKE {
+        v.extend(p.ike.weak_groups());
+    }
+    if p.esp.to_string() != ike::proposal::DEFAULT_ESP {
+        v.extend(p.esp.weak_groups());
+    }
+    v.dedup();
+    v
+}
+
+fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
+    match cmd {
+        PeerCommand::Add(a) => {
+            let mut reg = Registry::open(state)?;
+            let p = reg.add_peer(&NewPeer {
+                name: a.name,
+                id: a.id,
+                psk_file: a.psk_file,
+                cert: a.cert,
+                remote_ts: a.remote_ts,
+                local_ts: a.local_ts,
+                remote_addr: a.remote_addr,
+                start: a.start,
+                ike: a.ike,
+                esp: a.esp,
+            })?;
+            println!("added facility {} ({})", p.name, p.id);
+            for w in peer_json(&p)["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}", w.as_str().unwrap_or_default());
+            }
+            drop(reg);
+            notify_daemon(state);
+        }
+        PeerCommand::List { json } => {
+            let reg = Registry::open(state)?;
+            let peers = reg.peers()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&peers.iter().map(peer_json).collect::<Vec<_>>())?
+                );
+            } else {
+                println!(
+                    "{:<20} {:<28} {:<8} {:<32} REMOTE-ADDR",
+                    "NAME", "ID", "ENABLED", "REMOTE-TS"
+                );
+                for p in peers {
+                    let ts = p
+                        .remote_ts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    println!(
+                        "{:<20} {:<28} {:<8} {:<32} {}",
+                        p.name,
+                        p.id.to_string(),
+                        p.enabled,
+                        ts,
+                        p.remote_addr.map_or("-".into(), |a| a.to_string())
+                    );
+                }
+            }
+        }
+        PeerCommand::Show { name, json } => {
+            let reg = Registry::open(state)?;
+            let v = peer_json(&reg.peer(&name)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if let Some(obj) = v.as_object() {
+                for (k, val) in obj {
+                    let shown = match val {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        other => other.to_string(),
+                    };
+                    println!("{k:<12} {shown}");
+                }
+            }
+        }
+        PeerCommand::Remove { name } => {
+            Registry::open(state)?.remove_peer(&name)?;
+            println!("removed facility {name}");
+            notify_daemon(state);
+        }
+        PeerCommand::Disable { name } => {
+            Registry::open(state)?.set_enabled(&name, false)?;
+            println!("disabled facility {name}");
+            notify_daemon(state);
+        }
+        PeerCommand::Enable { name } => {
+            Registry::open(state)?.set_enabled(&name, true)?;
+            println!("enabled facility {name}");
+            notify_daemon(state);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(v: &Value) {
+    let hub = &v["hub"];
+    println!(
+        "hub: tun {} listening on {} since {}; {} IKE SAs, {} Child SAs",
+        hub["tun"].as_str().unwrap_or("?"),
+        hub["listen"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        hub["started"].as_str().unwrap_or("?"),
+        hub["ike_sas"],
+        hub["child_sas"]
+    );
+    println!(
+        "{:<16} {:<10} {:<21} {:<22} {:<36} {:>12} {:>12} DROPS",
+        "FACILITY", "STATE", "SINCE", "REMOTE", "SUITE (IKE)", "IN", "OUT"
+    );
+    for f in v["facilities"].as_array().into_iter().flatten() {
+        let drops = f["drops"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<16} {:<10} {:<21} {:<22} {:<36} {:>12} {:>12} {}",
+            f["name"].as_str().unwrap_or(""),
+            f["state"].as_str().unwrap_or(""),
+            f["since"].as_str().unwrap_or("-"),
+            f["remote"].as_str().unwrap_or("-"),
+            f["ike_suite"].as_str().unwrap_or("-"),
+            format!("{}p/{}B", f["packets_in"], f["bytes_in"]),
+            format!("{}p/{}B", f["packets_out"], f["bytes_out"]),
+            if drops.is_empty() { "-".into() } else { drops }
+        );
+        for c in f["child_sas"].as_array().into_iter().flatten() {
+            println!(
+                "    child {}/{} {} {} === {}",
+                c["spi_in"].as_str().unwrap_or(""),
+                c["spi_out"].as_str().unwrap_or(""),
+                c["suite"].as_str().unwrap_or(""),
+                c["local_ts"].as_str().unwrap_or(""),
+                c["remote_ts"].as_str().unwrap_or("")
+            );
+        }
+        if let Some(e) = f["last_error"].as_str() {
+            println!("    last error: {e}");
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! `renkei serve`: drives the IKE endpoint with sockets and timers, installs
+//! Child SAs in the data plane, routes facility prefixes to the TUN device,
+//! and answers the control socket.
+//!
+//! ```text
+//!  UDP 500 (tokio) ─┐                        ┌─▶ UDP 500 / 4500 sends
+//!  UDP 4500 IKE ────┼─▶ control loop ─ ike ──┤
+//!  (esp workers)    │   (one thread)         └─▶ events ─▶ SaTable, routes, status
+//!  control socket ──┘
+//! ```
+
+use crate::control::{self, Request, Response};
+use crate::registry::{Peer, Registry};
+use anyhow::{bail, Context, Result};
+use esp::sys::Tun;
+use esp::{ChildSaSpec, DataPlane, SaTable, Selector};
+use ike::crypto::{Encr, Integ};
+use ike::wire::TrafficSelector;
+use ike::{ChildSaInfo, Endpoint, Event, IkeSaId};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+/// Options of `renkei serve`.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeOptions {
+    pub(crate) state: PathBuf,
+    pub(crate) listen: Vec<IpAddr>,
+    pub(crate) tun: String,
+    pub(crate) mtu: u32,
+}
+
+struct Datagram {
+    remote: SocketAddr,
+    local: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// What the hub knows about a facility right now.
+#[derive(Default)]
+struct PeerStatus {
+    state: &'static str,
+    since: String,
+    remote: Option<SocketAddr>,
+    ike_suite: Option<String>,
+    ike_sa: Option<IkeSaId>,
+    children: Vec<ChildStatus>,
+    last_error: Option<String>,
+    auth_failures: u64,
+}
+
+struct ChildStatus {
+    spi_in: u32,
+    spi_out: u32,
+    suite: String,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    routes: Vec<(IpAddr, u8)>,
+}
+
+struct Reconnect {
+    at: Instant,
+    backoff: Duration,
+}
+
+const RECONNECT_MIN: Duration = Duration::from_secs(2);
+const RECONNECT_MAX: Duration = Duration::from_secs(60);
+
+struct Hub {
+    endpoint: Endpoint,
+    table: Arc<SaTable>,
+    tun: Arc<Tun>,
+    ike_sockets: Vec<Arc<tokio::net::UdpSocket>>,
+    natt_sockets: Vec<Arc<UdpSocket>>,
+    peers: HashMap<String, Peer>,
+    status: HashMap<String, PeerStatus>,
+    reconnect: HashMap<String, Reconnect>,
+    /// Routes installed, with how many Child SAs need each.
+    routes: HashMap<(IpAddr, u8), usize>,
+    state: PathBuf,
+    started: String,
+}
+
+fn bind_udp(ip: IpAddr, port: u16) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::new(ip, port).into())
+        .with_context(|| format!("binding UDP {}", SocketAddr::new(ip, port)))?;
+    Ok(s.into())
+}
+
+fn to_selector(ts: &TrafficSelector) -> Selector {
+    Selector {
+        start: ts.start,
+        end: ts.end,
+        protocol: ts.ip_protocol,
+        start_port: ts.start_port,
+        end_port: ts.end_port,
+    }
+}
+
+fn esp_suite(info: &ChildSaInfo) -> (esp::Cipher, Option<esp::Integrity>) {
+    let cipher = match info.suite.encr {
+        Encr::AesGcm16 { bits } => esp::Cipher::AesGcm16(bits),
+        Encr::AesCbc { bits } => esp::Cipher::AesCbc(bits),
+        Encr::CamelliaCbc { bits } => esp::Cipher::CamelliaCbc(bits),
+    };
+    let integ = info.suite.integ.map(|i| match i {
+        Integ::HmacSha256_128 => esp::Integrity::HmacSha256_128,
+        Integ::HmacSha384_192 => esp::Integrity::HmacSha384_192,
+        Integ::HmacSha512_256 => esp::Integrity::HmacSha512_256,
+    });
+    (cipher, integ)
+}
+
+fn rng_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(seed)
+}
+
+/// Runs the hub until SIGINT or SIGTERM.
+pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
+    let registry = Registry::open(&opts.state)?;
+    let hub_cfg = registry.hub()?;
+    let peers = registry.peers()?;
+    drop(registry);
+    let sock_path = control::socket_path(&opts.state);
+    if control::request(&opts.state, &Request::Ping).is_ok() {
+        bail!(
+            "state: another renkei is already serving {} (control socket {})",
+            opts.state.display(),
+            sock_path.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(opts, hub_cfg, peers))
+}
+
+async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>) -> Result<()> {
+    let config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
+    let (ike_port, natt_port) = (config.ike_port, config.natt_port);
+    let mut endpoint = Endpoint::new(config);
+    for p in peers.iter().filter(|p| p.enabled) {
+        endpoint
+            .set_peer(p.to_config())
+            .map_err(|e| anyhow::anyhow!("facility {}: {e}", p.name))?;
+    }
+    let tun = Arc::new(
+        Tun::create(&opts.tun, opts.mtu)
+            .with_context(|| format!("creating TUN device {}", opts.tun))?,
+    );
+    let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
+    let mut ike_sockets = Vec::new();
+    let mut natt_sockets = Vec::new();
+    for ip in &opts.listen {
+        let s500 = bind_udp(*ip, ike_port)?;
+        s500.set_nonblocking(true)?;
+        ike_sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s500)?));
+        natt_sockets.push(Arc::new(bind_udp(*ip, natt_port)?));
+    }
+    let table = Arc::new(SaTable::new());
+    let sink_tx = tx.clone();
+    let on_ike: esp::IkeSink = Arc::new(move |remote, local, data: &[u8]| {
+        // A full queue drops the datagram: IKE retransmits, the data plane must not wait.
+        let _ = sink_tx.try_send(Datagram {
+            remote,
+            local,
+            data: data.to_vec(),
+        });
+    });
+    let dataplane = DataPlane::start(tun.clone(), natt_sockets.clone(), table.clone(), on_ike)?;
+    for s in &ike_sockets {
+        let (s, tx) = (s.clone(), tx.clone());
+        let local = s.local_addr()?;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((n, remote)) => {
+                        if tx
+                            .send(Datagram {
+                                remote,
+                                local,
+                                data: buf[..n].to_vec(),
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        debug!("UDP {local}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(64);
+    let listener = control::bind(&opts.state)?;
+    tokio::spawn(control::serve(listener, ctl_tx));
+
+    let mut hub = Hub {
+        endpoint,
+        table,
+        tun,
+        ike_sockets,
+        natt_sockets,
+        peers: peers.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        status: HashMap::new(),
+        reconnect: HashMap::new(),
+        routes: HashMap::new(),
+        state: opts.state.clone(),
+        started: crate::registry::now_rfc3339(),
+    };
+    let now = Instant::now();
+    for p in hub.peers.values() {
+        if p.enabled && p.start {
+            hub.reconnect.insert(
+                p.name.clone(),
+                Reconnect {
+                    at: now,
+                    backoff: RECONNECT_MIN,
+                },
+            );
+        }
+    }
+    info!(
+        hub_id = %hub_cfg.id,
+        tun = hub.tun.name(),
+        listen = ?opts.listen,
+        facilities = hub.peers.len(),
+        "renkei hub serving {}",
+        hub.state.display()
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        hub.run_reconnects(Instant::now());
+        hub.flush().await;
+        let deadline = [
+            hub.endpoint.poll_timeout(),
+            hub.reconnect.values().map(|r| r.at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(d) = rx.recv() => {
+                hub.endpoint.handle_datagram(Instant::now(), d.remote, d.local, &d.data);
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                hub.endpoint.handle_timeout(Instant::now());
+            }
+            Some((req, reply)) = ctl_rx.recv() => {
+                let resp = hub.handle_request(req);
+                let _ = reply.send(resp);
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    info!("shutting down: deleting IKE SAs");
+    hub.endpoint.close_all(Instant::now());
+    hub.flush().await;
+    dataplane.stop();
+    let _ = std::fs::remove_file(control::socket_path(&hub.state));
+    info!("stopped");
+    Ok(())
+}
+
+impl Hub {
+    /// Sends what the endpoint wants sent and applies its events.
+    async fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send(&t);
+        }
+        while let Some(e) = self.endpoint.poll_event() {
+            self.apply(e);
+        }
+        // Applying events may have queued more (e.g. nothing today, but keep
+        // the order documented in ike: transmits, then events).
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send(&t);
+        }
+    }
+
+    fn send(&self, t: &ike::Transmit) {
+        let matches = |a: SocketAddr| {
+            a.port() == t.local.port()
+                && a.is_ipv4() == t.remote.is_ipv4()
+                && (t.local.ip().is_unspecified()
+                    || a.ip() == t.local.ip()
+                    || a.ip().is_unspecified())
+        };
+        let result = if t.local.port() == self.endpoint.config().natt_port {
+            self.natt_sockets
+                .iter()
+                .find(|s| s.local_addr().is_ok_and(matches))
+                .map(|s| s.send_to(&t.contents, t.remote).map(drop))
+        } else {
+            self.ike_sockets
+                .iter()
+                .find(|s| s.local_addr().is_ok_and(matches))
+                .map(|s| s.try_send_to(&t.contents, t.remote).map(drop))
+        };
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => warn!(remote = %t.remote, "send failed: {e}"),
+            None => warn!(remote = %t.remote, local = %t.local, "no socket to send from"),
+        }
+    }
+
+    fn run_reconnects(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .reconnect
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(r) = self.reconnect.get_mut(&name) else {
+                continue;
+            };
+            let backoff = r.backoff;
+            r.at = now + backoff;
+            r.backoff = (backoff * 2).min(RECONNECT_MAX);
+            if !self.endpoint.ike_sas_of(&name).is_empty() {
+                continue;
+            }
+            match self.endpoint.initiate(now, &name) {
+                Ok(id) => {
+                    let st = self.status.entry(name.clone()).or_default();
+                    st.state = "connecting";
+                    st.ike_sa = Some(id);
+                }
+                Err(e) => warn!(peer = %name, "cannot initiate: {e}"),
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        let now = crate::registry::now_rfc3339();
+        match event {
+            Event::IkeSaUp {
+                ike_sa,
+                peer,
+                remote,
+                suite,
+                initiator,
+                remote_behind_nat,
+            } => {
+                info!(%peer, %remote, %suite, initiator, remote_behind_nat, "facility up");
+                let st = self.status.entry(peer.clone()).or_default();
+                st.state = "up";
+                st.since = now;
+                st.remote = Some(remote);
+                st.ike_suite = Some(suite.to_string());
+                st.ike_sa = Some(ike_sa);
+                st.last_error = None;
+                if let Some(r) = self.reconnect.get_mut(&peer) {
+                    r.backoff = RECONNECT_MIN;
+                    r.at = Instant::now() + RECONNECT_MAX;
+                }
+            }
+            Event::ChildSaUp { peer, child, .. } => self.install_child(&peer, child),
+            Event::ChildSaDown {
+                peer,
+                spi_in,
+                spi_out,
+                ..
+            } => self.remove_child(&peer, spi_in, spi_out),
+            Event::IkeSaDown {
+                ike_sa,
+                peer,
+                reason,
+            } => {
+                let Some(peer) = peer else { return };
+                info!(%peer, %reason, "facility down");
+                let st = self.status.entry(peer.clone()).or_default();
+                if st.ike_sa == Some(ike_sa) || st.ike_sa.is_none() {
+                    st.state = "down";
+                    st.since = now;
+                    st.ike_sa = None;
+                    st.last_error = Some(reason);
+                }
+                if self.peers.get(&peer).is_some_and(|p| p.enabled && p.start) {
+                    let r = self.reconnect.entry(peer).or_insert(Reconnect {
+                        at: Instant::now(),
+                        backoff: RECONNECT_MIN,
+                    });
+                    r.at = Instant::now() + r.backoff;
+                }
+            }
+            Event::Refused {
+                remote,
+                peer,
+                notify,
+                reason,
+            } => {
+                if let Some(peer) = peer {
+                    let st = self.status.entry(peer).or_default();
+                    if notify == ike::wire::NotifyType::AuthenticationFailed {
+                        st.auth_failures += 1;
+                    }
+                    st.last_error = Some(format!("{notify}: {reason}"));
+                } else {
+                    debug!(%remote, %notify, "refused unknown peer");
+                }
+            }
+        }
+    }
+
+    fn install_child(&mut self, peer: &str, child: ChildSaInfo) {
+        let (cipher, integrity) = esp_suite(&child);
+        let spec = ChildSaSpec {
+            peer: peer.to_string(),
+            spi_in: child.spi_in,
+            spi_out: child.spi_out,
+            cipher,
+            integrity,
+            encr_in: child.keys.encr_in,
+            integ_in: child.keys.integ_in,
+            encr_out: child.keys.encr_out,
+            integ_out: child.keys.integ_out,
+            local_ts: child.local_ts.iter().map(to_selector).collect(),
+            remote_ts: child.remote_ts.iter().map(to_selector).collect(),
+            remote: child.remote,
+        };
+        if let Err(e) = self.table.install(&spec) {
+            error!(%peer, "cannot install Child SA: {e}");
+            return;
+        }
+        let src = self.route_source(&spec.local_ts);
+        let mut routes = Vec::new();
+        for sel in &spec.remote_ts {
+            for (addr, len) in sel.prefixes() {
+                let count = self.routes.entry((addr, len)).or_insert(0);
+                if *count == 0 {
+                    let family_src = src.iter().copied().find(|s| s.is_ipv4() == addr.is_ipv4());
+                    match esp::sys::add_route(addr, len, self.tun.index(), family_src) {
+                        Ok(()) => {
+                            info!(%peer, route = %format!("{addr}/{len}"), dev = self.tun.name(), "route added")
+                        }
+                        Err(e) => {
+                            error!(%peer, route = %format!("{addr}/{len}"), "cannot add route: {e}")
+                        }
+                    }
+                }
+                *count += 1;
+                routes.push((addr, len));
+            }
+        }
+        let st = self.status.entry(peer.to_string()).or_default();
+        st.children.push(ChildStatus {
+            spi_in: child.spi_in,
+            spi_out: child.spi_out,
+            suite: child.suite.to_string(),
+            local_ts: child.local_ts,
+            remote_ts: child.remote_ts,
+            routes,
+        });
+    }
+
+    fn remove_child(&mut self, peer: &str, spi_in: u32, spi_out: u32) {
+        self.table.remove(spi_in, spi_out);
+        let Some(st) = self.status.get_mut(peer) else {
+            return;
+        };
+        let Some(i) = st.children.iter().position(|c| c.spi_in == spi_in) else {
+            return;
+        };
+        let child = st.children.remove(i);
+        for key in child.routes {
+            if let Some(count) = self.routes.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.routes.remove(&key);
+                    match esp::sys::delete_route(key.0, key.1, self.tun.index()) {
+                        Ok(()) => {
+                            info!(%peer, route = %format!("{}/{}", key.0, key.1), "route removed")
+                        }
+                        Err(e) => warn!(%peer, "cannot remove route {}/{}: {e}", key.0, key.1),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A host address inside the hub-side selectors, so that traffic the hub
+    /// itself originates carries a source the facility accepts.
+    fn route_source(&self, local: &[Selector]) -> Vec<IpAddr> {
+        let addrs = esp::sys::local_addresses().unwrap_or_default();
+        let usable = |a: &IpAddr| {
+            !a.is_loopback()
+                && !a.is_unspecified()
+                && !matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+        };
+        let mut out = Vec::new();
+        for want_v4 in [true, false] {
+            let narrow = local
+                .iter()
+                .filter(|s| s.start.is_ipv4() == want_v4)
+                .all(|s| s.prefixes().iter().all(|(_, l)| *l > 0));
+            // With 0.0.0.0/0 on the hub side any address would do; let the
+            // kernel choose rather than guess.
+            if !narrow {
+                continue;
+            }
+            if let Some(a) = addrs.iter().find(|a| {
+                a.is_ipv4() == want_v4 && usable(a) && local.iter().any(|s| s.matches(**a, 0, None))
+            }) {
+                out.push(*a);
+            }
+        }
+        out
+    }
+
+    fn handle_request(&mut self, req: Request) -> Response {
+        let now = Instant::now();
+        match req {
+            Request::Ping => Response::ok(json!("pong")),
+            Request::Status => Response::ok(self.status_json()),
+            Request::Reload => match self.reload(now) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err(e.to_string()),
+            },
+            Request::SaUp { name } => {
+                if !self.peers.get(&name).is_some_and(|p| p.enabled) {
+                    return Response::err(format!("name: no enabled facility named '{name}'"));
+                }
+                match self.endpoint.initiate(now, &name) {
+                    Ok(id) => Response::ok(json!({ "ike_sa": id.to_string() })),
+                    Err(e) => Response::err(e.to_string()),
+                }
+            }
+            Request::SaDown { name } => {
+                let ids = self.endpoint.ike_sas_of(&name);
+                if ids.is_empty() {
+                    return Response::err(format!("name: facility '{name}' has no IKE SA"));
+                }
+                self.reconnect.remove(&name);
+                for id in &ids {
+                    self.endpoint.close(now, *id);
+                }
+                Response::ok(json!({ "closed": ids.len() }))
+            }
+        }
+    }
+
+    /// Applies the registry to the running endpoint: new and changed
+    /// facilities take effect for their next IKE SA; removed or disabled
+    /// ones are torn down. Other facilities are not touched.
+    fn reload(&mut self, now: Instant) -> Result<Value> {
+        let registry = Registry::open(&self.state)?;
+        let fresh: HashMap<String, Peer> = registry
+            .peers()?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let mut changed = Vec::new();
+        let gone: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|n| !fresh.get(*n).is_some_and(|p| p.enabled))
+            .cloned()
+            .collect();
+        for name in &gone {
+            if self.endpoint.peer(name).is_some() {
+                let _ = self.endpoint.remove_peer(now, name);
+            }
+            self.reconnect.remove(name);
+            changed.push(json!({ "name": name, "action": "removed" }));
+        }
+        for (name, p) in &fresh {
+            if !p.enabled {
+                continue;
+            }
+            let is_new = !self.peers.get(name).is_some_and(|old| old.enabled);
+            if let Err(e) = self.endpoint.set_peer(p.to_config()) {
+                warn!(peer = %name, "cannot apply: {e}");
+                continue;
+            }
+            if is_new {
+                changed.push(json!({ "name": name, "action": "added" }));
+                if p.start {
+                    self.reconnect.insert(
+                        name.clone(),
+                        Reconnect {
+                            at: now,
+                            backoff: RECONNECT_MIN,
+                        },
+                    );
+                }
+            }
+        }
+        self.peers = fresh;
+        for name in gone.iter().filter(|n| !self.peers.contains_key(*n)) {
+            self.status.remove(name);
+        }
+        Ok(json!({ "changes": changed }))
+    }
+
+    fn status_json(&self) -> Value {
+        let mut facilities = Vec::new();
+        let mut names: Vec<&String> = self.peers.keys().collect();
+        names.sort();
+        for name in names {
+            let p = &self.peers[name];
+            let st = self.status.get(name);
+            let counters = self.table.counters(name).snapshot();
+            let state = if !p.enabled {
+                "disabled"
+            } else {
+                st.map_or(
+                    "down",
+                    |s| if s.state.is_empty() { "down" } else { s.state },
+                )
+            };
+            facilities.push(json!({
+                "name": name,
+                "id": p.id.to_string(),
+                "state": state,
+                "since": st.map(|s| s.since.clone()).filter(|s| !s.is_empty()),
+                "remote": st.and_then(|s| s.remote).map(|a| a.to_string()),
+                "ike_suite": st.and_then(|s| s.ike_suite.clone()),
+                "child_sas": st.map(|s| s.children.iter().map(|c| json!({
+                    "spi_in": format!("{:08x}", c.spi_in),
+                    "spi_out": format!("{:08x}", c.spi_out),
+                    "suite": c.suite,
+                    "local_ts": ike::ts::describe(&c.local_ts),
+                    "remote_ts": ike::ts::describe(&c.remote_ts),
+                })).collect::<Vec<_>>()).unwrap_or_default(),
+                "bytes_in": counters.bytes_in,
+                "packets_in": counters.packets_in,
+                "bytes_out": counters.bytes_out,
+                "packets_out": counters.packets_out,
+                "drops": counters.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "auth_failures": st.map_or(0, |s| s.auth_failures),
+                "last_error": st.and_then(|s| s.last_error.clone()),
+            }));
+        }
+        let global = self.table.global.snapshot();
+        json!({
+            "hub": {
+                "started": self.started,
+                "tun": self.tun.name(),
+                "listen": self.ike_sockets.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+                "ike_sas": self.endpoint.status().len(),
+                "child_sas": self.table.snapshot().len(),
+                "unattributed_drops": global.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            },
+            "facilities": facilities,
+        })
+    }
+}
+
+/// Default listen addresses: every IPv4 address, and every IPv6 address
+/// when the host has IPv6.
+pub(crate) fn default_listen() -> Vec<IpAddr> {
+    let mut v = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+    if Path::new("/proc/net/if_inet6").exists()
+        && UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok()
+    {
+        v.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+    v
+}

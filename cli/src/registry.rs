@@ -1,0 +1,636 @@
+//! The registry: an embedded SQLite database in the state directory holding
+//! the hub's settings and every facility.
+//!
+//! Every change is validated completely before one transaction writes it,
+//! so a refused command leaves the registry exactly as it was.
+
+use anyhow::{bail, Context, Result};
+use ike::proposal::{ProposalSet, Protocol};
+use ike::ts::{parse_subnets, Subnet};
+use pki::Identity;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peers (
+    name        TEXT PRIMARY KEY,
+    identity    TEXT NOT NULL UNIQUE,
+    auth        TEXT NOT NULL CHECK (auth IN ('psk')),
+    psk         BLOB,
+    remote_ts   TEXT NOT NULL,
+    local_ts    TEXT NOT NULL,
+    remote_addr TEXT,
+    start       INTEGER NOT NULL,
+    ike         TEXT NOT NULL,
+    esp         TEXT NOT NULL,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    created     TEXT NOT NULL
+);
+";
+
+/// The shortest PSK accepted, in bytes.
+pub(crate) const MIN_PSK_LEN: usize = 16;
+/// The hub side's selectors when `--local-ts` is not given: everything
+/// behind the hub, with the kernel's routing deciding further.
+pub(crate) const DEFAULT_LOCAL_TS: &str = "0.0.0.0/0,::/0";
+
+/// The hub's own settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Hub {
+    pub(crate) id: Identity,
+    pub(crate) public_addrs: Vec<IpAddr>,
+    pub(crate) profile: String,
+}
+
+/// One facility as stored.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) name: String,
+    pub(crate) id: Identity,
+    pub(crate) psk: Zeroizing<Vec<u8>>,
+    pub(crate) remote_ts: Vec<Subnet>,
+    pub(crate) local_ts: Vec<Subnet>,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) start: bool,
+    pub(crate) ike: ProposalSet,
+    pub(crate) esp: ProposalSet,
+    pub(crate) enabled: bool,
+    pub(crate) created: String,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// The IKE layer's view of this facility.
+    pub(crate) fn to_config(&self) -> ike::PeerConfig {
+        ike::PeerConfig {
+            name: self.name.clone(),
+            remote_id: self.id.clone(),
+            psk: self.psk.clone(),
+            local_ts: self.local_ts.clone(),
+            remote_ts: self.remote_ts.clone(),
+            remote_addr: self.remote_addr,
+            ike: self.ike.clone(),
+            esp: self.esp.clone(),
+        }
+    }
+}
+
+/// What `peer add` asks for, before validation.
+#[derive(Debug, Default)]
+pub(crate) struct NewPeer {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) psk_file: Option<PathBuf>,
+    pub(crate) cert: bool,
+    pub(crate) remote_ts: String,
+    pub(crate) local_ts: Option<String>,
+    pub(crate) remote_addr: Option<String>,
+    pub(crate) start: bool,
+    pub(crate) ike: Option<String>,
+    pub(crate) esp: Option<String>,
+}
+
+pub(crate) struct Registry {
+    conn: Connection,
+}
+
+fn db_path(state: &Path) -> PathBuf {
+    state.join("registry.db")
+}
+
+/// Refuses names that would be awkward in logs, file names and configs.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.']);
+    if !ok {
+        bail!("name: '{name}' must be 1-64 characters of letters, digits, '-', '_' or '.', not starting with '-' or '.'");
+    }
+    Ok(())
+}
+
+/// Parses `ADDR` or `ADDR:PORT` / `[ADDR]:PORT` (default port 500).
+pub(crate) fn parse_remote_addr(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, 500)),
+        Err(_) => bail!("remote-addr: '{s}' is not an IP address (optionally with :port)"),
+    }
+}
+
+fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut data = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("psk-file: cannot read {}: {e}", path.display()))?,
+    );
+    while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        data.pop();
+    }
+    if data.len() < MIN_PSK_LEN {
+        bail!(
+            "psk-file: the key in {} is {} bytes; at least {MIN_PSK_LEN} are required",
+            path.display(),
+            data.len()
+        );
+    }
+    Ok(data)
+}
+
+impl Registry {
+    /// Creates the state directory (0700) and the registry, refusing an
+    /// existing one.
+    pub(crate) fn init(state: &Path, hub: &Hub) -> Result<Registry> {
+        if db_path(state).exists() {
+            bail!(
+                "state: {} already holds a registry; refusing to overwrite it",
+                state.display()
+            );
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state)
+            .with_context(|| format!("creating {}", state.display()))?;
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
+        let reg = Self::open_path(&db_path(state))?;
+        let tx = reg.conn.unchecked_transaction()?;
+        for (k, v) in [
+            ("hub_id", hub.id.to_string()),
+            (
+                "public_addrs",
+                hub.public_addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("profile", hub.profile.clone()),
+            ("schema_version", "1".into()),
+        ] {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(reg)
+    }
+
+    /// Opens an existing registry.
+    pub(crate) fn open(state: &Path) -> Result<Registry> {
+        let path = db_path(state);
+        if !path.exists() {
+            bail!(
+                "state: no registry in {} (run `renkei init` first)",
+                state.display()
+            );
+        }
+        Self::open_path(&path)
+    }
+
+    fn open_path(path: &Path) -> Result<Registry> {
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Registry { conn })
+    }
+
+    pub(crate) fn hub(&self) -> Result<Hub> {
+        let get = |k: &str| -> Result<String> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .with_context(|| format!("registry lacks {k}"))
+        };
+        let id =
+            Identity::parse(&get("hub_id")?).map_err(|e| anyhow::anyhow!("stored hub id: {e}"))?;
+        let public_addrs = get("public_addrs")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().context("stored public address"))
+            .collect::<Result<_>>()?;
+        Ok(Hub {
+            id,
+            public_addrs,
+            profile: get("profile")?,
+        })
+    }
+
+    /// Validates and stores a facility. Refused input changes nothing.
+    pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+        check_name(&new.name)?;
+        let id = Identity::parse(&new.id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
+        if new.cert {
+            bail!(
+                "cert: certificate authentication is not available in this version; use --psk-file"
+            );
+        }
+        let psk = match &new.psk_file {
+            Some(p) => read_psk(p)?,
+            None => bail!("psk-file: a pre-shared key file is required (--psk-file FILE)"),
+        };
+        let remote_ts =
+            parse_subnets(&new.remote_ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))?;
+        let local_ts = parse_subnets(new.local_ts.as_deref().unwrap_or(DEFAULT_LOCAL_TS))
+            .map_err(|e| anyhow::anyhow!("local-ts: {e}"))?;
+        let remote_addr = new
+            .remote_addr
+            .as_deref()
+            .map(parse_remote_addr)
+            .transpose()?;
+        if new.start && remote_addr.is_none() {
+            bail!("start: --start needs --remote-addr (where to connect)");
+        }
+        let ike = ProposalSet::parse(
+            new.ike.as_deref().unwrap_or(ike::proposal::DEFAULT_IKE),
+            Protocol::Ike,
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("ike: {e}"))?;
+        let esp = ProposalSet::parse(
+            new.esp.as_deref().unwrap_or(ike::proposal::DEFAULT_ESP),
+            Protocol::Esp,
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("esp: {e}"))?;
+        let tx = self.conn.unchecked_transaction()?;
+        if tx
+            .query_row("SELECT 1 FROM peers WHERE name = ?1", [&new.name], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some()
+        {
+            bail!("name: facility '{}' already exists", new.name);
+        }
+        if let Some(other) = tx
+            .query_row(
+                "SELECT name FROM peers WHERE identity = ?1",
+                [id.to_string()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            bail!("id: identity {id} already belongs to facility '{other}'");
+        }
+        for p in Self::load_peers(&tx)? {
+            for mine in &remote_ts {
+                if let Some(theirs) = p.remote_ts.iter().find(|t| t.overlaps(mine)) {
+                    bail!("remote-ts: {mine} overlaps {theirs} of facility '{}' (its traffic would be routed to this one)", p.name);
+                }
+            }
+        }
+        let join = |v: &[Subnet]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let created = now_rfc3339();
+        tx.execute(
+            "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created)
+             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10)",
+            params![
+                new.name,
+                id.to_string(),
+                &psk[..],
+                join(&remote_ts),
+                join(&local_ts),
+                remote_addr.map(|a| a.to_string()),
+                new.start,
+                ike.to_string(),
+                esp.to_string(),
+                created
+            ],
+        )?;
+        tx.commit()?;
+        self.peer(&new.name)
+    }
+
+    pub(crate) fn remove_peer(&mut self, name: &str) -> Result<()> {
+        if self
+            .conn
+            .execute("DELETE FROM peers WHERE name = ?1", [name])?
+            == 0
+        {
+            bail!("name: no facility named '{name}'");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_enabled(&mut self, name: &str, enabled: bool) -> Result<()> {
+        if self.conn.execute(
+            "UPDATE peers SET enabled = ?2 WHERE name = ?1",
+            params![name, enabled],
+        )? == 0
+        {
+            bail!("name: no facility named '{name}'");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn peer(&self, name: &str) -> Result<Peer> {
+        Self::load_peers(&self.conn)?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("name: no facility named '{name}'"))
+    }
+
+    pub(crate) fn peers(&self) -> Result<Vec<Peer>> {
+        Self::load_peers(&self.conn)
+    }
+
+    fn load_peers(conn: &Connection) -> Result<Vec<Peer>> {
+        let mut stmt = conn.prepare(
+            "SELECT name, identity, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created FROM peers ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, bool>(9)?,
+                r.get::<_, String>(10)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                name,
+                id,
+                psk,
+                remote_ts,
+                local_ts,
+                remote_addr,
+                start,
+                ike_s,
+                esp_s,
+                enabled,
+                created,
+            ) = row?;
+            let bad = |what: &str| {
+                anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
+            };
+            out.push(Peer {
+                id: Identity::parse(&id).map_err(|_| bad("identity"))?,
+                psk: Zeroizing::new(psk),
+                remote_ts: parse_subnets(&remote_ts).map_err(|_| bad("remote-ts"))?,
+                local_ts: parse_subnets(&local_ts).map_err(|_| bad("local-ts"))?,
+                remote_addr: remote_addr
+                    .as_deref()
+                    .map(parse_remote_addr)
+                    .transpose()
+                    .map_err(|_| bad("remote-addr"))?,
+                start,
+                ike: ProposalSet::parse(&ike_s, Protocol::Ike, false)
+                    .map_err(|_| bad("IKE proposal"))?,
+                esp: ProposalSet::parse(&esp_s, Protocol::Esp, false)
+                    .map_err(|_| bad("ESP proposal"))?,
+                enabled,
+                created,
+                name,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The current time as RFC 3339 UTC, without a date library.
+pub(crate) fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (civil-from-days, after
+/// Howard Hinnant's public-domain algorithm).
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_state() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "renkei-reg-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn rand_suffix() -> u64 {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        u64::from_ne_bytes(b)
+    }
+
+    fn hub() -> Hub {
+        Hub {
+            id: Identity::parse("hub.example").unwrap(),
+            public_addrs: vec!["192.0.2.1".parse().unwrap()],
+            profile: "cryptrec".into(),
+        }
+    }
+
+    #[test]
+    fn refused_input_leaves_the_registry_unchanged() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let short = state.join("short");
+        std::fs::write(&short, "tooshort\n").unwrap();
+        let good = NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            psk_file: Some(psk.clone()),
+            remote_ts: "198.51.100.0/26".into(),
+            ..Default::default()
+        };
+        let p = reg.add_peer(&good).unwrap();
+        assert_eq!(&p.psk[..], b"0123456789abcdef0123");
+        let cases: Vec<(NewPeer, &str)> = vec![
+            (
+                NewPeer {
+                    name: "kyoto".into(),
+                    id: "other.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    ..Default::default()
+                },
+                "already exists",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "KYOTO.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    ..Default::default()
+                },
+                "already belongs",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.32/27".into(),
+                    psk_file: Some(psk.clone()),
+                    ..Default::default()
+                },
+                "overlaps",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/33".into(),
+                    psk_file: Some(psk.clone()),
+                    ..Default::default()
+                },
+                "remote-ts",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(short.clone()),
+                    ..Default::default()
+                },
+                "at least 16",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(state.join("missing")),
+                    ..Default::default()
+                },
+                "cannot read",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    ike: Some("3des-sha1-modp1024".into()),
+                    ..Default::default()
+                },
+                "CRYPTREC",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    remote_addr: Some("not-an-ip".into()),
+                    ..Default::default()
+                },
+                "remote-addr",
+            ),
+            (
+                NewPeer {
+                    name: "osaka".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    start: true,
+                    ..Default::default()
+                },
+                "--start needs",
+            ),
+            (
+                NewPeer {
+                    name: "bad name".into(),
+                    id: "osaka.example".into(),
+                    remote_ts: "198.51.100.64/26".into(),
+                    psk_file: Some(psk.clone()),
+                    ..Default::default()
+                },
+                "name",
+            ),
+        ];
+        for (np, expect) in cases {
+            let err = reg.add_peer(&np).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err} should mention {expect}");
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert_eq!(reg.peers().unwrap().len(), 1);
+        }
+        assert!(
+            Registry::init(&state, &hub()).is_err(),
+            "init refuses to overwrite"
+        );
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let mode = std::fs::metadata(state.join("registry.db"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        reg.remove_peer("kyoto").unwrap();
+        assert!(reg.remove_peer("kyoto").is_err());
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_219_200), "2026-11-21T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -467,7 +467,9 @@ mod tests {
         for len in 0..64 {
             let mut g = vec![0u8; len];
             g.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-            g.get_mut(2).map(|b| *b = 1);
+            if let Some(b) = g.get_mut(2) {
+                *b = 1;
+            }
             let _ = open(&hub, &g);
         }
         assert_eq!(

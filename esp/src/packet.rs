@@ -78,17 +78,22 @@ impl std::fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+struct AesCbcKeys {
+    enc: EncryptingKey,
+    dec: DecryptingKey,
+    mac: hmac::Key,
+    integ: Integrity,
+}
+
+// One Engine lives inside each SA behind an Arc and is never moved on the
+// packet path, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Gcm {
         key: LessSafeKey,
         salt: [u8; 4],
     },
-    AesCbc {
-        enc: EncryptingKey,
-        dec: DecryptingKey,
-        mac: hmac::Key,
-        integ: Integrity,
-    },
+    AesCbc(Box<AesCbcKeys>),
     CamelliaCbc {
         key: Zeroizing<Vec<u8>>,
         mac: hmac::Key,
@@ -105,7 +110,7 @@ impl std::fmt::Debug for SaCrypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.engine {
             Engine::Gcm { .. } => "SaCrypto(AES-GCM)",
-            Engine::AesCbc { .. } => "SaCrypto(AES-CBC)",
+            Engine::AesCbc(_) => "SaCrypto(AES-CBC)",
             Engine::CamelliaCbc { .. } => "SaCrypto(Camellia-CBC)",
         })
     }
@@ -158,12 +163,12 @@ impl SaCrypto {
                         UnboundCipherKey::new(alg, encr).map_err(|_| KeyError("AES key"))?,
                     )
                     .map_err(|_| KeyError("AES key"))?;
-                    Engine::AesCbc {
+                    Engine::AesCbc(Box::new(AesCbcKeys {
                         enc,
                         dec,
                         mac,
                         integ: integ_alg,
-                    }
+                    }))
                 } else {
                     Engine::CamelliaCbc {
                         key: Zeroizing::new(encr.to_vec()),
@@ -180,9 +185,8 @@ impl SaCrypto {
         // (IV length, padding block, ICV length)
         match &self.engine {
             Engine::Gcm { .. } => (GCM_IV, 4, GCM_ICV),
-            Engine::AesCbc { integ, .. } | Engine::CamelliaCbc { integ, .. } => {
-                (CBC_IV, 16, integ.icv_len())
-            }
+            Engine::AesCbc(k) => (CBC_IV, 16, k.integ.icv_len()),
+            Engine::CamelliaCbc { integ, .. } => (CBC_IV, 16, integ.icv_len()),
         }
     }
 
@@ -247,16 +251,15 @@ impl SaCrypto {
                     .map_err(|_| DropReason::Crypto)?;
                 buf[ct.end..end].copy_from_slice(tag.as_ref());
             }
-            Engine::AesCbc {
-                enc, mac, integ, ..
-            } => {
+            Engine::AesCbc(k) => {
                 iv_source(&mut buf[iv.clone()]);
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&buf[iv]);
-                enc.less_safe_encrypt(&mut buf[ct.clone()], EncryptionContext::Iv128(ivb.into()))
+                k.enc
+                    .less_safe_encrypt(&mut buf[ct.clone()], EncryptionContext::Iv128(ivb.into()))
                     .map_err(|_| DropReason::Crypto)?;
-                let tag = hmac::sign(mac, &buf[start..ct.end]);
-                buf[ct.end..end].copy_from_slice(&tag.as_ref()[..integ.icv_len()]);
+                let tag = hmac::sign(&k.mac, &buf[start..ct.end]);
+                buf[ct.end..end].copy_from_slice(&tag.as_ref()[..k.integ.icv_len()]);
             }
             Engine::CamelliaCbc { key, mac, integ } => {
                 iv_source(&mut buf[iv.clone()]);
@@ -298,15 +301,16 @@ impl SaCrypto {
                 )
                 .map_err(|_| DropReason::Integrity)?;
             }
-            Engine::AesCbc { dec, mac, .. } => {
-                verify_hmac(mac, &packet[..ct.end], &packet[ct.end..])?;
+            Engine::AesCbc(k) => {
+                verify_hmac(&k.mac, &packet[..ct.end], &packet[ct.end..])?;
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&packet[ESP_HEADER..ct_start]);
-                dec.decrypt(
-                    &mut packet[ct.clone()],
-                    DecryptionContext::Iv128(ivb.into()),
-                )
-                .map_err(|_| DropReason::Crypto)?;
+                k.dec
+                    .decrypt(
+                        &mut packet[ct.clone()],
+                        DecryptionContext::Iv128(ivb.into()),
+                    )
+                    .map_err(|_| DropReason::Crypto)?;
             }
             Engine::CamelliaCbc { key, mac, .. } => {
                 verify_hmac(mac, &packet[..ct.end], &packet[ct.end..])?;

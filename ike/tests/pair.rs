@@ -1,6 +1,8 @@
 //! Two endpoints wired together with a virtual clock: protocol scenarios
 //! without sockets or sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts::parse_subnets;
 use ike::wire::{NotifyType, HEADER_LEN};

@@ -5,6 +5,8 @@
 //! transfer arrives with the same SHA-256 it was sent with. Refusals leave
 //! no SA on either side.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use renkei_interop_tests::{Facility, Lab, Role};
 use std::time::Duration;
 

@@ -85,7 +85,7 @@ impl Prf {
     }
 
     /// Output length, which is also the preferred key length (RFC 7296 §2.13).
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
@@ -111,7 +111,7 @@ impl Prf {
     /// ```
     pub fn prf_plus(self, key: &[u8], seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
         let key = hmac::Key::new(self.algorithm(), key);
-        let mut out = Zeroizing::new(Vec::with_capacity(len + self.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(len + self.output_len()));
         let mut t: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
         let mut counter = 1u8;
         while out.len() < len {

@@ -47,6 +47,10 @@ fn tunnel_carries_traffic(ike: &str, esp: &str, role: Role) {
         "{f}"
     );
     assert_eq!(lab.swan_sa_count(), 1);
+    assert!(
+        !lab.hub_log().contains(renkei_interop_tests::PSK),
+        "the PSK never appears in the debug log"
+    );
     eprintln!(
         "{ike} ({role:?}): up as {ike_suite}, pings and {TRANSFER}-byte transfer OK, status {f}"
     );

@@ -248,16 +248,7 @@ fn run(cli: Cli) -> Result<()> {
                         s["remote"].as_str().unwrap_or("-"),
                         s["ike_suite"].as_str().unwrap_or("-")
                     );
-                    for c in s["child_sas"].as_array().into_iter().flatten() {
-                        println!(
-                            "  child {}/{} {} {} === {}",
-                            c["spi_in"].as_str().unwrap_or(""),
-                            c["spi_out"].as_str().unwrap_or(""),
-                            c["suite"].as_str().unwrap_or(""),
-                            c["local_ts"].as_str().unwrap_or(""),
-                            c["remote_ts"].as_str().unwrap_or("")
-                        );
-                    }
+                    print_children(&s["child_sas"], "  ");
                 }
             }
             Ok(())
@@ -406,6 +397,20 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
     Ok(())
 }
 
+fn print_children(children: &Value, indent: &str) {
+    let text = |c: &Value, k: &str| c[k].as_str().unwrap_or("").to_string();
+    for c in children.as_array().into_iter().flatten() {
+        println!(
+            "{indent}child {}/{} {} {} === {}",
+            text(c, "spi_in"),
+            text(c, "spi_out"),
+            text(c, "suite"),
+            text(c, "local_ts"),
+            text(c, "remote_ts")
+        );
+    }
+}
+
 fn print_status(v: &Value) {
     let hub = &v["hub"];
     println!(
@@ -448,16 +453,7 @@ fn print_status(v: &Value) {
             format!("{}p/{}B", f["packets_out"], f["bytes_out"]),
             if drops.is_empty() { "-".into() } else { drops }
         );
-        for c in f["child_sas"].as_array().into_iter().flatten() {
-            println!(
-                "    child {}/{} {} {} === {}",
-                c["spi_in"].as_str().unwrap_or(""),
-                c["spi_out"].as_str().unwrap_or(""),
-                c["suite"].as_str().unwrap_or(""),
-                c["local_ts"].as_str().unwrap_or(""),
-                c["remote_ts"].as_str().unwrap_or("")
-            );
-        }
+        print_children(&f["child_sas"], "    ");
         if let Some(e) = f["last_error"].as_str() {
             println!("    last error: {e}");
         }

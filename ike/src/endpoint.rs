@@ -22,7 +22,8 @@ use crate::proposal::{describe_offer, EspSuite, IkeSuite};
 use crate::ts::{all_within, describe, narrow};
 use crate::wire::{
     emit_chain, parse_chain, AuthMethod, Delete, ExchangeType, Flags, HeaderRepr, KeId, Notify,
-    NotifyType, Payload, PayloadType, Proposal, ProtocolId, TrafficSelector, HEADER_LEN,
+    NotifyType, Payload, PayloadType, PayloadsExt, Proposal, ProtocolId, TrafficSelector,
+    HEADER_LEN,
 };
 use pki::Identity;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -302,19 +303,8 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
-    payloads.iter().find_map(f)
-}
-
-fn notifies(payloads: &[Payload]) -> impl Iterator<Item = &Notify> {
-    payloads.iter().filter_map(|p| match p {
-        Payload::Notify(n) => Some(n),
-        _ => None,
-    })
-}
-
 fn first_error_notify(payloads: &[Payload]) -> Option<&Notify> {
-    notifies(payloads).find(|n| n.kind.is_error())
+    payloads.notifies().find(|n| n.kind.is_error())
 }
 
 fn unspecified_like(addr: SocketAddr, port: u16) -> SocketAddr {
@@ -1131,10 +1121,13 @@ impl Endpoint {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> (bool, bool, bool) {
-        let src: Vec<&Notify> = notifies(payloads)
+        let src: Vec<&Notify> = payloads
+            .notifies()
             .filter(|n| n.kind == NotifyType::NatDetectionSourceIp)
             .collect();
-        let dst = notifies(payloads).find(|n| n.kind == NotifyType::NatDetectionDestinationIp);
+        let dst = payloads
+            .notifies()
+            .find(|n| n.kind == NotifyType::NatDetectionDestinationIp);
         if src.is_empty() && dst.is_none() {
             return (false, false, false);
         }
@@ -1174,18 +1167,9 @@ impl Endpoint {
                 return Err(err);
             }
         };
-        let offered = find(&payloads, |p| match p {
-            Payload::Sa(v) => Some(v),
-            _ => None,
-        });
-        let ke = find(&payloads, |p| match p {
-            Payload::Ke { group, data } => Some((*group, data)),
-            _ => None,
-        });
-        let nonce = find(&payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
+        let offered = payloads.sa();
+        let ke = payloads.ke();
+        let nonce = payloads.nonce();
         let (Some(offered), Some((group, public)), Some(nonce_i)) = (offered, ke, nonce) else {
             self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
             return Err(Error::Missing("IKE_SA_INIT without SA, KE or Nonce"));
@@ -1305,7 +1289,7 @@ impl Endpoint {
                 return Err(e.into());
             }
         };
-        if let Some(n) = notifies(&payloads).find(|n| n.kind == NotifyType::Cookie) {
+        if let Some(n) = payloads.notifies().find(|n| n.kind == NotifyType::Cookie) {
             // RFC 7296 §2.6: repeat the request with the cookie in front.
             if init.cookie.is_none() && n.data.len() <= 64 {
                 let group = init.ke.group();
@@ -1313,7 +1297,10 @@ impl Endpoint {
                 return self.send_init(now, sa, group, cookie, init.retried_ke);
             }
         }
-        if let Some(n) = notifies(&payloads).find(|n| n.kind == NotifyType::InvalidKePayload) {
+        if let Some(n) = payloads
+            .notifies()
+            .find(|n| n.kind == NotifyType::InvalidKePayload)
+        {
             let wanted =
                 <[u8; 2]>::try_from(n.data.as_slice()).map(|b| KeId::from(u16::from_be_bytes(b)));
             if let Ok(g) = wanted {
@@ -1354,21 +1341,16 @@ impl Endpoint {
             let (suite, _) = peer.ike.select_ike(chosen).ok_or_else(|| {
                 Error::Misbehaved("responder chose a proposal we did not offer".into())
             })?;
-            let (group, public) = find(&payloads, |p| match p {
-                Payload::Ke { group, data } => Some((*group, data)),
-                _ => None,
-            })
-            .ok_or(Error::Missing("no KE payload"))?;
+            let (group, public) = payloads.ke().ok_or(Error::Missing("no KE payload"))?;
             if group != suite.ke || group != init.ke.group() {
                 return Err(Error::Misbehaved(
                     "KE payload does not match the chosen group".into(),
                 ));
             }
-            let nonce_r = find(&payloads, |p| match p {
-                Payload::Nonce(n) => Some(n.clone()),
-                _ => None,
-            })
-            .ok_or(Error::Missing("no Nonce payload"))?;
+            let nonce_r = payloads
+                .nonce()
+                .cloned()
+                .ok_or(Error::Missing("no Nonce payload"))?;
             if !(16..=256).contains(&nonce_r.len()) || hdr.spi_r == 0 {
                 return Err(Error::Missing("nonce length or responder SPI"));
             }
@@ -1468,17 +1450,7 @@ impl Endpoint {
             }
             Err(e) => {
                 let n = e.notify().unwrap_or(NotifyType::InvalidSyntax);
-                let reply = [Payload::Notify(Notify::new(n, vec![]))];
-                self.send_response(
-                    now,
-                    sa,
-                    &init.keys,
-                    ExchangeType::IkeAuth,
-                    hdr.message_id,
-                    &reply,
-                )?;
-                sa.state = State::Dead;
-                sa.timers.set(Timer::Expire, now + LINGER);
+                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)?;
                 return Err(e);
             }
         };
@@ -1494,21 +1466,27 @@ impl Endpoint {
             Err((e, peer_name)) => {
                 let n = e.notify().unwrap_or(NotifyType::AuthenticationFailed);
                 self.refuse(remote, peer_name, n, e.to_string());
-                let reply = [Payload::Notify(Notify::new(n, vec![]))];
-                self.send_response(
-                    now,
-                    sa,
-                    &init.keys,
-                    ExchangeType::IkeAuth,
-                    hdr.message_id,
-                    &reply,
-                )?;
-                sa.state = State::Dead;
-                sa.timers = Timers::default();
-                sa.timers.set(Timer::Expire, now + LINGER);
-                Ok(())
+                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)
             }
         }
+    }
+
+    /// Answers an IKE_AUTH request with an error notify; the SA then only
+    /// lingers to repeat that answer to retransmissions.
+    fn reject_auth(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        keys: &IkeKeys,
+        message_id: u32,
+        notify: NotifyType,
+    ) -> Result<(), Error> {
+        let reply = [Payload::Notify(Notify::new(notify, vec![]))];
+        let sent = self.send_response(now, sa, keys, ExchangeType::IkeAuth, message_id, &reply);
+        sa.state = State::Dead;
+        sa.timers = Timers::default();
+        sa.timers.set(Timer::Expire, now + LINGER);
+        sent
     }
 
     fn authenticate_initiator(
@@ -1516,16 +1494,10 @@ impl Endpoint {
         payloads: &[Payload],
         init: &InitDone,
     ) -> Result<Arc<PeerConfig>, (Error, Option<String>)> {
-        let (id_type, id_data) = find(payloads, |p| match p {
-            Payload::IdI { id_type, data } => Some((*id_type, data)),
-            _ => None,
-        })
-        .ok_or((Error::Missing("no IDi payload"), None))?;
-        let (method, auth) = find(payloads, |p| match p {
-            Payload::Auth { method, data } => Some((*method, data)),
-            _ => None,
-        })
-        .ok_or((
+        let (id_type, id_data) = payloads
+            .id_i()
+            .ok_or((Error::Missing("no IDi payload"), None))?;
+        let (method, auth) = payloads.auth().ok_or((
             Error::Missing("no AUTH payload (EAP is not supported)"),
             None,
         ))?;
@@ -1659,21 +1631,11 @@ impl Endpoint {
         init: &InitDone,
         peer: &PeerConfig,
     ) -> Result<(ChildSaInfo, Proposal), Error> {
-        let offered = find(payloads, |p| match p {
-            Payload::Sa(v) => Some(v),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no SA payload for the Child SA"))?;
-        let tsi = find(payloads, |p| match p {
-            Payload::TsI(v) => Some(v),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no TSi"))?;
-        let tsr = find(payloads, |p| match p {
-            Payload::TsR(v) => Some(v),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no TSr"))?;
+        let offered = payloads
+            .sa()
+            .ok_or(Error::Missing("no SA payload for the Child SA"))?;
+        let tsi = payloads.ts_i().ok_or(Error::Missing("no TSi"))?;
+        let tsr = payloads.ts_r().ok_or(Error::Missing("no TSr"))?;
         let spi_in = self.new_child_spi();
         let Some((suite, spi_out, echo)) = peer.esp.select_esp(offered, true, spi_in) else {
             self.child_spis.remove(&spi_in);
@@ -1753,11 +1715,7 @@ impl Endpoint {
             return Ok(());
         }
         let verified = (|| {
-            let (id_type, id_data) = find(&payloads, |p| match p {
-                Payload::IdR { id_type, data } => Some((*id_type, data)),
-                _ => None,
-            })
-            .ok_or(Error::Missing("no IDr"))?;
+            let (id_type, id_data) = payloads.id_r().ok_or(Error::Missing("no IDr"))?;
             let identity = Identity::from_wire(id_type, id_data)
                 .map_err(|e| Error::AuthenticationFailed(e.to_string()))?;
             if identity != peer.remote_id {
@@ -1766,11 +1724,7 @@ impl Endpoint {
                     peer.remote_id
                 )));
             }
-            let (method, value) = find(&payloads, |p| match p {
-                Payload::Auth { method, data } => Some((*method, data)),
-                _ => None,
-            })
-            .ok_or(Error::Missing("no AUTH"))?;
+            let (method, value) = payloads.auth().ok_or(Error::Missing("no AUTH"))?;
             let expected = psk_auth(
                 auth.keys.suite.prf,
                 &peer.psk,
@@ -1842,11 +1796,7 @@ impl Endpoint {
                 n.kind
             )));
         }
-        let chosen = find(payloads, |p| match p {
-            Payload::Sa(v) => Some(v),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no SA payload"))?;
+        let chosen = payloads.sa().ok_or(Error::Missing("no SA payload"))?;
         if chosen.len() != 1 {
             return Err(Error::Misbehaved(
                 "responder chose more than one proposal".into(),
@@ -1858,16 +1808,8 @@ impl Endpoint {
             .ok_or_else(|| {
                 Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
             })?;
-        let tsi = find(payloads, |p| match p {
-            Payload::TsI(v) => Some(v.clone()),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no TSi"))?;
-        let tsr = find(payloads, |p| match p {
-            Payload::TsR(v) => Some(v.clone()),
-            _ => None,
-        })
-        .ok_or(Error::Missing("no TSr"))?;
+        let tsi = payloads.ts_i().cloned().ok_or(Error::Missing("no TSi"))?;
+        let tsr = payloads.ts_r().cloned().ok_or(Error::Missing("no TSr"))?;
         let local_allowed: Vec<TrafficSelector> =
             peer.local_ts.iter().map(|s| s.to_selector()).collect();
         let remote_allowed: Vec<TrafficSelector> =

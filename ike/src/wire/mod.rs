@@ -14,8 +14,8 @@ mod registry;
 
 pub use header::{Flags, Header, HeaderRepr, HEADER_LEN};
 pub use payload::{
-    emit_chain, parse_chain, Attribute, Delete, Notify, Payload, Proposal, TrafficSelector,
-    Transform,
+    emit_chain, parse_chain, Attribute, Delete, Notify, Payload, PayloadsExt, Proposal,
+    TrafficSelector, Transform,
 };
 pub use registry::*;
 

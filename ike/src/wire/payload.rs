@@ -606,6 +606,85 @@ impl Payload {
     }
 }
 
+/// Finding the payloads of a message by type (the first of each).
+pub trait PayloadsExt {
+    /// The SA payload's proposals.
+    fn sa(&self) -> Option<&Vec<Proposal>>;
+    /// The KE payload's group and public value.
+    fn ke(&self) -> Option<(KeId, &Vec<u8>)>;
+    /// The Nonce payload's data.
+    fn nonce(&self) -> Option<&Vec<u8>>;
+    /// IDi: type and data.
+    fn id_i(&self) -> Option<(u8, &Vec<u8>)>;
+    /// IDr: type and data.
+    fn id_r(&self) -> Option<(u8, &Vec<u8>)>;
+    /// AUTH: method and data.
+    fn auth(&self) -> Option<(AuthMethod, &Vec<u8>)>;
+    /// TSi selectors.
+    fn ts_i(&self) -> Option<&Vec<TrafficSelector>>;
+    /// TSr selectors.
+    fn ts_r(&self) -> Option<&Vec<TrafficSelector>>;
+    /// Every Notify payload.
+    fn notifies(&self) -> impl Iterator<Item = &Notify>;
+}
+
+impl PayloadsExt for [Payload] {
+    fn sa(&self) -> Option<&Vec<Proposal>> {
+        self.iter().find_map(|p| match p {
+            Payload::Sa(v) => Some(v),
+            _ => None,
+        })
+    }
+    fn ke(&self) -> Option<(KeId, &Vec<u8>)> {
+        self.iter().find_map(|p| match p {
+            Payload::Ke { group, data } => Some((*group, data)),
+            _ => None,
+        })
+    }
+    fn nonce(&self) -> Option<&Vec<u8>> {
+        self.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        })
+    }
+    fn id_i(&self) -> Option<(u8, &Vec<u8>)> {
+        self.iter().find_map(|p| match p {
+            Payload::IdI { id_type, data } => Some((*id_type, data)),
+            _ => None,
+        })
+    }
+    fn id_r(&self) -> Option<(u8, &Vec<u8>)> {
+        self.iter().find_map(|p| match p {
+            Payload::IdR { id_type, data } => Some((*id_type, data)),
+            _ => None,
+        })
+    }
+    fn auth(&self) -> Option<(AuthMethod, &Vec<u8>)> {
+        self.iter().find_map(|p| match p {
+            Payload::Auth { method, data } => Some((*method, data)),
+            _ => None,
+        })
+    }
+    fn ts_i(&self) -> Option<&Vec<TrafficSelector>> {
+        self.iter().find_map(|p| match p {
+            Payload::TsI(v) => Some(v),
+            _ => None,
+        })
+    }
+    fn ts_r(&self) -> Option<&Vec<TrafficSelector>> {
+        self.iter().find_map(|p| match p {
+            Payload::TsR(v) => Some(v),
+            _ => None,
+        })
+    }
+    fn notifies(&self) -> impl Iterator<Item = &Notify> {
+        self.iter().filter_map(|p| match p {
+            Payload::Notify(n) => Some(n),
+            _ => None,
+        })
+    }
+}
+
 /// Decodes a payload chain that starts with a payload of type `first`.
 ///
 /// An Encrypted payload ends the chain (RFC 7296 §3.14: it "MUST be the last

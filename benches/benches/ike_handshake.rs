@@ -27,6 +27,7 @@ fn peer(
         remote_addr: addr,
         ike: ProposalSet::parse(ike, Protocol::Ike, false).expect("ike"),
         esp: ProposalSet::default_for(Protocol::Esp),
+        lifetimes: ike::Lifetimes::default(),
     }
 }
 

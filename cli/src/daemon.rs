@@ -33,6 +33,10 @@ pub(crate) struct ServeOptions {
     pub(crate) listen: Vec<IpAddr>,
     pub(crate) tun: String,
     pub(crate) mtu: u32,
+    /// First IKE retransmission timeout (doubled per try).
+    pub(crate) retransmit_timeout: Duration,
+    /// Transmissions of a request before the facility is given up.
+    pub(crate) retransmit_tries: u32,
 }
 
 struct Datagram {
@@ -52,6 +56,9 @@ struct PeerStatus {
     children: Vec<ChildStatus>,
     last_error: Option<String>,
     auth_failures: u64,
+    child_rekeys: u64,
+    ike_rekeys: u64,
+    last_rekey: Option<String>,
 }
 
 struct ChildStatus {
@@ -155,7 +162,9 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>) -> Result<()> {
-    let config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
+    let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
+    config.retransmit_timeout = opts.retransmit_timeout;
+    config.retransmit_tries = opts.retransmit_tries;
     let (ike_port, natt_port) = (config.ike_port, config.natt_port);
     let mut endpoint = Endpoint::new(config);
     for p in peers.iter().filter(|p| p.enabled) {
@@ -254,6 +263,8 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         hub.run_reconnects(Instant::now());
         hub.flush().await;
@@ -276,6 +287,7 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
                 let resp = hub.handle_request(req);
                 let _ = reply.send(resp);
             }
+            _ = tick.tick() => hub.check_byte_lifetimes(Instant::now()),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -359,9 +371,41 @@ impl Hub {
         }
     }
 
+    /// Rekeys Child SAs that have carried their facility's byte lifetime.
+    fn check_byte_lifetimes(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (name, st) in &self.status {
+            let Some(limit) = self.peers.get(name).and_then(|p| p.lifetimes.child_bytes) else {
+                continue;
+            };
+            for c in &st.children {
+                if self.table.sa_bytes(c.spi_in, c.spi_out) >= limit {
+                    due.push(c.spi_in);
+                }
+            }
+        }
+        for spi in due {
+            // Already rekeying or replaced: nothing to do.
+            let _ = self.endpoint.rekey_child(now, spi);
+        }
+    }
+
     fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
         match event {
+            Event::IkeSaRekeyed {
+                old,
+                new,
+                peer,
+                suite,
+            } => {
+                info!(%peer, %old, %new, %suite, "IKE SA rekeyed");
+                let st = self.status.entry(peer).or_default();
+                st.ike_sa = Some(new);
+                st.ike_suite = Some(suite.to_string());
+                st.ike_rekeys += 1;
+                st.last_rekey = Some(now);
+            }
             Event::IkeSaUp {
                 ike_sa,
                 peer,
@@ -383,7 +427,19 @@ impl Hub {
                     r.at = Instant::now() + RECONNECT_MAX;
                 }
             }
-            Event::ChildSaUp { peer, child, .. } => self.install_child(&peer, child),
+            Event::ChildSaUp {
+                peer,
+                child,
+                rekey_of,
+                ..
+            } => {
+                if rekey_of.is_some() {
+                    let st = self.status.entry(peer.clone()).or_default();
+                    st.child_rekeys += 1;
+                    st.last_rekey = Some(now);
+                }
+                self.install_child(&peer, child);
+            }
             Event::ChildSaDown {
                 peer,
                 spi_in,
@@ -657,6 +713,9 @@ impl Hub {
                 "packets_out": counters.packets_out,
                 "drops": counters.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "auth_failures": st.map_or(0, |s| s.auth_failures),
+                "child_rekeys": st.map_or(0, |s| s.child_rekeys),
+                "ike_rekeys": st.map_or(0, |s| s.ike_rekeys),
+                "last_rekey": st.and_then(|s| s.last_rekey.clone()),
                 "last_error": st.and_then(|s| s.last_error.clone()),
             }));
         }

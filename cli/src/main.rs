@@ -74,6 +74,13 @@ enum Command {
         /// MTU of the TUN device (ESP-in-UDP adds up to 90 bytes).
         #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u32).range(576..=9000))]
         mtu: u32,
+        /// First IKE retransmission timeout in seconds; doubled on each try.
+        #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+        retransmit_timeout: f64,
+        /// Transmissions of an IKE request (including liveness checks)
+        /// before the facility is declared dead.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+        retransmit_tries: u32,
     },
     /// Live state of every facility, from the running hub.
     Status {
@@ -89,7 +96,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PeerCommand {
     /// Register a facility.
-    Add(PeerAdd),
+    Add(Box<PeerAdd>),
     /// List facilities.
     List {
         #[arg(long)]
@@ -138,9 +145,24 @@ struct PeerAdd {
     /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
     #[arg(long, value_name = "PROPOSALS")]
     ike: Option<String>,
-    /// ESP proposals in strongSwan syntax (default: the whole CRYPTREC profile).
+    /// ESP proposals in strongSwan syntax (default: the whole CRYPTREC
+    /// profile). A key exchange method (e.g. `aes256-sha256-modp2048`)
+    /// turns on PFS for rekeyed Child SAs.
     #[arg(long, value_name = "PROPOSALS")]
     esp: Option<String>,
+    /// Rekey the IKE SA after this many seconds (default 14400).
+    #[arg(long, value_name = "SECS")]
+    ike_lifetime: Option<u64>,
+    /// Rekey each Child SA after this many seconds (default 3600; YAMAHA
+    /// routers default to 28800).
+    #[arg(long, value_name = "SECS")]
+    child_lifetime: Option<u64>,
+    /// Also rekey a Child SA once it has carried this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    child_bytes: Option<u64>,
+    /// Check the facility's liveness after this many silent seconds (default 30).
+    #[arg(long, value_name = "SECS")]
+    dpd: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,8 +227,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Peer(cmd) => peer(&state, cmd),
-        Command::Serve { listen, tun, mtu } => {
+        Command::Serve {
+            listen,
+            tun,
+            mtu,
+            retransmit_timeout,
+            retransmit_tries,
+        } => {
             init_logging(&cli.log)?;
+            if !(0.1..=60.0).contains(&retransmit_timeout) {
+                bail!("retransmit-timeout: {retransmit_timeout} s is outside 0.1..=60 s");
+            }
             let listen = if listen.is_empty() {
                 daemon::default_listen()
             } else {
@@ -217,6 +248,8 @@ fn run(cli: Cli) -> Result<()> {
                 listen,
                 tun,
                 mtu,
+                retransmit_timeout: std::time::Duration::from_secs_f64(retransmit_timeout),
+                retransmit_tries,
             })
         }
         Command::Status { json } => {
@@ -287,6 +320,10 @@ fn peer_json(p: &registry::Peer) -> Value {
         "esp": p.esp.to_string(),
         "enabled": p.enabled,
         "created": p.created,
+        "ike_lifetime": p.lifetimes.ike.as_secs(),
+        "child_lifetime": p.lifetimes.child.as_secs(),
+        "child_bytes": p.lifetimes.child_bytes,
+        "dpd": p.lifetimes.dpd.as_secs(),
         "warnings": explicit_weak_groups(p).iter().map(|g| match g {
             ike::wire::KeId::Modp2048 => "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string(),
             other => format!("{} is not on the CRYPTREC list", ike::proposal::ke_name(*other)),
@@ -323,6 +360,10 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 start: a.start,
                 ike: a.ike,
                 esp: a.esp,
+                ike_lifetime: a.ike_lifetime,
+                child_lifetime: a.child_lifetime,
+                child_bytes: a.child_bytes,
+                dpd: a.dpd,
             })?;
             println!("added facility {} ({})", p.name, p.id);
             for w in peer_json(&p)["warnings"].as_array().into_iter().flatten() {

@@ -35,6 +35,19 @@ CREATE TABLE IF NOT EXISTS peers (
 );
 ";
 
+/// Columns added after the first schema: (name, definition). Opening an
+/// older registry adds them with their defaults.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("ike_lifetime", "INTEGER NOT NULL DEFAULT 14400"),
+    ("child_lifetime", "INTEGER NOT NULL DEFAULT 3600"),
+    ("child_bytes", "INTEGER"),
+    ("dpd", "INTEGER NOT NULL DEFAULT 30"),
+];
+
+/// Bounds on lifetimes an operator may set, in seconds.
+const MIN_LIFETIME: u64 = 10;
+const MAX_LIFETIME: u64 = 7 * 86_400;
+
 /// The shortest PSK accepted, in bytes.
 pub(crate) const MIN_PSK_LEN: usize = 16;
 /// The hub side's selectors when `--local-ts` is not given: everything
@@ -63,6 +76,7 @@ pub(crate) struct Peer {
     pub(crate) esp: ProposalSet,
     pub(crate) enabled: bool,
     pub(crate) created: String,
+    pub(crate) lifetimes: ike::Lifetimes,
 }
 
 impl std::fmt::Debug for Peer {
@@ -86,6 +100,7 @@ impl Peer {
             remote_addr: self.remote_addr,
             ike: self.ike.clone(),
             esp: self.esp.clone(),
+            lifetimes: self.lifetimes,
         }
     }
 }
@@ -103,6 +118,10 @@ pub(crate) struct NewPeer {
     pub(crate) start: bool,
     pub(crate) ike: Option<String>,
     pub(crate) esp: Option<String>,
+    pub(crate) ike_lifetime: Option<u64>,
+    pub(crate) child_lifetime: Option<u64>,
+    pub(crate) child_bytes: Option<u64>,
+    pub(crate) dpd: Option<u64>,
 }
 
 pub(crate) struct Registry {
@@ -215,6 +234,15 @@ impl Registry {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('peers')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, def) in ADDED_COLUMNS {
+            if !existing.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE peers ADD COLUMN {name} {def}"))?;
+            }
+        }
         Ok(Registry { conn })
     }
 
@@ -275,6 +303,22 @@ impl Registry {
             false,
         )
         .map_err(|e| anyhow::anyhow!("esp: {e}"))?;
+        let defaults = ike::Lifetimes::default();
+        let secs = |field: &str, v: Option<u64>, default: std::time::Duration| -> Result<u64> {
+            let v = v.unwrap_or(default.as_secs());
+            if !(MIN_LIFETIME..=MAX_LIFETIME).contains(&v) {
+                bail!("{field}: {v} s is outside {MIN_LIFETIME}..={MAX_LIFETIME} s");
+            }
+            Ok(v)
+        };
+        let ike_lifetime = secs("ike-lifetime", new.ike_lifetime, defaults.ike)?;
+        let child_lifetime = secs("child-lifetime", new.child_lifetime, defaults.child)?;
+        let dpd = secs("dpd", new.dpd, defaults.dpd)?;
+        if let Some(b) = new.child_bytes {
+            if b < 1_000_000 {
+                bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
+            }
+        }
         let tx = self.conn.unchecked_transaction()?;
         if tx
             .query_row("SELECT 1 FROM peers WHERE name = ?1", [&new.name], |_| {
@@ -310,8 +354,9 @@ impl Registry {
         };
         let created = now_rfc3339();
         tx.execute(
-            "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created)
-             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10)",
+            "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
+                                ike_lifetime, child_lifetime, child_bytes, dpd)
+             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)",
             params![
                 new.name,
                 id.to_string(),
@@ -322,7 +367,11 @@ impl Registry {
                 new.start,
                 ike.to_string(),
                 esp.to_string(),
-                created
+                created,
+                ike_lifetime,
+                child_lifetime,
+                new.child_bytes,
+                dpd
             ],
         )?;
         tx.commit()?;
@@ -364,7 +413,8 @@ impl Registry {
 
     fn load_peers(conn: &Connection) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
-            "SELECT name, identity, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created FROM peers ORDER BY name",
+            "SELECT name, identity, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
+                    ike_lifetime, child_lifetime, child_bytes, dpd FROM peers ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -379,6 +429,12 @@ impl Registry {
                 r.get::<_, String>(8)?,
                 r.get::<_, bool>(9)?,
                 r.get::<_, String>(10)?,
+                (
+                    r.get::<_, u64>(11)?,
+                    r.get::<_, u64>(12)?,
+                    r.get::<_, Option<u64>>(13)?,
+                    r.get::<_, u64>(14)?,
+                ),
             ))
         })?;
         let mut out = Vec::new();
@@ -395,6 +451,7 @@ impl Registry {
                 esp_s,
                 enabled,
                 created,
+                (ike_l, child_l, child_b, dpd),
             ) = row?;
             let bad = |what: &str| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
@@ -416,6 +473,13 @@ impl Registry {
                     .map_err(|_| bad("ESP proposal"))?,
                 enabled,
                 created,
+                lifetimes: ike::Lifetimes {
+                    ike: std::time::Duration::from_secs(ike_l),
+                    child: std::time::Duration::from_secs(child_l),
+                    child_bytes: child_b,
+                    dpd: std::time::Duration::from_secs(dpd),
+                    ..ike::Lifetimes::default()
+                },
                 name,
             });
         }

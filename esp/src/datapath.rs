@@ -70,6 +70,7 @@ pub fn encapsulate<'a>(
         .map_err(|r| dropped(r, counters))?;
     sa.counters.packets_out.fetch_add(1, Ordering::Relaxed);
     sa.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+    sa.bytes.fetch_add(len, Ordering::Relaxed);
     Ok((range, sa.remote))
 }
 
@@ -107,6 +108,7 @@ pub fn decapsulate<'a>(
         return Err(dropped(DropReason::Policy, counters));
     }
     sa.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+    sa.bytes.fetch_add(range.len() as u64, Ordering::Relaxed);
     sa.counters
         .bytes_in
         .fetch_add(range.len() as u64, Ordering::Relaxed);
@@ -415,6 +417,7 @@ mod tests {
             assert_eq!(open(&site, &seal(&hub, &down).unwrap()).unwrap(), down);
             let c = hub.counters("kyoto").snapshot();
             assert_eq!((c.packets_in, c.packets_out), (1, 1));
+            assert_eq!(hub.sa_bytes(0x100, 0x200), 120 + 1392);
         }
     }
 

@@ -164,6 +164,8 @@ pub struct InboundSa {
     pub spi: u32,
     pub(crate) crypto: SaCrypto,
     replay: Mutex<ReplayWindow>,
+    /// Inner bytes delivered through this SA (for byte lifetimes).
+    pub bytes: AtomicU64,
     /// Hub-side selectors.
     pub local_ts: Vec<Selector>,
     /// Facility-side selectors.
@@ -186,6 +188,8 @@ pub struct OutboundSa {
     pub spi: u32,
     pub(crate) crypto: SaCrypto,
     seq: AtomicU64,
+    /// Inner bytes sent through this SA (for byte lifetimes).
+    pub bytes: AtomicU64,
     /// Where to send.
     pub remote: SocketAddr,
     /// Hub-side selectors.
@@ -295,6 +299,7 @@ impl SaTable {
             spi: spec.spi_in,
             crypto: inbound_crypto,
             replay: Mutex::new(ReplayWindow::default()),
+            bytes: AtomicU64::new(0),
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
             counters: counters.clone(),
@@ -303,6 +308,7 @@ impl SaTable {
             spi: spec.spi_out,
             crypto: outbound_crypto,
             seq: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             remote: spec.remote,
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
@@ -315,6 +321,21 @@ impl SaTable {
         next.rebuild_routes();
         self.current.store(Arc::new(next));
         Ok(())
+    }
+
+    /// Bytes carried by a Child SA in both directions so far.
+    pub fn sa_bytes(&self, spi_in: u32, spi_out: u32) -> u64 {
+        let snap = self.current.load();
+        let inbound = snap
+            .inbound
+            .get(&spi_in)
+            .map_or(0, |sa| sa.bytes.load(Ordering::Relaxed));
+        let outbound = snap
+            .outbound_sas
+            .iter()
+            .find(|sa| sa.spi == spi_out)
+            .map_or(0, |sa| sa.bytes.load(Ordering::Relaxed));
+        inbound + outbound
     }
 
     /// Removes a Child SA (both directions).

@@ -54,6 +54,37 @@ impl Config {
     }
 }
 
+/// When a facility's SAs are renewed and how its liveness is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Rekey the IKE SA after this long.
+    pub ike: Duration,
+    /// Rekey each Child SA after this long.
+    pub child: Duration,
+    /// Rekey a Child SA once it has carried this many bytes (both
+    /// directions together), if set. Counted by the data plane, which calls
+    /// [`Endpoint::rekey_child`](crate::Endpoint::rekey_child).
+    pub child_bytes: Option<u64>,
+    /// Rekeys happen up to this fraction (percent) earlier, at random, so
+    /// that both ends rarely rekey at once (RFC 7296 §2.8.1).
+    pub jitter_percent: u8,
+    /// Send a liveness check (empty INFORMATIONAL) after this long without
+    /// any IKE message from the facility.
+    pub dpd: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            ike: Duration::from_secs(4 * 3600),
+            child: Duration::from_secs(3600),
+            child_bytes: None,
+            jitter_percent: 10,
+            dpd: Duration::from_secs(30),
+        }
+    }
+}
+
 /// One facility.
 #[derive(Clone)]
 pub struct PeerConfig {
@@ -71,8 +102,11 @@ pub struct PeerConfig {
     pub remote_addr: Option<SocketAddr>,
     /// IKE proposals allowed for this facility.
     pub ike: ProposalSet,
-    /// ESP proposals allowed for this facility.
+    /// ESP proposals allowed for this facility; key exchange methods in
+    /// them turn on PFS for rekeyed and additional Child SAs.
     pub esp: ProposalSet,
+    /// Rekeying and liveness.
+    pub lifetimes: Lifetimes,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -86,6 +120,7 @@ impl fmt::Debug for PeerConfig {
             .field("remote_addr", &self.remote_addr)
             .field("ike", &self.ike.to_string())
             .field("esp", &self.esp.to_string())
+            .field("lifetimes", &self.lifetimes)
             .finish()
     }
 }

@@ -30,6 +30,11 @@ pub enum Error {
     Misbehaved(String),
     /// An operator request named something that does not exist.
     NotFound(String),
+    /// The SA is busy with a conflicting exchange; the peer should retry
+    /// (TEMPORARY_FAILURE, RFC 7296 §2.25).
+    TemporaryFailure(&'static str),
+    /// A Child SA the peer named does not exist (CHILD_SA_NOT_FOUND).
+    ChildSaNotFound(u32),
 }
 
 impl Error {
@@ -47,8 +52,24 @@ impl Error {
             Error::InvalidKe(_) => Some(NotifyType::InvalidKePayload),
             Error::AuthenticationFailed(_) => Some(NotifyType::AuthenticationFailed),
             Error::TsUnacceptable(_) => Some(NotifyType::TsUnacceptable),
+            Error::TemporaryFailure(_) => Some(NotifyType::TemporaryFailure),
+            Error::ChildSaNotFound(_) => Some(NotifyType::ChildSaNotFound),
             Error::Crypto(_) | Error::Misbehaved(_) | Error::NotFound(_) => None,
         }
+    }
+}
+
+impl Error {
+    /// The Notify payload answering this error, with its data.
+    pub fn notify_payload(&self) -> Option<crate::wire::Payload> {
+        let kind = self.notify()?;
+        let data = match self {
+            Error::InvalidKe(g) => u16::from(*g).to_be_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        Some(crate::wire::Payload::Notify(crate::wire::Notify::new(
+            kind, data,
+        )))
     }
 }
 
@@ -67,6 +88,8 @@ impl fmt::Display for Error {
             Error::Crypto(e) => write!(f, "{e}"),
             Error::Misbehaved(why) => write!(f, "peer misbehaved: {why}"),
             Error::NotFound(what) => write!(f, "{what} not found"),
+            Error::TemporaryFailure(why) => write!(f, "temporary failure: {why}"),
+            Error::ChildSaNotFound(spi) => write!(f, "no Child SA with SPI {spi:08x}"),
         }
     }
 }

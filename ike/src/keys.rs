@@ -24,11 +24,7 @@ fn split(km: &[u8], at: &mut usize, n: usize) -> Zeroizing<Vec<u8>> {
 }
 
 impl IkeKeys {
-    /// ```text
-    /// SKEYSEED = prf(Ni | Nr, g^ir)
-    /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
-    ///     = prf+ (SKEYSEED, Ni | Nr | SPIi | SPIr)
-    /// ```
+    /// Keys of a new IKE SA (RFC 7296 §2.14): `SKEYSEED = prf(Ni | Nr, g^ir)`.
     pub(crate) fn derive(
         suite: IkeSuite,
         shared: &[u8],
@@ -38,14 +34,46 @@ impl IkeKeys {
         spi_r: u64,
         we_are_initiator: bool,
     ) -> IkeKeys {
+        let skeyseed = suite.prf.prf(&[ni, nr].concat(), &[shared]);
+        Self::expand(suite, &skeyseed, ni, nr, spi_i, spi_r, we_are_initiator)
+    }
+
+    /// Keys of an IKE SA that replaces one (RFC 7296 §2.18):
+    /// `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)` with the old PRF.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn derive_rekey(
+        old: &IkeKeys,
+        suite: IkeSuite,
+        shared: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        we_are_initiator: bool,
+    ) -> IkeKeys {
+        let skeyseed = old.suite.prf.prf(&old.sk_d, &[shared, ni, nr]);
+        Self::expand(suite, &skeyseed, ni, nr, spi_i, spi_r, we_are_initiator)
+    }
+
+    /// ```text
+    /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
+    ///     = prf+ (SKEYSEED, Ni | Nr | SPIi | SPIr)
+    /// ```
+    fn expand(
+        suite: IkeSuite,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        we_are_initiator: bool,
+    ) -> IkeKeys {
         let prf = suite.prf;
-        let nonces = [ni, nr].concat();
-        let skeyseed = prf.prf(&nonces, &[shared]);
         let integ_len = suite.integ.map_or(0, Integ::key_len);
         let encr_len = suite.encr.keymat_len();
         let total = 3 * prf.output_len() + 2 * integ_len + 2 * encr_len;
-        let seed = [&nonces[..], &spi_i.to_be_bytes(), &spi_r.to_be_bytes()].concat();
-        let km = prf.prf_plus(&skeyseed, &seed, total);
+        let seed = [ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()].concat();
+        let km = prf.prf_plus(skeyseed, &seed, total);
         let mut at = 0;
         let sk_d = split(&km, &mut at, prf.output_len());
         let sk_ai = split(&km, &mut at, integ_len);

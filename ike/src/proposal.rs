@@ -20,7 +20,9 @@ use std::fmt;
 pub const DEFAULT_IKE: &str = "aes256gcm16-aes128gcm16-prfsha256-prfsha384-prfsha512-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048,\
 aes256-aes128-camellia256-camellia128-sha256-sha384-sha512-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048";
 
-/// The default ESP proposals (PFS groups are accepted but not required).
+/// The default ESP proposals. They name no key exchange method, so PFS is
+/// accepted whenever a facility asks for it (with any method of the
+/// profile) but not required, and the hub's own rekeys use none.
 pub const DEFAULT_ESP: &str =
     "aes256gcm16-aes128gcm16,aes256-aes128-camellia256-camellia128-sha256-sha384-sha512";
 
@@ -498,16 +500,24 @@ impl ProposalSet {
                     .filter(|x| x.kind == TransformType::Ke)
                     .map(|x| KeId::from(x.id))
                     .collect();
-                let ke = if ignore_ke || offered_ke.is_empty() || offered_ke == [KeId::None] {
+                // PFS: a proposal that lists key exchange methods requires
+                // one of them; one that lists none accepts any method of the
+                // profile the peer asks for, or none.
+                let wanted = offered_ke
+                    .iter()
+                    .copied()
+                    .filter(|k| *k != KeId::None)
+                    .find(|k| (t.ke.is_empty() || t.ke.contains(k)) && KeyExchange::supports(*k));
+                let ke = if ignore_ke {
+                    None
+                } else if let Some(k) = wanted {
+                    Some(k)
+                } else if t.ke.is_empty()
+                    && (offered_ke.is_empty() || offered_ke.contains(&KeId::None))
+                {
                     None
                 } else {
-                    match offered_ke
-                        .iter()
-                        .find(|k| t.ke.contains(k) && KeyExchange::supports(**k))
-                    {
-                        Some(k) => Some(*k),
-                        None => continue,
-                    }
+                    continue;
                 };
                 // Only 32-bit sequence numbers for now: ESN must be absent
                 // or offered as an alternative.
@@ -708,6 +718,37 @@ mod tests {
             integ: None,
             ke: KeId::Ecp384
         }));
+    }
+
+    #[test]
+    fn pfs_is_accepted_by_default_and_required_when_configured() {
+        let default = ProposalSet::default_for(Protocol::Esp);
+        let pfs_offer = ProposalSet::parse("aes256gcm16-ecp256", Protocol::Esp, false)
+            .unwrap()
+            .to_wire(&[0, 0, 0, 9], true);
+        let plain_offer = ProposalSet::parse("aes256gcm16", Protocol::Esp, false)
+            .unwrap()
+            .to_wire(&[0, 0, 0, 9], true);
+        assert_eq!(
+            default.select_esp(&pfs_offer, false, 1).unwrap().0.ke,
+            Some(KeId::Ecp256)
+        );
+        assert_eq!(
+            default.select_esp(&plain_offer, false, 1).unwrap().0.ke,
+            None
+        );
+        let required = ProposalSet::parse("aes256gcm16-modp3072", Protocol::Esp, false).unwrap();
+        assert!(required.select_esp(&plain_offer, false, 1).is_none());
+        assert!(
+            required.select_esp(&pfs_offer, false, 1).is_none(),
+            "another group"
+        );
+        assert_eq!(required.first_ke(), Some(KeId::Modp3072));
+        assert_eq!(
+            default.first_ke(),
+            None,
+            "the hub's own rekeys use no PFS by default"
+        );
     }
 
     #[test]

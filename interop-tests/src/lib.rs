@@ -99,6 +99,14 @@ pub struct Facility {
     /// The PSK strongSwan uses (renkei always has [`PSK`]).
     pub psk: String,
     pub role: Role,
+    /// Extra settings of strongSwan's connection (e.g. `rekey_time = 45s`).
+    pub swan_conn: Vec<String>,
+    /// Extra settings of strongSwan's child (e.g. `rekey_time = 20s`).
+    pub swan_child: Vec<String>,
+    /// Extra arguments of the hub's `peer add` (e.g. `--child-lifetime 20`).
+    pub hub_peer_args: Vec<String>,
+    /// Extra arguments of `renkei serve`.
+    pub serve_args: Vec<String>,
 }
 
 impl Facility {
@@ -108,6 +116,10 @@ impl Facility {
             esp: esp.into(),
             psk: PSK.into(),
             role,
+            swan_conn: Vec::new(),
+            swan_child: Vec::new(),
+            hub_peer_args: Vec::new(),
+            serve_args: Vec::new(),
         }
     }
 }
@@ -212,6 +224,8 @@ impl Lab {
         if self.facility.role == Role::RenkeiInitiates {
             add.extend(["--remote-addr", &remote, "--start"]);
         }
+        let extra = self.facility.hub_peer_args.clone();
+        add.extend(extra.iter().map(String::as_str));
         let out = self.renkei(&add);
         assert!(out.status.success(), "peer add: {out:?}");
         self.spawn_hub();
@@ -231,6 +245,7 @@ impl Lab {
             .args([
                 "--log", "debug", "serve", "--listen", HUB_OUTER, "--tun", &self.tun,
             ])
+            .args(&self.facility.serve_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -282,6 +297,7 @@ swanctl {{
     local_addrs = {SITE_OUTER}
     remote_addrs = {HUB_OUTER}
     proposals = {ike}
+    {conn_extra}
     local {{
       auth = psk
       id = kyoto.example
@@ -296,6 +312,7 @@ swanctl {{
         remote_ts = {HUB_NET}
         esp_proposals = {esp}
         start_action = none
+        {child_extra}
       }}
     }}
   }}
@@ -310,14 +327,18 @@ secrets {{
 "#,
             ike = f.ike,
             esp = f.esp,
-            psk = f.psk
+            psk = f.psk,
+            conn_extra = f.swan_conn.join("\n    "),
+            child_extra = f.swan_child.join("\n        "),
         );
         std::fs::create_dir_all(self.dir.join("swanctl")).unwrap();
         std::fs::write(self.dir.join("swanctl/swanctl.conf"), swanctl).unwrap();
     }
 
-    fn start_charon(&mut self) {
+    /// Starts strongSwan's charon and loads its configuration.
+    pub fn start_charon(&mut self) {
         self.swan_conf();
+        let _ = std::fs::remove_file(self.dir.join("charon.vici"));
         let conf = self.dir.join("strongswan.conf");
         let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
             .into_iter()
@@ -482,6 +503,16 @@ secrets {{
     /// Sends `bytes` over TCP from one side's inner address to the other's;
     /// returns (sender digest, receiver digest, bytes received).
     pub fn transfer(&self, from_hub: bool, bytes: u64) -> (String, String, u64) {
+        self.transfer_at(from_hub, bytes, None)
+    }
+
+    /// As [`Lab::transfer`], paced to `rate` bytes per second.
+    pub fn transfer_at(
+        &self,
+        from_hub: bool,
+        bytes: u64,
+        rate: Option<u64>,
+    ) -> (String, String, u64) {
         let (src_ns, dst_ns, src, dst) = if from_hub {
             (&self.hub_ns, &self.site_ns, HUB_INNER, SITE_INNER)
         } else {
@@ -500,7 +531,8 @@ secrets {{
             Command::new("ip")
                 .args(["netns", "exec", src_ns])
                 .arg(xfer_bin())
-                .args(["send", src, &format!("{dst}:{port}"), &bytes.to_string()]),
+                .args(["send", src, &format!("{dst}:{port}"), &bytes.to_string()])
+                .args(rate.map(|r| r.to_string())),
         );
         let received = receiver.wait_with_output().unwrap();
         let s: Value = serde_json::from_str(sent.trim()).unwrap();
@@ -517,6 +549,75 @@ secrets {{
         if let Some(mut c) = self.hub.take() {
             terminate(&mut c);
         }
+    }
+
+    /// Stops and starts renkei again on the same state directory.
+    pub fn restart_hub(&mut self) {
+        self.stop_hub();
+        self.spawn_hub();
+    }
+
+    /// Kills strongSwan outright (no deletes sent), as a power cut would.
+    pub fn kill_charon(&mut self) {
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the hub's kernel routes the facility's prefix.
+    pub fn hub_route_present(&self) -> bool {
+        let out = run(Command::new("ip").args(["-n", &self.hub_ns, "route", "show", SITE_NET]));
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+
+    /// Starts a ping between the inner addresses in the background.
+    pub fn spawn_ping(&self, from_hub: bool, interval: &str, count: u32) -> Child {
+        let (ns, src, dst) = if from_hub {
+            (&self.hub_ns, HUB_INNER, SITE_INNER)
+        } else {
+            (&self.site_ns, SITE_INNER, HUB_INNER)
+        };
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-n",
+                "-q",
+                "-i",
+                interval,
+                "-c",
+                &count.to_string(),
+                "-W",
+                "2",
+                "-I",
+                src,
+                dst,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits for a ping started by [`Lab::spawn_ping`]: (sent, received).
+    pub fn ping_result(child: Child) -> (u64, u64) {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .to_string();
+        let num = |word: &str| -> u64 {
+            line.split(',')
+                .find(|p| p.contains(word))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (num("transmitted"), num("received"))
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rk-xfer recv LISTEN_ADDR:PORT            # prints {"bytes":N,"sha256":"…"} after EOF
-//! rk-xfer send SRC_ADDR DST_ADDR:PORT BYTES # prints {"bytes":N,"sha256":"…"}
+//! rk-xfer send SRC_ADDR DST_ADDR:PORT BYTES [RATE] # prints {"bytes":N,"sha256":"…"}
 //! ```
 //! The sender's data is a deterministic pseudo-random stream, so a corrupted,
 //! truncated or reordered byte anywhere changes the digest.
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rk-xfer recv ADDR:PORT | rk-xfer send SRC_ADDR DST_ADDR:PORT BYTES");
+    eprintln!("usage: rk-xfer recv ADDR:PORT | rk-xfer send SRC_ADDR DST_ADDR:PORT BYTES [BYTES_PER_SECOND]");
     ExitCode::from(2)
 }
 
@@ -66,13 +66,18 @@ fn main() -> ExitCode {
             report(total, h);
             ExitCode::SUCCESS
         }
-        Some("send") if args.len() == 5 => {
+        Some("send") if args.len() == 5 || args.len() == 6 => {
             let (Ok(src), Ok(dst), Ok(bytes)) = (
                 args[2].parse::<std::net::IpAddr>(),
                 args[3].parse::<SocketAddr>(),
                 args[4].parse::<u64>(),
             ) else {
                 return usage();
+            };
+            let rate = match args.get(5).map(|r| r.parse::<u64>()) {
+                None => None,
+                Some(Ok(r)) if r > 0 => Some(r),
+                Some(_) => return usage(),
             };
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut stream = loop {
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
                     }
                 }
             };
+            // A stalled tunnel fails the transfer instead of hanging it.
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
+            let started = Instant::now();
             let mut h = Sha256::new();
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
             let mut buf = vec![0u8; 65536];
@@ -116,6 +124,13 @@ fn main() -> ExitCode {
                 }
                 h.update(&buf[..n]);
                 left -= n as u64;
+                if let Some(rate) = rate {
+                    // Pace to the rate: sleep until this many bytes are due.
+                    let due = Duration::from_secs_f64((bytes - left) as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
             }
             let _ = stream.shutdown(std::net::Shutdown::Write);
             // Wait for the receiver to close, so the data surely arrived.

@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+mod rekey;
+
 const NONCE_LEN: usize = 32;
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// How long a failed or deleted IKE SA lingers to answer retransmissions.
@@ -110,6 +112,20 @@ pub enum Event {
         peer: String,
         /// What to install.
         child: ChildSaInfo,
+        /// The inbound SPI of the Child SA it replaces (a rekey); the old
+        /// one stays installed until its own `ChildSaDown`.
+        rekey_of: Option<u32>,
+    },
+    /// An IKE SA was rekeyed: its Child SAs now belong to `new`.
+    IkeSaRekeyed {
+        /// The IKE SA replaced.
+        old: IkeSaId,
+        /// The IKE SA that replaces it.
+        new: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// Suite of the new IKE SA.
+        suite: IkeSuite,
     },
     /// A Child SA is gone: uninstall it.
     ChildSaDown {
@@ -150,9 +166,19 @@ enum Timer {
     Retransmit = 0,
     Expire = 1,
     Keepalive = 2,
+    Rekey = 3,
+    Dpd = 4,
+    Work = 5,
 }
-const TIMER_COUNT: usize = 3;
-const TIMERS: [Timer; TIMER_COUNT] = [Timer::Retransmit, Timer::Expire, Timer::Keepalive];
+const TIMER_COUNT: usize = 6;
+const TIMERS: [Timer; TIMER_COUNT] = [
+    Timer::Retransmit,
+    Timer::Expire,
+    Timer::Keepalive,
+    Timer::Rekey,
+    Timer::Dpd,
+    Timer::Work,
+];
 
 #[derive(Default)]
 struct Timers([Option<Instant>; TIMER_COUNT]);
@@ -199,11 +225,38 @@ struct InitDone {
 struct ChildSa {
     spi_in: u32,
     spi_out: u32,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// When we rekey it (pushed back while a rekey is queued or running).
+    rekey_at: Instant,
+    /// Our own rekey of it is queued or in flight.
+    rekeying: bool,
+    /// A newer Child SA replaced it; it stays installed until deleted, so
+    /// packets in flight on it are still accepted (make-before-break).
+    replaced: bool,
+    /// The peer rekeyed it while our rekey was in flight (RFC 7296 §2.8.1):
+    /// the lower nonce of the peer's exchange and the Child SA it made.
+    peer_rekey: Option<(Vec<u8>, u32)>,
+}
+
+/// Something an established IKE SA still has to do; one request is in
+/// flight at a time (window size 1), the rest wait here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Work {
+    RekeyChild(u32),
+    RekeyIke,
+    Dpd,
+    DeleteChildren(Vec<u32>),
 }
 
 struct Established {
     keys: IkeKeys,
     children: Vec<ChildSa>,
+    rekey_at: Instant,
+    queue: VecDeque<Work>,
+    last_received: Instant,
+    /// Rekeyed into a new IKE SA: it only waits to be deleted.
+    superseded: bool,
 }
 
 enum State {
@@ -234,6 +287,28 @@ struct Pending {
     message_id: u32,
     datagram: Vec<u8>,
     tries: u32,
+    kind: PendingKind,
+}
+
+/// What an outstanding request of an established IKE SA was for.
+enum PendingKind {
+    /// IKE_SA_INIT or IKE_AUTH (their state lives in [`State`]).
+    Handshake,
+    /// Closing the IKE SA.
+    DeleteIke,
+    RekeyChild {
+        old_spi_in: u32,
+        new_spi_in: u32,
+        nonce_i: Vec<u8>,
+        ke: Option<KeyExchange>,
+    },
+    RekeyIke {
+        new_spi: u64,
+        nonce_i: Vec<u8>,
+        ke: KeyExchange,
+    },
+    Dpd,
+    DeleteChildren(Vec<u32>),
 }
 
 struct IkeSa {
@@ -253,6 +328,25 @@ struct IkeSa {
     encap: bool,
     remote_behind_nat: bool,
     last_sent: Instant,
+}
+
+fn spi_pairs(children: &[ChildSa]) -> Vec<(u32, u32)> {
+    children.iter().map(|c| (c.spi_in, c.spi_out)).collect()
+}
+
+impl ChildSa {
+    fn new(info: &ChildSaInfo, rekey_at: Instant) -> ChildSa {
+        ChildSa {
+            spi_in: info.spi_in,
+            spi_out: info.spi_out,
+            local_ts: info.local_ts.clone(),
+            remote_ts: info.remote_ts.clone(),
+            rekey_at,
+            rekeying: false,
+            replaced: false,
+            peer_rekey: None,
+        }
+    }
 }
 
 impl IkeSa {
@@ -493,9 +587,12 @@ impl Endpoint {
         let Some(mut sa) = self.sas.remove(&id.0) else {
             return;
         };
+        self.abandon_pending(&mut sa);
         match std::mem::replace(&mut sa.state, State::Gone) {
-            State::Established(est) => {
-                self.report_children_down(&sa, &est.children);
+            State::Established(mut est) => {
+                let gone = spi_pairs(&est.children);
+                est.children.clear();
+                self.children_gone(&sa, &gone);
                 let payloads = [Payload::Delete(Delete {
                     protocol: ProtocolId::Ike,
                     spi_size: 0,
@@ -507,6 +604,7 @@ impl Endpoint {
                     &est.keys,
                     ExchangeType::Informational,
                     &payloads,
+                    PendingKind::DeleteIke,
                 ) {
                     Ok(()) => sa.state = State::Closing(est),
                     Err(e) => warn!(ike_sa = %sa.id, "cannot send delete: {e}"),
@@ -731,19 +829,28 @@ impl Endpoint {
         keys: &IkeKeys,
         exchange: ExchangeType,
         payloads: &[Payload],
+        kind: PendingKind,
     ) -> Result<(), Error> {
         let id = sa.next_request_id;
         let message = self.encrypted_message(sa, keys, exchange, false, id, payloads)?;
         sa.next_request_id = id.wrapping_add(1);
-        self.start_request(now, sa, id, message);
+        self.start_request(now, sa, id, message, kind);
         Ok(())
     }
 
-    fn start_request(&mut self, now: Instant, sa: &mut IkeSa, message_id: u32, message: Vec<u8>) {
+    fn start_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        message_id: u32,
+        message: Vec<u8>,
+        kind: PendingKind,
+    ) {
         sa.pending = Some(Pending {
             message_id,
             datagram: message.clone(),
             tries: 1,
+            kind,
         });
         sa.timers
             .set(Timer::Retransmit, now + self.config.retransmit_timeout);
@@ -882,24 +989,7 @@ impl Endpoint {
                 self.respond_informational(now, sa, remote, local, hdr, data, est)
             }
             (ExchangeType::CreateChildSa, State::Established(est)) => {
-                let result = Self::decrypt(&est.keys, hdr, data).and_then(|_| {
-                    // Rekeying and additional Child SAs come with the
-                    // CREATE_CHILD_SA work; until then refuse politely.
-                    let payloads = [Payload::Notify(Notify::new(
-                        NotifyType::NoAdditionalSas,
-                        vec![],
-                    ))];
-                    self.send_response(
-                        now,
-                        sa,
-                        &est.keys,
-                        ExchangeType::CreateChildSa,
-                        hdr.message_id,
-                        &payloads,
-                    )
-                });
-                sa.state = State::Established(est);
-                result
+                self.respond_create_child(now, sa, remote, local, hdr, data, est)
             }
             (_, state) => {
                 sa.state = state;
@@ -942,14 +1032,7 @@ impl Endpoint {
                 sa.state = State::Gone;
                 Ok(())
             }
-            (ExchangeType::Informational, State::Established(est)) => {
-                let r = Self::decrypt(&est.keys, hdr, data).map(|_| {
-                    sa.pending = None;
-                    sa.timers.stop(Timer::Retransmit);
-                });
-                sa.state = State::Established(est);
-                r
-            }
+            (_, State::Established(est)) => self.on_established_response(now, sa, hdr, data, est),
             (_, state) => {
                 sa.state = state;
                 Err(Error::Misbehaved(format!(
@@ -982,7 +1065,11 @@ impl Endpoint {
                 sa.timers.set(Timer::Retransmit, now + wait);
                 self.transmit(now, sa, datagram);
             }
-            Timer::Expire => match sa.state {
+            Timer::Expire => match &sa.state {
+                State::Established(e) if e.superseded => {
+                    debug!(ike_sa = %sa.id, "rekeyed IKE SA was not deleted by the facility; dropping it");
+                    sa.state = State::Gone;
+                }
                 State::InitDone(_) => {
                     debug!(ike_sa = %sa.id, remote = %sa.remote, "half-open IKE SA expired");
                     sa.state = State::Gone;
@@ -990,6 +1077,9 @@ impl Endpoint {
                 State::Dead => sa.state = State::Gone,
                 _ => {}
             },
+            Timer::Rekey => self.on_rekey_timer(now, sa),
+            Timer::Dpd => self.on_dpd_timer(now, sa),
+            Timer::Work => self.pump(now, sa),
             Timer::Keepalive => {
                 if matches!(sa.state, State::Established(_)) && sa.encap {
                     let interval = self.config.keepalive_interval;
@@ -1010,32 +1100,46 @@ impl Endpoint {
     /// Gives an IKE SA up: reports it down and lets it linger.
     fn fail(&mut self, sa: &mut IkeSa, reason: String) {
         warn!(ike_sa = %sa.id, peer = sa.peer_name().as_deref().unwrap_or("-"), "{reason}");
+        let mut superseded = false;
         if let State::Established(est) | State::Closing(est) =
             std::mem::replace(&mut sa.state, State::Dead)
         {
-            self.report_children_down(sa, &est.children);
-            for c in &est.children {
-                self.child_spis.remove(&c.spi_in);
-            }
+            superseded = est.superseded;
+            self.children_gone(sa, &spi_pairs(&est.children));
         }
-        sa.pending = None;
+        self.abandon_pending(sa);
         sa.timers = Timers::default();
-        self.events.push_back(Event::IkeSaDown {
-            ike_sa: sa.id,
-            peer: sa.peer_name(),
-            reason,
-        });
+        // A superseded SA's Child SAs live on in its successor.
+        if !superseded {
+            self.events.push_back(Event::IkeSaDown {
+                ike_sa: sa.id,
+                peer: sa.peer_name(),
+                reason,
+            });
+        }
         sa.state = State::Gone;
     }
 
-    fn report_children_down(&mut self, sa: &IkeSa, children: &[ChildSa]) {
+    /// Drops the request in flight, releasing what it reserved.
+    fn abandon_pending(&mut self, sa: &mut IkeSa) {
+        if let Some(Pending {
+            kind: PendingKind::RekeyChild { new_spi_in, .. },
+            ..
+        }) = sa.pending.take()
+        {
+            self.child_spis.remove(&new_spi_in);
+        }
+        sa.timers.stop(Timer::Retransmit);
+    }
+
+    fn report_children_down(&mut self, sa: &IkeSa, children: &[(u32, u32)]) {
         let peer = sa.peer_name().unwrap_or_default();
-        for c in children {
+        for (spi_in, spi_out) in children {
             self.events.push_back(Event::ChildSaDown {
                 ike_sa: sa.id,
                 peer: peer.clone(),
-                spi_in: c.spi_in,
-                spi_out: c.spi_out,
+                spi_in: *spi_in,
+                spi_out: *spi_out,
             });
         }
     }
@@ -1083,7 +1187,7 @@ impl Endpoint {
             retried_ke,
         });
         sa.next_request_id = 1;
-        self.start_request(now, sa, 0, message1);
+        self.start_request(now, sa, 0, message1, PendingKind::Handshake);
         Ok(())
     }
 
@@ -1414,7 +1518,14 @@ impl Endpoint {
             Payload::TsI(peer.local_ts.iter().map(|s| s.to_selector()).collect()),
             Payload::TsR(peer.remote_ts.iter().map(|s| s.to_selector()).collect()),
         ];
-        if let Err(e) = self.send_request(now, sa, &keys, ExchangeType::IkeAuth, &payloads) {
+        if let Err(e) = self.send_request(
+            now,
+            sa,
+            &keys,
+            ExchangeType::IkeAuth,
+            &payloads,
+            PendingKind::Handshake,
+        ) {
             self.child_spis.remove(&child_spi);
             self.fail(sa, format!("cannot build IKE_AUTH: {e}"));
             return Ok(());
@@ -1583,17 +1694,12 @@ impl Endpoint {
             },
         ];
         let child = self.negotiate_first_child(sa, payloads, &init, &peer);
-        let mut children = Vec::new();
         let mut installed = None;
         match child {
             Ok((info, echo)) => {
                 reply.push(Payload::Sa(vec![echo]));
                 reply.push(Payload::TsI(info.remote_ts.clone()));
                 reply.push(Payload::TsR(info.local_ts.clone()));
-                children.push(ChildSa {
-                    spi_in: info.spi_in,
-                    spi_out: info.spi_out,
-                });
                 installed = Some(info);
             }
             Err(e) => {
@@ -1616,11 +1722,7 @@ impl Endpoint {
             &reply,
         )?;
         sa.timers.stop(Timer::Expire);
-        sa.state = State::Established(Established {
-            keys: init.keys,
-            children,
-        });
-        self.established(now, sa, &peer, suite, installed);
+        self.established(now, sa, &peer, init.keys, installed);
         Ok(())
     }
 
@@ -1752,17 +1854,9 @@ impl Endpoint {
             self.fail(sa, e.to_string());
             return Ok(());
         }
-        let suite = auth.keys.suite;
-        let mut children = Vec::new();
         let mut installed = None;
         match self.accept_first_child(sa, &payloads, &auth, &peer) {
-            Ok(info) => {
-                children.push(ChildSa {
-                    spi_in: info.spi_in,
-                    spi_out: info.spi_out,
-                });
-                installed = Some(info);
-            }
+            Ok(info) => installed = Some(info),
             Err(e) => {
                 self.child_spis.remove(&auth.child_spi);
                 let n = e.notify().unwrap_or(NotifyType::NoProposalChosen);
@@ -1775,11 +1869,7 @@ impl Endpoint {
             }
         }
         sa.expected_request_id = 0;
-        sa.state = State::Established(Established {
-            keys: auth.keys,
-            children,
-        });
-        self.established(now, sa, &peer, suite, installed);
+        self.established(now, sa, &peer, auth.keys, installed);
         Ok(())
     }
 
@@ -1851,9 +1941,38 @@ impl Endpoint {
         now: Instant,
         sa: &mut IkeSa,
         peer: &PeerConfig,
-        suite: IkeSuite,
+        keys: IkeKeys,
         child: Option<ChildSaInfo>,
     ) {
+        let suite = keys.suite;
+        let lifetimes = peer.lifetimes;
+        let mut est = Established {
+            keys,
+            children: Vec::new(),
+            rekey_at: self.jittered(now, lifetimes.ike, lifetimes.jitter_percent),
+            queue: VecDeque::new(),
+            last_received: now,
+            superseded: false,
+        };
+        if let Some(c) = &child {
+            let rekey_at = self.jittered(now, lifetimes.child, lifetimes.jitter_percent);
+            est.children.push(ChildSa::new(c, rekey_at));
+        }
+        sa.state = State::Established(est);
+        info!(peer = %peer.name, ike_sa = %sa.id, remote = %sa.remote, %suite, initiator = sa.initiator, "IKE SA established");
+        self.events.push_back(Event::IkeSaUp {
+            ike_sa: sa.id,
+            peer: peer.name.clone(),
+            remote: sa.remote,
+            suite,
+            initiator: sa.initiator,
+            remote_behind_nat: sa.remote_behind_nat,
+        });
+        if let Some(child) = child {
+            self.child_up(sa.id, &peer.name, child, None);
+        }
+        // One IKE SA per facility: a reconnecting facility replaces its old
+        // SAs, reported down only after the new Child SA is up.
         for old in self.sas_of(&peer.name) {
             if old != sa.id {
                 info!(peer = %peer.name, old = %old, new = %sa.id, "replacing older IKE SA of the facility");
@@ -1866,35 +1985,42 @@ impl Endpoint {
                 }
             }
         }
-        info!(peer = %peer.name, ike_sa = %sa.id, remote = %sa.remote, %suite, initiator = sa.initiator, "IKE SA established");
-        self.events.push_back(Event::IkeSaUp {
-            ike_sa: sa.id,
-            peer: peer.name.clone(),
-            remote: sa.remote,
-            suite,
-            initiator: sa.initiator,
-            remote_behind_nat: sa.remote_behind_nat,
-        });
-        if let Some(child) = child {
-            info!(
-                peer = %peer.name,
-                spi_in = format_args!("{:08x}", child.spi_in),
-                spi_out = format_args!("{:08x}", child.spi_out),
-                suite = %child.suite,
-                local_ts = %describe(&child.local_ts),
-                remote_ts = %describe(&child.remote_ts),
-                "Child SA established"
-            );
-            self.events.push_back(Event::ChildSaUp {
-                ike_sa: sa.id,
-                peer: peer.name.clone(),
-                child,
-            });
-        }
         if sa.encap {
             sa.timers
                 .set(Timer::Keepalive, now + self.config.keepalive_interval);
         }
+        self.arm(sa);
+    }
+
+    /// Reports a new Child SA for installation.
+    fn child_up(&mut self, ike_sa: IkeSaId, peer: &str, child: ChildSaInfo, rekey_of: Option<u32>) {
+        info!(
+            %peer,
+            spi_in = format_args!("{:08x}", child.spi_in),
+            spi_out = format_args!("{:08x}", child.spi_out),
+            suite = %child.suite,
+            local_ts = %describe(&child.local_ts),
+            remote_ts = %describe(&child.remote_ts),
+            rekey_of = ?rekey_of.map(|s| format!("{s:08x}")),
+            "Child SA established"
+        );
+        self.events.push_back(Event::ChildSaUp {
+            ike_sa,
+            peer: peer.to_string(),
+            child,
+            rekey_of,
+        });
+    }
+
+    /// `now + d`, made earlier by up to `percent`% at random.
+    fn jittered(&mut self, now: Instant, d: Duration, percent: u8) -> Instant {
+        let span = d.as_millis() as u64 * u64::from(percent.min(100)) / 100;
+        let early = if span == 0 {
+            0
+        } else {
+            self.rng.next_u64() % span
+        };
+        now + d - Duration::from_millis(early)
     }
 
     // ---- INFORMATIONAL -------------------------------------------------
@@ -1919,6 +2045,7 @@ impl Endpoint {
         };
         sa.remote = remote;
         sa.local = local;
+        est.last_received = now;
         let mut delete_ike = false;
         let mut ours = Vec::new();
         let mut gone = Vec::new();
@@ -1935,7 +2062,7 @@ impl Endpoint {
                         if let Some(i) = est.children.iter().position(|c| c.spi_out == spi_out) {
                             let c = est.children.remove(i);
                             ours.push(c.spi_in.to_be_bytes().to_vec());
-                            gone.push(c);
+                            gone.push((c.spi_in, c.spi_out));
                         }
                     }
                 }
@@ -1952,16 +2079,17 @@ impl Endpoint {
                 hdr.message_id,
                 &[],
             )?;
-            info!(%peer, ike_sa = %sa.id, "IKE SA deleted by the facility");
-            self.report_children_down(sa, &est.children);
-            for c in &est.children {
-                self.child_spis.remove(&c.spi_in);
+            self.children_gone(sa, &spi_pairs(&est.children));
+            if est.superseded {
+                debug!(%peer, ike_sa = %sa.id, "rekeyed IKE SA deleted by the facility");
+            } else {
+                info!(%peer, ike_sa = %sa.id, "IKE SA deleted by the facility");
+                self.events.push_back(Event::IkeSaDown {
+                    ike_sa: sa.id,
+                    peer: sa.peer_name(),
+                    reason: "deleted by the facility".into(),
+                });
             }
-            self.events.push_back(Event::IkeSaDown {
-                ike_sa: sa.id,
-                peer: sa.peer_name(),
-                reason: "deleted by the facility".into(),
-            });
             sa.state = State::Dead;
             sa.timers = Timers::default();
             sa.timers.set(Timer::Expire, now + LINGER);
@@ -1984,12 +2112,12 @@ impl Endpoint {
             hdr.message_id,
             &reply,
         );
-        self.report_children_down(sa, &gone);
-        for c in &gone {
-            self.child_spis.remove(&c.spi_in);
-            info!(%peer, spi_in = format_args!("{:08x}", c.spi_in), "Child SA deleted by the facility");
+        for (spi_in, _) in &gone {
+            info!(%peer, spi_in = format_args!("{spi_in:08x}"), "Child SA deleted by the facility");
         }
+        self.children_gone(sa, &gone);
         sa.state = State::Established(est);
+        self.arm(sa);
         result
     }
 }

@@ -1,0 +1,317 @@
+//! Rekeying, collisions, loss and liveness on a virtual clock: hours of
+//! protocol time in milliseconds, no sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+use ike::{Event, Lifetimes, Transmit};
+use std::time::Duration;
+use util::*;
+
+const GCM: &str = "aes256gcm16-prfsha256-ecp256";
+
+fn lifetimes(ike: u64, child: u64, dpd: u64) -> Lifetimes {
+    Lifetimes {
+        ike: Duration::from_secs(ike),
+        child: Duration::from_secs(child),
+        child_bytes: None,
+        jitter_percent: 10,
+        dpd: Duration::from_secs(dpd),
+    }
+}
+
+const LONG: u64 = 100_000;
+
+fn rekeyed(side: &Side) -> usize {
+    side.count(|e| {
+        matches!(
+            e,
+            Event::ChildSaUp {
+                rekey_of: Some(_),
+                ..
+            }
+        )
+    })
+}
+
+fn ike_rekeyed(side: &Side) -> usize {
+    side.count(|e| matches!(e, Event::IkeSaRekeyed { .. }))
+}
+
+fn downs(side: &Side) -> usize {
+    side.count(|e| matches!(e, Event::IkeSaDown { .. }))
+}
+
+fn exchange_of(t: &Transmit) -> u8 {
+    let m = if t.local.port() == 4500 {
+        t.contents.get(4..).unwrap_or_default()
+    } else {
+        &t.contents[..]
+    };
+    m.get(18).copied().unwrap_or(0)
+}
+
+#[test]
+fn hub_and_site_rekey_child_sas_make_before_break() {
+    for (hub_child, site_child) in [(20, LONG), (LONG, 20)] {
+        let mut p = Pair::with_lifetimes(
+            GCM,
+            lifetimes(LONG, hub_child, LONG),
+            lifetimes(LONG, site_child, LONG),
+        );
+        p.establish();
+        let start = p.now;
+        p.run_until(start + Duration::from_secs(180));
+        p.assert_consistent();
+        let n = rekeyed(&p.hub);
+        assert!(
+            (8..=11).contains(&n),
+            "{n} rekeys in 3 minutes at 20 s (with jitter)"
+        );
+        assert_eq!(rekeyed(&p.site), n);
+        assert_eq!(
+            p.hub.live.len(),
+            1,
+            "old Child SAs are deleted after each rekey"
+        );
+        assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+        // Make-before-break: each replacement came up before its predecessor went down.
+        let order: Vec<bool> = p
+            .hub
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildSaUp { .. } => Some(true),
+                Event::ChildSaDown { .. } => Some(false),
+                _ => None,
+            })
+            .collect();
+        for pair in order.windows(2) {
+            assert!(
+                pair[0] || pair[1],
+                "two downs in a row: a gap without a Child SA"
+            );
+        }
+        assert!(order[0]);
+    }
+}
+
+#[test]
+fn ike_sa_rekeys_keep_child_sas_and_derive_the_same_keys() {
+    for (hub_ike, site_ike) in [(45, LONG), (LONG, 45)] {
+        let mut p = Pair::with_lifetimes(
+            GCM,
+            lifetimes(hub_ike, 20, LONG),
+            lifetimes(site_ike, LONG, LONG),
+        );
+        p.establish();
+        let start = p.now;
+        p.run_until(start + Duration::from_secs(180));
+        p.assert_consistent();
+        let n = ike_rekeyed(&p.hub);
+        assert!((3..=5).contains(&n), "{n} IKE rekeys in 3 minutes at 45 s");
+        assert_eq!(ike_rekeyed(&p.site), n);
+        assert!(
+            rekeyed(&p.hub) >= 8,
+            "Child SA rekeys go on across IKE rekeys (new SK_d agrees)"
+        );
+        assert_eq!(p.hub.ep.status().len(), 1, "old IKE SAs are deleted");
+        assert_eq!(p.site.ep.status().len(), 1);
+        assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+        assert_eq!(p.hub.live.len(), 1);
+    }
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_one_child_sa() {
+    for round in 0..8 {
+        let mut p = Pair::with_lifetimes(
+            GCM,
+            lifetimes(LONG, LONG, LONG),
+            lifetimes(LONG, LONG, LONG),
+        );
+        // Different seeds give different nonces, so either side may win.
+        p.site.ep = {
+            let mut cfg = ike::Config::new(
+                pki::Identity::parse("kyoto.example").unwrap(),
+                [round as u8 + 10; 32],
+            );
+            cfg.force_encap = true;
+            let mut ep = ike::Endpoint::new(cfg);
+            let mut s = peer(
+                "hub",
+                "hub.example",
+                "correct horse battery",
+                "198.51.100.0/26",
+                "203.0.113.0/25",
+                Some(HUB),
+                GCM,
+            );
+            s.lifetimes = lifetimes(LONG, LONG, LONG);
+            ep.set_peer(s).unwrap();
+            ep
+        };
+        p.establish();
+        let (hub_spi, site_spi) = (
+            *p.hub.live.keys().next().unwrap(),
+            *p.site.live.keys().next().unwrap(),
+        );
+        // Both start a rekey of the same Child SA before either hears the other.
+        p.hub.ep.rekey_child(p.now, hub_spi).unwrap();
+        p.site.ep.rekey_child(p.now, site_spi).unwrap();
+        let start = p.now;
+        p.run_until(start + Duration::from_secs(30));
+        p.assert_consistent();
+        assert_eq!(
+            p.hub.live.len(),
+            1,
+            "round {round}: redundant Child SAs are deleted"
+        );
+        assert!(
+            !p.hub.live.contains_key(&hub_spi),
+            "round {round}: the old Child SA is gone"
+        );
+        assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+    }
+}
+
+#[test]
+fn simultaneous_ike_rekeys_settle_on_one_ike_sa() {
+    let mut p = Pair::with_lifetimes(
+        GCM,
+        lifetimes(LONG, LONG, LONG),
+        lifetimes(LONG, LONG, LONG),
+    );
+    p.establish();
+    let hub_id = p.hub.ep.status()[0].id;
+    let site_id = p.site.ep.status()[0].id;
+    p.hub.ep.rekey_ike(p.now, hub_id).unwrap();
+    p.site.ep.rekey_ike(p.now, site_id).unwrap();
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(60));
+    p.assert_consistent();
+    assert_eq!(p.hub.ep.status().len(), 1);
+    assert_eq!(p.site.ep.status().len(), 1);
+    assert!(ike_rekeyed(&p.hub) >= 1);
+    assert_eq!(p.hub.live.len(), 1);
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+}
+
+#[test]
+fn lost_and_duplicated_rekey_messages() {
+    let mut p = Pair::with_lifetimes(
+        GCM,
+        lifetimes(LONG, LONG, LONG),
+        lifetimes(LONG, LONG, LONG),
+    );
+    p.establish();
+    let spi = *p.hub.live.keys().next().unwrap();
+    p.hub.ep.rekey_child(p.now, spi).unwrap();
+    // Lose the first CREATE_CHILD_SA response; the request is retransmitted
+    // and answered from the response cache, creating nothing twice.
+    let mut lost = false;
+    let mut lose = |_: usize, from_hub: bool, t: &Transmit| {
+        if !from_hub && exchange_of(t) == 36 && !lost {
+            lost = true;
+            return true;
+        }
+        false
+    };
+    p.run(&mut lose);
+    while rekeyed(&p.hub) == 0 && p.advance() {
+        p.run(&mut lose);
+    }
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(30));
+    assert!(lost);
+    p.assert_consistent();
+    assert_eq!(
+        rekeyed(&p.site),
+        1,
+        "the retransmitted request made no second Child SA"
+    );
+    assert_eq!(p.hub.live.len(), 1);
+}
+
+#[test]
+fn pfs_rekeys_use_a_fresh_key_exchange() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, 20, LONG), lifetimes(LONG, LONG, LONG));
+    for side in [&mut p.hub, &mut p.site] {
+        let name = if side.ip.to_string() == HUB {
+            "kyoto"
+        } else {
+            "hub"
+        };
+        let mut cfg = side.ep.peer(name).unwrap().clone();
+        cfg.esp = ike::ProposalSet::parse("aes256gcm16-ecp384", ike::Protocol::Esp, false).unwrap();
+        side.ep.set_peer(cfg).unwrap();
+    }
+    p.establish();
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(70));
+    p.assert_consistent();
+    let suites: Vec<String> = p
+        .hub
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaUp {
+                child,
+                rekey_of: Some(_),
+                ..
+            } => Some(child.suite.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(suites.len() >= 3);
+    assert!(
+        suites.iter().all(|s| s == "aes256gcm16-ecp384"),
+        "{suites:?}"
+    );
+}
+
+#[test]
+fn dead_facility_is_detected_and_its_sas_removed() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, 10), lifetimes(LONG, LONG, LONG));
+    p.establish();
+    assert_eq!(p.hub.live.len(), 1);
+    let start = p.now;
+    // The facility vanishes: nothing it would send arrives, and it answers nothing.
+    let mut checks = 0;
+    loop {
+        p.run(&mut |_, from_hub, t| {
+            if from_hub && exchange_of(t) == 37 {
+                checks += 1;
+            }
+            true
+        });
+        if downs(&p.hub) > 0 || !p.advance() || p.now > start + Duration::from_secs(600) {
+            break;
+        }
+    }
+    let elapsed = p.now - start;
+    assert_eq!(downs(&p.hub), 1, "declared dead");
+    assert!(p.hub.live.is_empty(), "its Child SAs are reported down");
+    assert!(p.hub.ep.status().is_empty());
+    assert_eq!(
+        checks, 5,
+        "one liveness check, retransmitted to the budget of 5"
+    );
+    // 10 s of silence, then 2+4+8+16+30 s of retransmissions.
+    assert!(
+        elapsed >= Duration::from_secs(60) && elapsed <= Duration::from_secs(80),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn liveness_checks_are_answered_and_keep_the_sa() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, 10), lifetimes(LONG, LONG, 10));
+    p.establish();
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(300));
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+    assert_eq!(p.hub.live.len(), 1);
+    p.assert_consistent();
+}

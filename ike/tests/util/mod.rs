@@ -1,0 +1,286 @@
+//! Two endpoints wired together with a virtual clock (shared by the
+//! protocol-scenario tests).
+
+#![allow(dead_code, unreachable_pub)]
+
+use ike::proposal::{ProposalSet, Protocol};
+use ike::ts::parse_subnets;
+use ike::wire::NotifyType;
+use ike::{Config, Endpoint, Event, Lifetimes, PeerConfig, Transmit};
+use pki::Identity;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+use zeroize::Zeroizing;
+
+pub const HUB: &str = "192.0.2.1";
+pub const SITE: &str = "192.0.2.2";
+
+pub struct Side {
+    pub ep: Endpoint,
+    pub ip: std::net::IpAddr,
+    pub events: Vec<Event>,
+    /// Child SAs installed now: inbound SPI → outbound SPI.
+    pub live: BTreeMap<u32, u32>,
+    /// Encryption keys of live Child SAs: inbound SPI → (in, out).
+    pub keys: BTreeMap<u32, (Vec<u8>, Vec<u8>)>,
+}
+
+pub struct Pair {
+    pub hub: Side,
+    pub site: Side,
+    pub now: Instant,
+    /// Datagrams delivered so far, in order (for drop filters).
+    pub delivered: usize,
+}
+
+pub fn peer(
+    name: &str,
+    id: &str,
+    psk: &str,
+    local: &str,
+    remote: &str,
+    addr: Option<&str>,
+    ike: &str,
+) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        remote_id: Identity::parse(id).unwrap(),
+        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        local_ts: parse_subnets(local).unwrap(),
+        remote_ts: parse_subnets(remote).unwrap(),
+        remote_addr: addr.map(|a| format!("{a}:500").parse().unwrap()),
+        ike: ProposalSet::parse(ike, Protocol::Ike, false).unwrap(),
+        esp: ProposalSet::default_for(Protocol::Esp),
+        lifetimes: Lifetimes::default(),
+    }
+}
+
+impl Pair {
+    /// A hub (responder) with facility "kyoto", and kyoto's own endpoint
+    /// configured to initiate to the hub.
+    pub fn new(site_psk: &str, site_ike: &str, site_local: &str, site_remote: &str) -> Pair {
+        let mut hub = Endpoint::new(Config::new(
+            Identity::parse("hub.example").unwrap(),
+            [1; 32],
+        ));
+        hub.set_peer(peer(
+            "kyoto",
+            "kyoto.example",
+            "correct horse battery",
+            "203.0.113.0/25",
+            "198.51.100.0/26",
+            None,
+            ike::proposal::DEFAULT_IKE,
+        ))
+        .unwrap();
+        let mut site = Endpoint::new(Config::new(
+            Identity::parse("kyoto.example").unwrap(),
+            [2; 32],
+        ));
+        site.set_peer(peer(
+            "hub",
+            "hub.example",
+            site_psk,
+            site_local,
+            site_remote,
+            Some(HUB),
+            site_ike,
+        ))
+        .unwrap();
+        Pair {
+            hub: Side::new(hub, HUB),
+            site: Side::new(site, SITE),
+            now: Instant::now(),
+            delivered: 0,
+        }
+    }
+
+    /// Delivers datagrams until both sides are quiet; `drop` sees each
+    /// (index, from_hub, datagram) and returns true to lose it.
+    pub fn run(&mut self, drop: &mut dyn FnMut(usize, bool, &Transmit) -> bool) {
+        loop {
+            let mut moved = false;
+            for from_hub in [true, false] {
+                let (src, dst) = if from_hub {
+                    (&mut self.hub, &mut self.site)
+                } else {
+                    (&mut self.site, &mut self.hub)
+                };
+                while let Some(t) = src.ep.poll_transmit() {
+                    moved = true;
+                    let index = self.delivered;
+                    self.delivered += 1;
+                    if drop(index, from_hub, &t) {
+                        continue;
+                    }
+                    let from = SocketAddr::new(src.ip, t.local.port());
+                    assert_eq!(t.remote.ip(), dst.ip);
+                    dst.ep
+                        .handle_datagram(self.now, from, t.remote, &t.contents);
+                }
+                while let Some(e) = src.ep.poll_event() {
+                    src.record(e);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    pub fn quiet(&mut self) {
+        self.run(&mut |_, _, _| false);
+    }
+
+    /// Advances the virtual clock to the next deadline of either side.
+    pub fn advance(&mut self) -> bool {
+        let next = [self.hub.ep.poll_timeout(), self.site.ep.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                self.hub.ep.handle_timeout(self.now);
+                self.site.ep.handle_timeout(self.now);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub fn child_ups(events: &[Event]) -> Vec<&ike::ChildSaInfo> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaUp { child, .. } => Some(child),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn refusals(events: &[Event]) -> Vec<NotifyType> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Refused { notify, .. } => Some(*notify),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Side {
+    fn new(ep: Endpoint, ip: &str) -> Side {
+        Side {
+            ep,
+            ip: ip.parse().unwrap(),
+            events: vec![],
+            live: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps `live` and `keys` the way a data plane would.
+    pub fn record(&mut self, e: Event) {
+        match &e {
+            Event::ChildSaUp { child, .. } => {
+                self.live.insert(child.spi_in, child.spi_out);
+                self.keys.insert(
+                    child.spi_in,
+                    (child.keys.encr_in.to_vec(), child.keys.encr_out.to_vec()),
+                );
+            }
+            Event::ChildSaDown { spi_in, .. } => {
+                assert!(
+                    self.live.remove(spi_in).is_some(),
+                    "ChildSaDown for unknown {spi_in:08x}"
+                );
+                self.keys.remove(spi_in);
+            }
+            _ => {}
+        }
+        self.events.push(e);
+    }
+
+    pub fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+}
+
+impl Pair {
+    /// Both sides with the given lifetimes.
+    pub fn with_lifetimes(site_ike: &str, hub_l: Lifetimes, site_l: Lifetimes) -> Pair {
+        let mut p = Pair::new(
+            "correct horse battery",
+            site_ike,
+            "198.51.100.0/26",
+            "203.0.113.0/25",
+        );
+        let mut h = peer(
+            "kyoto",
+            "kyoto.example",
+            "correct horse battery",
+            "203.0.113.0/25",
+            "198.51.100.0/26",
+            None,
+            ike::proposal::DEFAULT_IKE,
+        );
+        h.lifetimes = hub_l;
+        p.hub.ep.set_peer(h).unwrap();
+        let mut s = peer(
+            "hub",
+            "hub.example",
+            "correct horse battery",
+            "198.51.100.0/26",
+            "203.0.113.0/25",
+            Some(HUB),
+            site_ike,
+        );
+        s.lifetimes = site_l;
+        p.site.ep.set_peer(s).unwrap();
+        p
+    }
+
+    pub fn establish(&mut self) {
+        self.site.ep.initiate(self.now, "hub").unwrap();
+        self.quiet();
+    }
+
+    /// Runs the virtual clock until `until`, delivering everything.
+    pub fn run_until(&mut self, until: Instant) {
+        self.quiet();
+        loop {
+            let next = [self.hub.ep.poll_timeout(), self.site.ep.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    self.hub.ep.handle_timeout(self.now);
+                    self.site.ep.handle_timeout(self.now);
+                    self.quiet();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    /// Both sides agree on the live Child SAs and their keys.
+    pub fn assert_consistent(&self) {
+        let mirrored: BTreeMap<u32, u32> = self.site.live.iter().map(|(i, o)| (*o, *i)).collect();
+        assert_eq!(
+            self.hub.live, mirrored,
+            "hub and site disagree on Child SAs"
+        );
+        for (spi_in, (k_in, k_out)) in &self.hub.keys {
+            let spi_out = self.hub.live[spi_in];
+            let (s_in, s_out) = &self.site.keys[&spi_out];
+            assert_eq!(k_in, s_out, "keys of {spi_in:08x}");
+            assert_eq!(k_out, s_in, "keys of {spi_out:08x}");
+        }
+    }
+}

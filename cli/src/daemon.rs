@@ -393,6 +393,18 @@ impl Hub {
     fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
         match event {
+            Event::PeerMoved {
+                peer,
+                remote,
+                spis_out,
+                ..
+            } => {
+                for spi in &spis_out {
+                    self.table.update_remote(*spi, remote);
+                }
+                info!(%peer, %remote, child_sas = spis_out.len(), "facility moved; ESP follows");
+                self.status.entry(peer).or_default().remote = Some(remote);
+            }
             Event::IkeSaRekeyed {
                 old,
                 new,

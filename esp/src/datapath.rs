@@ -71,7 +71,7 @@ pub fn encapsulate<'a>(
     sa.counters.packets_out.fetch_add(1, Ordering::Relaxed);
     sa.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
     sa.bytes.fetch_add(len, Ordering::Relaxed);
-    Ok((range, sa.remote))
+    Ok((range, sa.remote()))
 }
 
 /// Verifies, decrypts and checks an ESP packet in place; returns the inner
@@ -480,6 +480,27 @@ mod tests {
             Err(DropReason::NoRoute)
         );
         assert_eq!(seal(&hub, &[0x45, 0, 0]), Err(DropReason::Malformed));
+    }
+
+    #[test]
+    fn outbound_sas_follow_a_new_address() {
+        let (hub, _) = tables(Cipher::AesGcm16(256), None);
+        let q = ipv4([203, 0, 113, 1], [198, 51, 100, 1], 64);
+        let mut buf = vec![0u8; HEADROOM + q.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + q.len()].copy_from_slice(&q);
+        let to = |hub: &SaTable, buf: &mut Vec<u8>| {
+            let snap = hub.snapshot();
+            encapsulate(&snap, buf, HEADROOM..HEADROOM + q.len(), &mut |iv| {
+                iv.fill(0)
+            })
+            .map(|(_, r)| r)
+            .unwrap()
+        };
+        assert_eq!(to(&hub, &mut buf), "192.0.2.2:4500".parse().unwrap());
+        assert!(hub.update_remote(0x200, "192.0.2.77:31000".parse().unwrap()));
+        buf[HEADROOM..HEADROOM + q.len()].copy_from_slice(&q);
+        assert_eq!(to(&hub, &mut buf), "192.0.2.77:31000".parse().unwrap());
+        assert!(!hub.update_remote(0x999, "192.0.2.77:31000".parse().unwrap()));
     }
 
     #[test]

@@ -190,8 +190,9 @@ pub struct OutboundSa {
     seq: AtomicU64,
     /// Inner bytes sent through this SA (for byte lifetimes).
     pub bytes: AtomicU64,
-    /// Where to send.
-    pub remote: SocketAddr,
+    /// Where to send: the facility's current NAT-T address, which follows
+    /// NAT mapping changes (RFC 7296 §2.23).
+    remote: ArcSwap<SocketAddr>,
     /// Hub-side selectors.
     pub local_ts: Vec<Selector>,
     /// Facility-side selectors.
@@ -201,6 +202,11 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
+    /// Where packets of this SA go now.
+    pub fn remote(&self) -> SocketAddr {
+        **self.remote.load()
+    }
+
     /// Takes the next sequence number; `None` once the 32-bit space is used
     /// (RFC 4303 §3.3.3: no cycling without ESN).
     pub fn next_seq(&self) -> Option<u64> {
@@ -309,7 +315,7 @@ impl SaTable {
             crypto: outbound_crypto,
             seq: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            remote: spec.remote,
+            remote: ArcSwap::from_pointee(spec.remote),
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
             counters,
@@ -336,6 +342,19 @@ impl SaTable {
             .find(|sa| sa.spi == spi_out)
             .map_or(0, |sa| sa.bytes.load(Ordering::Relaxed));
         inbound + outbound
+    }
+
+    /// Sends a Child SA's packets to a new address from now on (the
+    /// facility's NAT mapping changed). False if no such SA.
+    pub fn update_remote(&self, spi_out: u32, remote: SocketAddr) -> bool {
+        let snap = self.current.load();
+        match snap.outbound_sas.iter().find(|sa| sa.spi == spi_out) {
+            Some(sa) => {
+                sa.remote.store(Arc::new(remote));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes a Child SA (both directions).

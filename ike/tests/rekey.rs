@@ -315,3 +315,42 @@ fn liveness_checks_are_answered_and_keep_the_sa() {
     assert_eq!(p.hub.live.len(), 1);
     p.assert_consistent();
 }
+
+#[test]
+fn hub_follows_a_changed_nat_mapping() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, LONG), lifetimes(LONG, 20, LONG));
+    p.establish();
+    // The site's NAT starts mapping it to other ports; its next
+    // authenticated message (a rekey) arrives from there.
+    p.site_port_shift = 20000;
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(30));
+    let moved: Vec<_> = p
+        .hub
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerMoved {
+                remote, spis_out, ..
+            } => Some((*remote, spis_out.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].0.port(), 24500);
+    assert_eq!(moved[0].1, 1);
+    assert_eq!(p.hub.ep.status()[0].remote.port(), 24500);
+    let newest = p
+        .hub
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::ChildSaUp { child, .. } => Some(child.remote),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(newest.port(), 24500, "new Child SAs go to the new mapping");
+    p.assert_consistent();
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+}

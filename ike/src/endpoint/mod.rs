@@ -116,6 +116,18 @@ pub enum Event {
         /// one stays installed until its own `ChildSaDown`.
         rekey_of: Option<u32>,
     },
+    /// A facility behind NAT now sends from another address or port (its
+    /// NAT mapping changed); ESP to it must go there (RFC 7296 §2.23).
+    PeerMoved {
+        /// The IKE SA.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// The new address and port.
+        remote: SocketAddr,
+        /// Outbound SPIs of its Child SAs.
+        spis_out: Vec<u32>,
+    },
     /// An IKE SA was rekeyed: its Child SAs now belong to `new`.
     IkeSaRekeyed {
         /// The IKE SA replaced.
@@ -1032,7 +1044,9 @@ impl Endpoint {
                 sa.state = State::Gone;
                 Ok(())
             }
-            (_, State::Established(est)) => self.on_established_response(now, sa, hdr, data, est),
+            (_, State::Established(est)) => {
+                self.on_established_response(now, sa, remote, local, hdr, data, est)
+            }
             (_, state) => {
                 sa.state = state;
                 Err(Error::Misbehaved(format!(
@@ -1118,6 +1132,35 @@ impl Endpoint {
             });
         }
         sa.state = State::Gone;
+    }
+
+    /// After an authenticated message: a facility behind NAT whose mapping
+    /// changed is followed to its new address (RFC 7296 §2.23).
+    fn follow_peer(
+        &mut self,
+        sa: &mut IkeSa,
+        est: &Established,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) {
+        sa.local = local;
+        if sa.remote == remote {
+            return;
+        }
+        if !sa.remote_behind_nat {
+            debug!(ike_sa = %sa.id, %remote, "message from another address of a peer not behind NAT; not following");
+            return;
+        }
+        info!(ike_sa = %sa.id, old = %sa.remote, new = %remote, "facility's NAT mapping changed; following it");
+        sa.remote = remote;
+        if let (Some(peer), false) = (sa.peer_name(), est.superseded) {
+            self.events.push_back(Event::PeerMoved {
+                ike_sa: sa.id,
+                peer,
+                remote,
+                spis_out: est.children.iter().map(|c| c.spi_out).collect(),
+            });
+        }
     }
 
     /// Drops the request in flight, releasing what it reserved.
@@ -2043,9 +2086,8 @@ impl Endpoint {
                 return Err(e);
             }
         };
-        sa.remote = remote;
-        sa.local = local;
         est.last_received = now;
+        self.follow_peer(sa, &est, remote, local);
         let mut delete_ike = false;
         let mut ours = Vec::new();
         let mut gone = Vec::new();

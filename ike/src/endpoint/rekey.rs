@@ -365,8 +365,7 @@ impl Endpoint {
             }
         };
         est.last_received = now;
-        sa.remote = remote;
-        sa.local = local;
+        self.follow_peer(sa, &est, remote, local);
         let rekeys_ike = payloads
             .sa()
             .and_then(|v| v.first())
@@ -643,10 +642,13 @@ impl Endpoint {
 
     // ---- responses to our requests ----------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_established_response(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
         hdr: &HeaderRepr,
         data: &[u8],
         mut est: Established,
@@ -659,6 +661,7 @@ impl Endpoint {
             }
         };
         est.last_received = now;
+        self.follow_peer(sa, &est, remote, local);
         let Some(pending) = sa.pending.take() else {
             sa.state = State::Established(est);
             return Ok(());

@@ -32,6 +32,8 @@ pub struct Pair {
     pub now: Instant,
     /// Datagrams delivered so far, in order (for drop filters).
     pub delivered: usize,
+    /// Ports the site's NAT adds to its source ports (0: no NAT).
+    pub site_port_shift: u16,
 }
 
 pub fn peer(
@@ -93,12 +95,14 @@ impl Pair {
             site: Side::new(site, SITE),
             now: Instant::now(),
             delivered: 0,
+            site_port_shift: 0,
         }
     }
 
     /// Delivers datagrams until both sides are quiet; `drop` sees each
     /// (index, from_hub, datagram) and returns true to lose it.
     pub fn run(&mut self, drop: &mut dyn FnMut(usize, bool, &Transmit) -> bool) {
+        let shift = self.site_port_shift;
         loop {
             let mut moved = false;
             for from_hub in [true, false] {
@@ -114,10 +118,16 @@ impl Pair {
                     if drop(index, from_hub, &t) {
                         continue;
                     }
-                    let from = SocketAddr::new(src.ip, t.local.port());
+                    // The site may sit behind a NAT that shifts its ports.
+                    let (from_port, to) = if from_hub {
+                        let port = t.remote.port().wrapping_sub(shift);
+                        (t.local.port(), SocketAddr::new(t.remote.ip(), port))
+                    } else {
+                        (t.local.port().wrapping_add(shift), t.remote)
+                    };
+                    let from = SocketAddr::new(src.ip, from_port);
                     assert_eq!(t.remote.ip(), dst.ip);
-                    dst.ep
-                        .handle_datagram(self.now, from, t.remote, &t.contents);
+                    dst.ep.handle_datagram(self.now, from, to, &t.contents);
                 }
                 while let Some(e) = src.ep.poll_event() {
                     src.record(e);

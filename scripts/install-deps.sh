@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
-  iproute2 iputils-ping iperf3 procps ca-certificates
+  iproute2 iputils-ping iperf3 procps ca-certificates nftables conntrack
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,16 +1,20 @@
-//! A lab for black-box tests: a renkei hub and a strongSwan facility, each
-//! in its own network namespace, joined by a veth pair.
+//! A lab for black-box tests: a renkei hub and strongSwan facilities, each
+//! in its own network namespace.
 //!
 //! ```text
-//!   ns rkh-<id>                                   ns rks-<id>
-//!   renkei serve (TUN rkt<id>)                    charon (kernel-libipsec, ipsec0)
-//!   lo 203.0.113.1/32   veth 192.0.2.1/24 ─── 192.0.2.2/24 veth   lo 198.51.100.1/32
+//! Direct / Ipv6:
+//!   ns rkh-<id>  renkei (TUN rkt<id>)          ns rks-<id>  charon (kernel-libipsec)
+//!   lo 203.0.113.1  veth 192.0.2.1 ────────── 192.0.2.2 veth   lo 198.51.100.1
+//!                   (Ipv6: 2001:db8::1 ─ 2001:db8::2, inner 2001:db8:1::1 / 2001:db8:2::1)
+//! Nat:
+//!   hub 192.0.2.1 ── 192.0.2.100 ns rkn-<id> (masquerade) ─┬─ 198.51.100.194 site 0 (lo 198.51.100.1)
+//!                                                          └─ 198.51.100.198 site 1 (lo 198.51.100.65)
 //! ```
 //!
 //! Every name carries a per-lab id, so labs run side by side; dropping the
 //! lab (also when a test panics) stops the processes and deletes the
-//! namespaces. Requires root, iproute2, iputils-ping and strongSwan
-//! (`scripts/install-deps.sh` installs them).
+//! namespaces. Requires root, iproute2, iputils-ping, nftables, conntrack and
+//! strongSwan (`scripts/install-deps.sh` installs them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
@@ -21,8 +25,13 @@ use std::time::{Duration, Instant};
 
 pub const HUB_OUTER: &str = "192.0.2.1";
 pub const SITE_OUTER: &str = "192.0.2.2";
+pub const HUB_OUTER6: &str = "2001:db8::1";
+pub const SITE_OUTER6: &str = "2001:db8::2";
+pub const NAT_PUBLIC: &str = "192.0.2.100";
 pub const HUB_INNER: &str = "203.0.113.1";
 pub const HUB_NET: &str = "203.0.113.0/25";
+pub const HUB_INNER6: &str = "2001:db8:1::1";
+pub const HUB_NET6: &str = "2001:db8:1::/64";
 pub const SITE_INNER: &str = "198.51.100.1";
 pub const SITE_NET: &str = "198.51.100.0/26";
 pub const PSK: &str = "renkei-interop-psk-0123456789";
@@ -89,7 +98,18 @@ pub enum Role {
     RenkeiInitiates,
 }
 
-/// How the facility is configured.
+/// How the facilities reach the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One facility on a veth pair with the hub, over IPv4.
+    Direct,
+    /// One facility on a veth pair over IPv6, carrying IPv4 and IPv6 inside.
+    Ipv6,
+    /// Facilities behind one masquerading NAT router.
+    Nat,
+}
+
+/// How a facility is configured.
 #[derive(Debug, Clone)]
 pub struct Facility {
     /// strongSwan IKE proposal.
@@ -124,65 +144,271 @@ impl Facility {
     }
 }
 
+/// One facility's namespace, strongSwan and addresses.
+#[derive(Debug)]
+pub struct Site {
+    /// Facility name in the hub's registry (kyoto, osaka, …).
+    pub name: String,
+    pub ns: String,
+    /// Directory of its strongSwan configuration, socket and logs.
+    pub dir: PathBuf,
+    pub facility: Facility,
+    /// Its own outer address.
+    pub outer: String,
+    /// Its inner (LAN) IPv4 address and prefix.
+    pub inner: String,
+    pub net: String,
+    /// Its inner IPv6 address and prefix (IPv6 topology).
+    pub inner6: Option<(String, String)>,
+    charon: Option<Child>,
+}
+
+const SITE_NAMES: [&str; 2] = ["kyoto", "osaka"];
+
 #[derive(Debug)]
 pub struct Lab {
     pub id: String,
+    pub topology: Topology,
     pub hub_ns: String,
+    pub nat_ns: Option<String>,
+    /// Facility 0's namespace (the single-facility API works on facility 0).
     pub site_ns: String,
     pub tun: String,
     pub dir: PathBuf,
+    pub sites: Vec<Site>,
     hub: Option<Child>,
-    charon: Option<Child>,
+    /// Facility 0's configuration.
     pub facility: Facility,
+    serve_args: Vec<String>,
 }
 
 impl Lab {
-    /// Builds the namespaces and starts renkei and strongSwan, loaded but
-    /// not yet connected.
+    /// One facility, directly connected over IPv4; renkei and strongSwan
+    /// are started and loaded but not yet connected.
     pub fn start(facility: Facility) -> Lab {
+        Lab::start_sites(Topology::Direct, vec![facility])
+    }
+
+    /// Facilities in a topology (Direct and Ipv6 take exactly one).
+    pub fn start_sites(topology: Topology, facilities: Vec<Facility>) -> Lab {
         assert!(
             std::fs::metadata("/proc/self")
                 .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
                 .unwrap_or(false),
             "interop tests need root (network namespaces)"
         );
+        assert!(!facilities.is_empty() && facilities.len() <= SITE_NAMES.len());
+        assert!(topology == Topology::Nat || facilities.len() == 1);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{:x}", std::process::id() % 0xffff, n);
         let dir = std::env::temp_dir().join(format!("renkei-lab-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let sites: Vec<Site> = facilities
+            .into_iter()
+            .enumerate()
+            .map(|(i, facility)| {
+                let name = SITE_NAMES[i].to_string();
+                let ns = if i == 0 {
+                    format!("rks-{id}")
+                } else {
+                    format!("rks{i}-{id}")
+                };
+                let outer = match topology {
+                    Topology::Direct => SITE_OUTER.to_string(),
+                    Topology::Ipv6 => SITE_OUTER6.to_string(),
+                    Topology::Nat => format!("198.51.100.{}", 194 + 4 * i),
+                };
+                let site_dir = if i == 0 { dir.clone() } else { dir.join(&name) };
+                std::fs::create_dir_all(&site_dir).unwrap();
+                Site {
+                    inner: format!("198.51.100.{}", 1 + 64 * i),
+                    net: format!("198.51.100.{}/26", 64 * i),
+                    inner6: (topology == Topology::Ipv6)
+                        .then(|| ("2001:db8:2::1".to_string(), "2001:db8:2::/64".to_string())),
+                    name,
+                    ns,
+                    dir: site_dir,
+                    facility,
+                    outer,
+                    charon: None,
+                }
+            })
+            .collect();
+        let facility = sites[0].facility.clone();
+        let serve_args = facility.serve_args.clone();
         let mut lab = Lab {
             hub_ns: format!("rkh-{id}"),
-            site_ns: format!("rks-{id}"),
+            nat_ns: (topology == Topology::Nat).then(|| format!("rkn-{id}")),
+            site_ns: sites[0].ns.clone(),
             tun: format!("rkt{id}"),
             id,
+            topology,
             dir,
+            sites,
             hub: None,
-            charon: None,
             facility,
+            serve_args,
         };
         lab.network();
         lab.start_hub();
-        lab.start_charon();
+        for i in 0..lab.sites.len() {
+            lab.start_charon_of(i);
+        }
         lab
     }
 
+    fn hub_outer(&self) -> &'static str {
+        if self.topology == Topology::Ipv6 {
+            HUB_OUTER6
+        } else {
+            HUB_OUTER
+        }
+    }
+
     fn network(&self) {
-        let (h, s) = (&self.hub_ns, &self.site_ns);
-        let (vh, vs) = (format!("rkh{}", self.id), format!("rks{}", self.id));
+        let h = &self.hub_ns;
         ip(&["netns", "add", h]);
-        ip(&["netns", "add", s]);
+        ip(&["-n", h, "link", "set", "lo", "up"]);
         ip(&[
-            "link", "add", &vh, "netns", h, "type", "veth", "peer", "name", &vs, "netns", s,
+            "-n",
+            h,
+            "addr",
+            "add",
+            &format!("{HUB_INNER}/32"),
+            "dev",
+            "lo",
         ]);
-        for (ns, dev, outer, inner) in [
-            (h, &vh, HUB_OUTER, HUB_INNER),
-            (s, &vs, SITE_OUTER, SITE_INNER),
-        ] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{outer}/24"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{inner}/32"), "dev", "lo"]);
+        for site in &self.sites {
+            ip(&["netns", "add", &site.ns]);
+            ip(&["-n", &site.ns, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n",
+                &site.ns,
+                "addr",
+                "add",
+                &format!("{}/32", site.inner),
+                "dev",
+                "lo",
+            ]);
+        }
+        match self.topology {
+            Topology::Direct | Topology::Ipv6 => {
+                let s = &self.sites[0];
+                let (vh, vs) = (format!("rkh{}", self.id), format!("rks{}", self.id));
+                ip(&[
+                    "link", "add", &vh, "netns", h, "type", "veth", "peer", "name", &vs, "netns",
+                    &s.ns,
+                ]);
+                for (ns, dev, outer) in [
+                    (h.as_str(), &vh, self.hub_outer()),
+                    (s.ns.as_str(), &vs, s.outer.as_str()),
+                ] {
+                    let cidr = if self.topology == Topology::Ipv6 {
+                        format!("{outer}/64")
+                    } else {
+                        format!("{outer}/24")
+                    };
+                    let mut args = vec!["-n", ns, "addr", "add", &cidr, "dev", dev];
+                    if self.topology == Topology::Ipv6 {
+                        args.push("nodad");
+                    }
+                    ip(&args);
+                    ip(&["-n", ns, "link", "set", dev, "up"]);
+                }
+                if let Some((inner6, _)) = &s.inner6 {
+                    ip(&[
+                        "-n",
+                        h,
+                        "addr",
+                        "add",
+                        &format!("{HUB_INNER6}/128"),
+                        "dev",
+                        "lo",
+                    ]);
+                    ip(&[
+                        "-n",
+                        &s.ns,
+                        "addr",
+                        "add",
+                        &format!("{inner6}/128"),
+                        "dev",
+                        "lo",
+                    ]);
+                }
+            }
+            Topology::Nat => {
+                let nat = self.nat_ns.as_deref().unwrap();
+                ip(&["netns", "add", nat]);
+                ip(&["-n", nat, "link", "set", "lo", "up"]);
+                let (vh, vn) = (format!("rkh{}", self.id), format!("rkn{}", self.id));
+                ip(&[
+                    "link", "add", &vh, "netns", h, "type", "veth", "peer", "name", &vn, "netns",
+                    nat,
+                ]);
+                ip(&[
+                    "-n",
+                    h,
+                    "addr",
+                    "add",
+                    &format!("{HUB_OUTER}/24"),
+                    "dev",
+                    &vh,
+                ]);
+                ip(&["-n", h, "link", "set", &vh, "up"]);
+                ip(&[
+                    "-n",
+                    nat,
+                    "addr",
+                    "add",
+                    &format!("{NAT_PUBLIC}/24"),
+                    "dev",
+                    &vn,
+                ]);
+                ip(&["-n", nat, "link", "set", &vn, "up"]);
+                for (i, s) in self.sites.iter().enumerate() {
+                    let (vi, vs) = (format!("rki{i}{}", self.id), format!("rks{i}{}", self.id));
+                    let gw = format!("198.51.100.{}", 193 + 4 * i);
+                    ip(&[
+                        "link", "add", &vi, "netns", nat, "type", "veth", "peer", "name", &vs,
+                        "netns", &s.ns,
+                    ]);
+                    ip(&["-n", nat, "addr", "add", &format!("{gw}/30"), "dev", &vi]);
+                    ip(&["-n", nat, "link", "set", &vi, "up"]);
+                    ip(&[
+                        "-n",
+                        &s.ns,
+                        "addr",
+                        "add",
+                        &format!("{}/30", s.outer),
+                        "dev",
+                        &vs,
+                    ]);
+                    ip(&["-n", &s.ns, "link", "set", &vs, "up"]);
+                    ip(&["-n", &s.ns, "route", "add", "default", "via", &gw]);
+                }
+                must(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    nat,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv4.ip_forward=1",
+                ]));
+                // Random source ports, as carrier-grade NATs do: a flushed
+                // mapping comes back on another port.
+                let rules = format!(
+                    "table ip rknat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"{vn}\" masquerade random\n }}\n}}\n"
+                );
+                let rules_file = self.dir.join("nat.nft");
+                std::fs::write(&rules_file, rules).unwrap();
+                must(
+                    Command::new("ip")
+                        .args(["netns", "exec", nat, "nft", "-f"])
+                        .arg(&rules_file),
+                );
+            }
         }
     }
 
@@ -204,30 +430,42 @@ impl Lab {
             "--hub-id",
             "hub.example",
             "--public-addr",
-            HUB_OUTER,
+            self.hub_outer(),
         ]);
         assert!(out.status.success(), "init: {out:?}");
-        let mut add = vec![
-            "peer",
-            "add",
-            "kyoto",
-            "--id",
-            "kyoto.example",
-            "--psk-file",
-            psk.to_str().unwrap(),
-            "--remote-ts",
-            SITE_NET,
-            "--local-ts",
-            HUB_NET,
-        ];
-        let remote = format!("{SITE_OUTER}:500");
-        if self.facility.role == Role::RenkeiInitiates {
-            add.extend(["--remote-addr", &remote, "--start"]);
+        for s in &self.sites {
+            let id = format!("{}.example", s.name);
+            let mut remote_ts = s.net.clone();
+            let mut local_ts = HUB_NET.to_string();
+            if let Some((_, net6)) = &s.inner6 {
+                remote_ts = format!("{remote_ts},{net6}");
+                local_ts = format!("{local_ts},{HUB_NET6}");
+            }
+            let mut add = vec![
+                "peer",
+                "add",
+                &s.name,
+                "--id",
+                &id,
+                "--psk-file",
+                psk.to_str().unwrap(),
+                "--remote-ts",
+                &remote_ts,
+                "--local-ts",
+                &local_ts,
+            ];
+            let remote = if s.outer.contains(':') {
+                format!("[{}]:500", s.outer)
+            } else {
+                format!("{}:500", s.outer)
+            };
+            if s.facility.role == Role::RenkeiInitiates {
+                add.extend(["--remote-addr", &remote, "--start"]);
+            }
+            add.extend(s.facility.hub_peer_args.iter().map(String::as_str));
+            let out = self.renkei(&add);
+            assert!(out.status.success(), "peer add: {out:?}");
         }
-        let extra = self.facility.hub_peer_args.clone();
-        add.extend(extra.iter().map(String::as_str));
-        let out = self.renkei(&add);
-        assert!(out.status.success(), "peer add: {out:?}");
         self.spawn_hub();
     }
 
@@ -243,9 +481,15 @@ impl Lab {
             .arg("--state")
             .arg(self.dir.join("hub"))
             .args([
-                "--log", "debug", "serve", "--listen", HUB_OUTER, "--tun", &self.tun,
+                "--log",
+                "debug",
+                "serve",
+                "--listen",
+                self.hub_outer(),
+                "--tun",
+                &self.tun,
             ])
-            .args(&self.facility.serve_args)
+            .args(&self.serve_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -257,8 +501,9 @@ impl Lab {
         });
     }
 
-    fn swan_conf(&self) {
-        let d = self.dir.display();
+    fn swan_conf(&self, i: usize) {
+        let s = &self.sites[i];
+        let d = s.dir.display();
         let conf = format!(
             r#"charon {{
   load = random kdf nonce aes des sha1 sha2 md5 hmac gcm curve25519 x509 pem pkcs1 pkcs8 pubkey openssl kernel-libipsec kernel-netlink socket-default vici updown
@@ -288,19 +533,24 @@ swanctl {{
 }}
 "#
         );
-        std::fs::write(self.dir.join("strongswan.conf"), conf).unwrap();
-        let f = &self.facility;
+        std::fs::write(s.dir.join("strongswan.conf"), conf).unwrap();
+        let f = &s.facility;
+        let (mut local_ts, mut remote_ts) = (s.net.clone(), HUB_NET.to_string());
+        if let Some((_, net6)) = &s.inner6 {
+            local_ts = format!("{local_ts},{net6}");
+            remote_ts = format!("{remote_ts},{HUB_NET6}");
+        }
         let swanctl = format!(
             r#"connections {{
   hub {{
     version = 2
-    local_addrs = {SITE_OUTER}
-    remote_addrs = {HUB_OUTER}
+    local_addrs = {local_addr}
+    remote_addrs = {hub}
     proposals = {ike}
     {conn_extra}
     local {{
       auth = psk
-      id = kyoto.example
+      id = {name}.example
     }}
     remote {{
       auth = psk
@@ -308,8 +558,8 @@ swanctl {{
     }}
     children {{
       net {{
-        local_ts = {SITE_NET}
-        remote_ts = {HUB_NET}
+        local_ts = {local_ts}
+        remote_ts = {remote_ts}
         esp_proposals = {esp}
         start_action = none
         {child_extra}
@@ -319,27 +569,35 @@ swanctl {{
 }}
 secrets {{
   ike-hub {{
-    id-1 = kyoto.example
+    id-1 = {name}.example
     id-2 = hub.example
     secret = "{psk}"
   }}
 }}
 "#,
+            local_addr = s.outer,
+            hub = self.hub_outer(),
+            name = s.name,
             ike = f.ike,
             esp = f.esp,
             psk = f.psk,
             conn_extra = f.swan_conn.join("\n    "),
             child_extra = f.swan_child.join("\n        "),
         );
-        std::fs::create_dir_all(self.dir.join("swanctl")).unwrap();
-        std::fs::write(self.dir.join("swanctl/swanctl.conf"), swanctl).unwrap();
+        std::fs::create_dir_all(s.dir.join("swanctl")).unwrap();
+        std::fs::write(s.dir.join("swanctl/swanctl.conf"), swanctl).unwrap();
     }
 
-    /// Starts strongSwan's charon and loads its configuration.
+    /// Starts facility 0's strongSwan again (after [`Lab::kill_charon`]).
     pub fn start_charon(&mut self) {
-        self.swan_conf();
-        let _ = std::fs::remove_file(self.dir.join("charon.vici"));
-        let conf = self.dir.join("strongswan.conf");
+        self.start_charon_of(0);
+    }
+
+    fn start_charon_of(&mut self, i: usize) {
+        self.swan_conf(i);
+        let s = &self.sites[i];
+        let _ = std::fs::remove_file(s.dir.join("charon.vici"));
+        let conf = s.dir.join("strongswan.conf");
         let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -347,24 +605,21 @@ secrets {{
         // `ip netns exec` gives charon its own mount namespace; a private
         // /run keeps its pid file apart from other charons.
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.site_ns, "sh", "-c"])
+            .args(["netns", "exec", &s.ns, "sh", "-c"])
             .arg(format!("mount -t tmpfs tmpfs /run && exec {charon}"))
             .env("STRONGSWAN_CONF", &conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("charon.stderr")).unwrap())
+            .stderr(std::fs::File::create(s.dir.join("charon.stderr")).unwrap())
             .spawn()
             .expect("start charon");
-        self.charon = Some(child);
-        let vici = self.dir.join("charon.vici");
+        self.sites[i].charon = Some(child);
+        let vici = self.sites[i].dir.join("charon.vici");
         self.wait_for("charon VICI socket", Duration::from_secs(10), |_| {
             vici.exists()
         });
-        let out = self.swanctl(&[
-            "--load-all",
-            "--file",
-            self.dir.join("swanctl/swanctl.conf").to_str().unwrap(),
-        ]);
+        let file = self.sites[i].dir.join("swanctl/swanctl.conf");
+        let out = self.swanctl_of(i, &["--load-all", "--file", file.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "swanctl --load-all: {}",
@@ -372,26 +627,34 @@ secrets {{
         );
     }
 
-    /// Runs swanctl against this lab's charon.
-    pub fn swanctl(&self, args: &[&str]) -> Output {
+    /// Runs swanctl against facility `i`'s charon.
+    pub fn swanctl_of(&self, i: usize, args: &[&str]) -> Output {
+        let s = &self.sites[i];
         run(Command::new("swanctl")
             .args(args)
-            .args([
-                "--uri",
-                &format!("unix://{}/charon.vici", self.dir.display()),
-            ])
-            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", self.dir.join("swanctl")))
+            .args(["--uri", &format!("unix://{}/charon.vici", s.dir.display())])
+            .env("STRONGSWAN_CONF", s.dir.join("strongswan.conf"))
+            .env("SWANCTL_DIR", s.dir.join("swanctl")))
     }
 
-    /// `swanctl --initiate --child net`; true if strongSwan reports success.
-    pub fn swan_initiate(&self) -> bool {
-        let out = self.swanctl(&["--initiate", "--child", "net", "--timeout", "30"]);
-        std::fs::write(self.dir.join("initiate.out"), &out.stdout).unwrap();
+    /// Runs swanctl against facility 0's charon.
+    pub fn swanctl(&self, args: &[&str]) -> Output {
+        self.swanctl_of(0, args)
+    }
+
+    /// `swanctl --initiate --child net` at facility `i`; true on success.
+    pub fn swan_initiate_of(&self, i: usize) -> bool {
+        let out = self.swanctl_of(i, &["--initiate", "--child", "net", "--timeout", "30"]);
+        std::fs::write(self.sites[i].dir.join("initiate.out"), &out.stdout).unwrap();
         out.status.success()
     }
 
-    /// Number of IKE SAs strongSwan has.
+    /// `swanctl --initiate --child net` at facility 0.
+    pub fn swan_initiate(&self) -> bool {
+        self.swan_initiate_of(0)
+    }
+
+    /// Number of IKE SAs facility 0's strongSwan has.
     pub fn swan_sa_count(&self) -> usize {
         let out = self.swanctl(&["--list-sas", "--raw"]);
         String::from_utf8_lossy(&out.stdout)
@@ -406,23 +669,34 @@ secrets {{
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// The facility's entry in the status.
-    pub fn facility_status(&self) -> Value {
+    /// A facility's entry in the status.
+    pub fn status_of(&self, name: &str) -> Value {
         self.status()["facilities"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["name"] == "kyoto")
+            .find(|f| f["name"] == name)
             .cloned()
             .unwrap()
     }
 
-    /// Waits until the hub reports the facility up with a Child SA.
-    pub fn wait_up(&self, timeout: Duration) {
-        self.wait_for("facility up with a Child SA", timeout, |lab| {
-            let f = lab.facility_status();
+    /// Facility 0's entry in the status.
+    pub fn facility_status(&self) -> Value {
+        self.status_of(&self.sites[0].name)
+    }
+
+    /// Waits until the hub reports facility `i` up with a Child SA.
+    pub fn wait_up_of(&self, i: usize, timeout: Duration) {
+        let name = self.sites[i].name.clone();
+        self.wait_for(&format!("{name} up with a Child SA"), timeout, |lab| {
+            let f = lab.status_of(&name);
             f["state"] == "up" && !f["child_sas"].as_array().unwrap().is_empty()
         });
+    }
+
+    /// Waits until the hub reports facility 0 up with a Child SA.
+    pub fn wait_up(&self, timeout: Duration) {
+        self.wait_up_of(0, timeout);
     }
 
     pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Lab) -> bool) {
@@ -437,12 +711,18 @@ secrets {{
         panic!("timed out waiting for {what}");
     }
 
-    /// Prints the logs of both sides (for failed tests).
+    /// Prints the logs of every side (for failed tests).
     pub fn dump_logs(&self) {
-        for f in ["hub.log", "charon.log", "charon.stderr", "initiate.out"] {
-            if let Ok(s) = std::fs::read_to_string(self.dir.join(f)) {
-                let tail: Vec<&str> = s.lines().rev().take(120).collect();
-                eprintln!("===== {f} (last lines) =====");
+        let mut files = vec![self.dir.join("hub.log")];
+        for s in &self.sites {
+            for f in ["charon.log", "charon.stderr", "initiate.out"] {
+                files.push(s.dir.join(f));
+            }
+        }
+        for f in files {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                eprintln!("===== {} (last lines) =====", f.display());
+                let tail: Vec<&str> = text.lines().rev().take(120).collect();
                 for l in tail.into_iter().rev() {
                     eprintln!("{l}");
                 }
@@ -455,25 +735,41 @@ secrets {{
         std::fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default()
     }
 
-    /// strongSwan's log so far, with the output of the last `swanctl --initiate`.
+    /// Facility 0's strongSwan log so far, with the output of its last
+    /// `swanctl --initiate`.
     pub fn charon_log(&self) -> String {
-        let mut s = std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default();
-        s.push_str(&std::fs::read_to_string(self.dir.join("initiate.out")).unwrap_or_default());
+        let d = &self.sites[0].dir;
+        let mut s = std::fs::read_to_string(d.join("charon.log")).unwrap_or_default();
+        s.push_str(&std::fs::read_to_string(d.join("initiate.out")).unwrap_or_default());
         s
     }
 
-    /// Pings from one namespace's inner address to the other's; true if all
-    /// `count` echoes came back.
-    pub fn ping(&self, from_hub: bool, size: usize, count: u32) -> bool {
-        let (ns, src, dst) = if from_hub {
-            (&self.hub_ns, HUB_INNER, SITE_INNER)
+    /// (namespace, source, destination) for traffic with facility `i`.
+    fn endpoints(&self, i: usize, from_hub: bool, v6: bool) -> (String, String, String) {
+        let s = &self.sites[i];
+        let (hub_addr, site_addr) = if v6 {
+            (
+                HUB_INNER6.to_string(),
+                s.inner6.as_ref().expect("an IPv6 lab").0.clone(),
+            )
         } else {
-            (&self.site_ns, SITE_INNER, HUB_INNER)
+            (HUB_INNER.to_string(), s.inner.clone())
         };
+        if from_hub {
+            (self.hub_ns.clone(), hub_addr, site_addr)
+        } else {
+            (s.ns.clone(), site_addr, hub_addr)
+        }
+    }
+
+    /// Pings between the hub's and facility `i`'s inner addresses; true if
+    /// all `count` echoes came back.
+    pub fn ping_with(&self, i: usize, from_hub: bool, v6: bool, size: usize, count: u32) -> bool {
+        let (ns, src, dst) = self.endpoints(i, from_hub, v6);
         let out = run(Command::new("ip").args([
             "netns",
             "exec",
-            ns,
+            &ns,
             "ping",
             "-n",
             "-q",
@@ -488,8 +784,8 @@ secrets {{
             "-s",
             &size.to_string(),
             "-I",
-            src,
-            dst,
+            &src,
+            &dst,
         ]));
         if !out.status.success() {
             eprintln!(
@@ -500,38 +796,43 @@ secrets {{
         out.status.success()
     }
 
-    /// Sends `bytes` over TCP from one side's inner address to the other's;
-    /// returns (sender digest, receiver digest, bytes received).
-    pub fn transfer(&self, from_hub: bool, bytes: u64) -> (String, String, u64) {
-        self.transfer_at(from_hub, bytes, None)
+    /// Pings over IPv4 between the hub and facility 0.
+    pub fn ping(&self, from_hub: bool, size: usize, count: u32) -> bool {
+        self.ping_with(0, from_hub, false, size, count)
     }
 
-    /// As [`Lab::transfer`], paced to `rate` bytes per second.
-    pub fn transfer_at(
+    /// Sends `bytes` over TCP between the hub and facility `i`, optionally
+    /// paced to `rate` bytes per second; returns (sender digest, receiver
+    /// digest, bytes received).
+    pub fn transfer_with(
         &self,
+        i: usize,
         from_hub: bool,
+        v6: bool,
         bytes: u64,
         rate: Option<u64>,
     ) -> (String, String, u64) {
-        let (src_ns, dst_ns, src, dst) = if from_hub {
-            (&self.hub_ns, &self.site_ns, HUB_INNER, SITE_INNER)
+        let (src_ns, src, dst) = self.endpoints(i, from_hub, v6);
+        let (dst_ns, _, _) = self.endpoints(i, !from_hub, v6);
+        let port = 5001 + i as u16;
+        let listen = if v6 {
+            format!("[{dst}]:{port}")
         } else {
-            (&self.site_ns, &self.hub_ns, SITE_INNER, HUB_INNER)
+            format!("{dst}:{port}")
         };
-        let port = 5001;
         let receiver = Command::new("ip")
-            .args(["netns", "exec", dst_ns])
+            .args(["netns", "exec", &dst_ns])
             .arg(xfer_bin())
-            .args(["recv", &format!("{dst}:{port}")])
+            .args(["recv", &listen])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let sent = must(
             Command::new("ip")
-                .args(["netns", "exec", src_ns])
+                .args(["netns", "exec", &src_ns])
                 .arg(xfer_bin())
-                .args(["send", src, &format!("{dst}:{port}"), &bytes.to_string()])
+                .args(["send", &src, &listen, &bytes.to_string()])
                 .args(rate.map(|r| r.to_string())),
         );
         let received = receiver.wait_with_output().unwrap();
@@ -542,6 +843,21 @@ secrets {{
             r["sha256"].as_str().unwrap_or("").into(),
             r["bytes"].as_u64().unwrap_or(0),
         )
+    }
+
+    /// A TCP transfer over IPv4 between the hub and facility 0.
+    pub fn transfer(&self, from_hub: bool, bytes: u64) -> (String, String, u64) {
+        self.transfer_with(0, from_hub, false, bytes, None)
+    }
+
+    /// As [`Lab::transfer`], paced to `rate` bytes per second.
+    pub fn transfer_at(
+        &self,
+        from_hub: bool,
+        bytes: u64,
+        rate: Option<u64>,
+    ) -> (String, String, u64) {
+        self.transfer_with(0, from_hub, false, bytes, rate)
     }
 
     /// Stops renkei (SIGTERM, as systemd does) and waits for it.
@@ -557,32 +873,37 @@ secrets {{
         self.spawn_hub();
     }
 
-    /// Kills strongSwan outright (no deletes sent), as a power cut would.
+    /// Kills facility 0's strongSwan outright (no deletes sent), as a power
+    /// cut would.
     pub fn kill_charon(&mut self) {
-        if let Some(mut c) = self.charon.take() {
+        if let Some(mut c) = self.sites[0].charon.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// Whether the hub's kernel routes the facility's prefix.
+    /// Forgets every mapping of the NAT router, as a NAT reboot or timeout
+    /// would; facilities come back on new ports.
+    pub fn flush_nat(&self) {
+        let nat = self.nat_ns.as_deref().expect("a NAT lab");
+        must(Command::new("ip").args(["netns", "exec", nat, "conntrack", "-F"]));
+    }
+
+    /// Whether the hub's kernel routes facility 0's prefix.
     pub fn hub_route_present(&self) -> bool {
-        let out = run(Command::new("ip").args(["-n", &self.hub_ns, "route", "show", SITE_NET]));
+        let out =
+            run(Command::new("ip").args(["-n", &self.hub_ns, "route", "show", &self.sites[0].net]));
         !String::from_utf8_lossy(&out.stdout).trim().is_empty()
     }
 
-    /// Starts a ping between the inner addresses in the background.
+    /// Starts an IPv4 ping with facility 0 in the background.
     pub fn spawn_ping(&self, from_hub: bool, interval: &str, count: u32) -> Child {
-        let (ns, src, dst) = if from_hub {
-            (&self.hub_ns, HUB_INNER, SITE_INNER)
-        } else {
-            (&self.site_ns, SITE_INNER, HUB_INNER)
-        };
+        let (ns, src, dst) = self.endpoints(0, from_hub, false);
         Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                ns,
+                &ns,
                 "ping",
                 "-n",
                 "-q",
@@ -593,8 +914,8 @@ secrets {{
                 "-W",
                 "2",
                 "-I",
-                src,
-                dst,
+                &src,
+                &dst,
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -645,16 +966,21 @@ impl Drop for Lab {
         if let Some(mut c) = self.hub.take() {
             terminate(&mut c);
         }
-        if let Some(mut c) = self.charon.take() {
-            terminate(&mut c);
+        for s in &mut self.sites {
+            if let Some(mut c) = s.charon.take() {
+                terminate(&mut c);
+            }
         }
         // Anything left in the namespaces (e.g. a transfer helper) goes too.
-        for ns in [&self.hub_ns, &self.site_ns] {
-            let pids = run(Command::new("ip").args(["netns", "pids", ns]));
+        let mut namespaces = vec![self.hub_ns.clone()];
+        namespaces.extend(self.nat_ns.clone());
+        namespaces.extend(self.sites.iter().map(|s| s.ns.clone()));
+        for ns in namespaces {
+            let pids = run(Command::new("ip").args(["netns", "pids", &ns]));
             for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
             }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
         if std::env::var_os("RENKEI_KEEP_LAB").is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -76,16 +76,16 @@ pub(crate) fn bind(state: &Path) -> Result<tokio::net::UnixListener> {
 /// Accepts connections and hands each request to the control loop.
 pub(crate) async fn serve(
     listener: tokio::net::UnixListener,
-    tx: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+    tx: mpsc::Sender<(Request, u32, oneshot::Sender<Response>)>,
 ) {
     let own_uid = own_uid();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let allowed = stream
-            .peer_cred()
-            .is_ok_and(|c| c.uid() == own_uid || c.uid() == 0);
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let allowed = uid.is_some_and(|u| u == own_uid || u == 0);
+        let uid = uid.unwrap_or(u32::MAX);
         let tx = tx.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
@@ -97,7 +97,7 @@ pub(crate) async fn serve(
                     match serde_json::from_str::<Request>(&line) {
                         Ok(req) => {
                             let (otx, orx) = oneshot::channel();
-                            if tx.send((req, otx)).await.is_err() {
+                            if tx.send((req, uid, otx)).await.is_err() {
                                 return;
                             }
                             orx.await

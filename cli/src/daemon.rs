@@ -37,6 +37,8 @@ pub(crate) struct ServeOptions {
     pub(crate) retransmit_timeout: Duration,
     /// Transmissions of a request before the facility is given up.
     pub(crate) retransmit_tries: u32,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub(crate) metrics: Option<SocketAddr>,
 }
 
 struct Datagram {
@@ -59,6 +61,7 @@ struct PeerStatus {
     child_rekeys: u64,
     ike_rekeys: u64,
     last_rekey: Option<String>,
+    handshakes: u64,
 }
 
 struct ChildStatus {
@@ -91,6 +94,7 @@ struct Hub {
     routes: HashMap<(IpAddr, u8), usize>,
     state: PathBuf,
     started: String,
+    audit: crate::audit::Writer,
 }
 
 fn bind_udp(ip: IpAddr, port: u16) -> Result<UdpSocket> {
@@ -224,8 +228,15 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
             }
         });
     }
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(64);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
     let listener = control::bind(&opts.state)?;
+    if let Some(addr) = opts.metrics {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics: binding {addr}"))?;
+        info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
+    }
     tokio::spawn(control::serve(listener, ctl_tx));
 
     let mut hub = Hub {
@@ -240,7 +251,13 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
         routes: HashMap::new(),
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
+        audit: crate::audit::Writer::start(&opts.state),
     };
+    hub.audit.record(
+        &crate::audit::actor(),
+        "hub.start",
+        json!({ "listen": opts.listen, "tun": hub.tun.name(), "facilities": hub.peers.len() }),
+    );
     let now = Instant::now();
     for p in hub.peers.values() {
         if p.enabled && p.start {
@@ -283,8 +300,8 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 hub.endpoint.handle_timeout(Instant::now());
             }
-            Some((req, reply)) = ctl_rx.recv() => {
-                let resp = hub.handle_request(req);
+            Some((req, uid, reply)) = ctl_rx.recv() => {
+                let resp = hub.handle_request(req, uid);
                 let _ = reply.send(resp);
             }
             _ = tick.tick() => hub.check_byte_lifetimes(Instant::now()),
@@ -293,6 +310,8 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
         }
     }
     info!("shutting down: deleting IKE SAs");
+    hub.audit
+        .record(&crate::audit::actor(), "hub.stop", json!({}));
     hub.endpoint.close_all(Instant::now());
     hub.flush().await;
     dataplane.stop();
@@ -392,6 +411,8 @@ impl Hub {
 
     fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
+        let (kind, details) = audit_record(&event);
+        self.audit.record("renkei", kind, details);
         match event {
             Event::PeerMoved {
                 peer,
@@ -434,6 +455,7 @@ impl Hub {
                 st.ike_suite = Some(suite.to_string());
                 st.ike_sa = Some(ike_sa);
                 st.last_error = None;
+                st.handshakes += 1;
                 if let Some(r) = self.reconnect.get_mut(&peer) {
                     r.backoff = RECONNECT_MIN;
                     r.at = Instant::now() + RECONNECT_MAX;
@@ -604,8 +626,21 @@ impl Hub {
         out
     }
 
-    fn handle_request(&mut self, req: Request) -> Response {
+    fn handle_request(&mut self, req: Request, uid: u32) -> Response {
         let now = Instant::now();
+        let who = crate::audit::user(uid);
+        match &req {
+            Request::SaUp { name } => {
+                self.audit
+                    .record(&who, "sa.up_requested", json!({ "facility": name }))
+            }
+            Request::SaDown { name } => {
+                self.audit
+                    .record(&who, "sa.down_requested", json!({ "facility": name }))
+            }
+            Request::Reload => self.audit.record(&who, "hub.reload", json!({})),
+            Request::Ping | Request::Status => {}
+        }
         match req {
             Request::Ping => Response::ok(json!("pong")),
             Request::Status => Response::ok(self.status_json()),
@@ -690,6 +725,18 @@ impl Hub {
     }
 
     fn status_json(&self) -> Value {
+        // When each facility last answered, as wall-clock time.
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        let last_heard: HashMap<String, String> = self
+            .endpoint
+            .status()
+            .into_iter()
+            .filter_map(|s| {
+                let at = wall.checked_sub(now.saturating_duration_since(s.last_received?))?;
+                let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+                Some((s.peer?, crate::registry::rfc3339(secs)))
+            })
+            .collect();
         let mut facilities = Vec::new();
         let mut names: Vec<&String> = self.peers.keys().collect();
         names.sort();
@@ -725,6 +772,8 @@ impl Hub {
                 "packets_out": counters.packets_out,
                 "drops": counters.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "auth_failures": st.map_or(0, |s| s.auth_failures),
+                "handshakes": st.map_or(0, |s| s.handshakes),
+                "last_heard": last_heard.get(name.as_str()).cloned(),
                 "child_rekeys": st.map_or(0, |s| s.child_rekeys),
                 "ike_rekeys": st.map_or(0, |s| s.ike_rekeys),
                 "last_rekey": st.and_then(|s| s.last_rekey.clone()),
@@ -743,6 +792,83 @@ impl Hub {
             },
             "facilities": facilities,
         })
+    }
+}
+
+/// What the audit log keeps of an IKE event (never keys).
+fn audit_record(event: &Event) -> (&'static str, Value) {
+    match event {
+        Event::IkeSaUp {
+            ike_sa,
+            peer,
+            remote,
+            suite,
+            initiator,
+            remote_behind_nat,
+        } => (
+            "sa.ike_up",
+            json!({ "facility": peer, "ike_sa": ike_sa.to_string(), "remote": remote.to_string(), "suite": suite.to_string(), "hub_initiated": initiator, "behind_nat": remote_behind_nat }),
+        ),
+        Event::ChildSaUp {
+            peer,
+            child,
+            rekey_of,
+            ..
+        } => (
+            "sa.child_up",
+            json!({
+                "facility": peer,
+                "spi_in": format!("{:08x}", child.spi_in),
+                "spi_out": format!("{:08x}", child.spi_out),
+                "suite": child.suite.to_string(),
+                "local_ts": ike::ts::describe(&child.local_ts),
+                "remote_ts": ike::ts::describe(&child.remote_ts),
+                "rekey_of": rekey_of.map(|s| format!("{s:08x}")),
+            }),
+        ),
+        Event::ChildSaDown {
+            peer,
+            spi_in,
+            spi_out,
+            ..
+        } => (
+            "sa.child_down",
+            json!({ "facility": peer, "spi_in": format!("{spi_in:08x}"), "spi_out": format!("{spi_out:08x}") }),
+        ),
+        Event::IkeSaDown {
+            ike_sa,
+            peer,
+            reason,
+        } => (
+            "sa.ike_down",
+            json!({ "facility": peer, "ike_sa": ike_sa.to_string(), "reason": reason }),
+        ),
+        Event::IkeSaRekeyed {
+            old,
+            new,
+            peer,
+            suite,
+        } => (
+            "sa.ike_rekeyed",
+            json!({ "facility": peer, "old": old.to_string(), "new": new.to_string(), "suite": suite.to_string() }),
+        ),
+        Event::PeerMoved { peer, remote, .. } => (
+            "sa.moved",
+            json!({ "facility": peer, "remote": remote.to_string() }),
+        ),
+        Event::Refused {
+            remote,
+            peer,
+            notify,
+            reason,
+        } => (
+            if *notify == ike::wire::NotifyType::AuthenticationFailed {
+                "refused.authentication"
+            } else {
+                "refused"
+            },
+            json!({ "facility": peer, "remote": remote.to_string(), "notify": notify.to_string(), "reason": reason }),
+        ),
     }
 }
 

@@ -7,8 +7,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod audit;
 mod control;
 mod daemon;
+mod export;
+mod metrics;
 mod registry;
 
 use anyhow::{bail, Result};
@@ -81,6 +84,9 @@ enum Command {
         /// before the facility is declared dead.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
         retransmit_tries: u32,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Live state of every facility, from the running hub.
     Status {
@@ -91,6 +97,44 @@ enum Command {
     /// Security associations of the running hub.
     #[command(subcommand)]
     Sa(SaCommand),
+    /// The append-only audit log of operator changes and tunnel events.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print a facility router's configuration, matching what the hub accepts.
+    Export {
+        /// The facility.
+        name: String,
+        /// Configuration format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Include the pre-shared key (otherwise a comment marks its place).
+        #[arg(long)]
+        with_secret: bool,
+    },
+    /// Every facility's configured and negotiated algorithms against the
+    /// CRYPTREC profile, with the end-of-2030 deadline for 112-bit ones.
+    Compliance {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check that no record was edited, removed or inserted; prints the
+    /// number of records and the head hash (keep it elsewhere to detect a
+    /// rewrite of the newest records).
+    Verify,
+    /// Print the newest records.
+    Show {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        tail: usize,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,15 +235,20 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) -> Result<()> {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log: {e}"))?;
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // Under systemd the journal stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     Ok(())
 }
 
@@ -219,9 +268,15 @@ fn run(cli: Cli) -> Result<()> {
                 &state,
                 &Hub {
                     id: id.clone(),
-                    public_addrs: public_addr,
-                    profile,
+                    public_addrs: public_addr.clone(),
+                    profile: profile.clone(),
                 },
+            )?;
+            audit::append(
+                &state,
+                &audit::actor(),
+                "hub.init",
+                json!({ "hub_id": id.to_string(), "public_addrs": public_addr, "profile": profile }),
             )?;
             println!("initialized hub {id} in {}", state.display());
             Ok(())
@@ -233,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             mtu,
             retransmit_timeout,
             retransmit_tries,
+            metrics,
         } => {
             init_logging(&cli.log)?;
             if !(0.1..=60.0).contains(&retransmit_timeout) {
@@ -250,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
                 mtu,
                 retransmit_timeout: std::time::Duration::from_secs_f64(retransmit_timeout),
                 retransmit_tries,
+                metrics,
             })
         }
         Command::Status { json } => {
@@ -296,7 +353,156 @@ fn run(cli: Cli) -> Result<()> {
             println!("closed {name}");
             Ok(())
         }
+        Command::Export {
+            name,
+            format,
+            with_secret,
+        } => {
+            let reg = Registry::open(&state)?;
+            let (hub, peer) = (reg.hub()?, reg.peer(&name)?);
+            let text = match format {
+                export::Format::Swanctl => export::swanctl(&hub, &peer, with_secret)?,
+            };
+            print!("{text}");
+            if with_secret {
+                audit::append(
+                    &state,
+                    &audit::actor(),
+                    "peer.export_secret",
+                    json!({ "name": name, "format": "swanctl" }),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Compliance { json } => {
+            let report = compliance(&state)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report["summary"].as_str().unwrap_or(""));
+                for f in report["facilities"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<22} {}",
+                        f["name"].as_str().unwrap_or(""),
+                        f["status"].as_str().unwrap_or(""),
+                        f["auth"].as_str().unwrap_or("")
+                    );
+                    for note in f["findings"].as_array().into_iter().flatten() {
+                        println!("    - {}", note.as_str().unwrap_or(""));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let v = audit::verify(&state)?;
+            println!("audit log intact: {} records, head {}", v.records, v.head);
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Show { tail, json }) => {
+            let text = std::fs::read_to_string(audit::path(&state)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(tail)..] {
+                if json {
+                    println!("{line}");
+                } else {
+                    let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                    println!(
+                        "{:>6} {} {:<24} {:<22} {}",
+                        v["seq"],
+                        v["time"].as_str().unwrap_or("?"),
+                        v["actor"].as_str().unwrap_or("?"),
+                        v["event"].as_str().unwrap_or("?"),
+                        v["details"]
+                    );
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// The end of 2030 (2031-01-01T00:00:00Z): 112-bit security (MODP-2048,
+/// RSA-2048) is acceptable until then under CRYPTREC's key-length criteria.
+const END_OF_2030: u64 = 1_924_992_000;
+
+/// The compliance report: configuration from the registry, negotiated
+/// suites from the running hub when there is one.
+fn compliance(state: &std::path::Path) -> Result<Value> {
+    let reg = Registry::open(state)?;
+    let live = control::request(state, &Request::Status).ok();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days_left = END_OF_2030.saturating_sub(now) / 86_400;
+    let mut facilities = Vec::new();
+    let (mut ok, mut until_2030, mut bad) = (0, 0, 0);
+    for p in reg.peers()? {
+        let mut findings = Vec::new();
+        let mut level = 0; // 0 compliant, 1 until 2030, 2 non-compliant
+        if p.ike.weak_groups().contains(&ike::wire::KeId::Modp2048) {
+            findings.push(format!("IKE proposals allow MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
+            level = level.max(1);
+        }
+        if p.esp.weak_groups().contains(&ike::wire::KeId::Modp2048) {
+            findings.push(format!("ESP PFS allows MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
+            level = level.max(1);
+        }
+        let f = live.as_ref().and_then(|l| {
+            l["facilities"]
+                .as_array()?
+                .iter()
+                .find(|f| f["name"] == p.name.as_str())
+                .cloned()
+        });
+        let negotiated_ike = f
+            .as_ref()
+            .and_then(|f| f["ike_suite"].as_str().map(str::to_string));
+        let negotiated_esp: Vec<String> = f
+            .as_ref()
+            .and_then(|f| f["child_sas"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["suite"].as_str().map(str::to_string))
+            .collect();
+        for suite in negotiated_ike.iter().chain(negotiated_esp.iter()) {
+            if suite.contains("modp2048") {
+                findings.push(format!("negotiated {suite}: MODP-2048 is 112-bit, acceptable until 2030-12-31 ({days_left} days left)"));
+                level = level.max(1);
+            }
+            if suite.contains("x25519") {
+                findings.push(format!(
+                    "negotiated {suite}: X25519 is not on the CRYPTREC list"
+                ));
+                level = 2;
+            }
+        }
+        if now >= END_OF_2030 && level == 1 {
+            level = 2;
+        }
+        let status = ["compliant", "compliant until 2030", "non-compliant"][level];
+        match level {
+            0 => ok += 1,
+            1 => until_2030 += 1,
+            _ => bad += 1,
+        }
+        facilities.push(json!({
+            "name": p.name,
+            "status": status,
+            "auth": "pre-shared key (no certificate)",
+            "ike_proposals": p.ike.to_string(),
+            "esp_proposals": p.esp.to_string(),
+            "negotiated_ike": negotiated_ike,
+            "negotiated_esp": negotiated_esp,
+            "findings": findings,
+        }));
+    }
+    let summary = format!(
+        "CRYPTREC profile (LS-0001-2022): {ok} compliant, {until_2030} compliant only until 2030-12-31, {bad} non-compliant{}",
+        if live.is_none() { " (hub not running: configuration only)" } else { "" }
+    );
+    Ok(json!({ "profile": "cryptrec", "summary": summary, "facilities": facilities }))
 }
 
 /// Tells a running daemon to re-read the registry.
@@ -366,6 +572,11 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 dpd: a.dpd,
             })?;
             println!("added facility {} ({})", p.name, p.id);
+            let mut details = peer_json(&p);
+            if let Some(o) = details.as_object_mut() {
+                o.remove("warnings");
+            }
+            audit::append(state, &audit::actor(), "peer.add", details)?;
             for w in peer_json(&p)["warnings"].as_array().into_iter().flatten() {
                 println!("warning: {}", w.as_str().unwrap_or_default());
             }
@@ -422,16 +633,34 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
         PeerCommand::Remove { name } => {
             Registry::open(state)?.remove_peer(&name)?;
             println!("removed facility {name}");
+            audit::append(
+                state,
+                &audit::actor(),
+                "peer.remove",
+                json!({ "name": name }),
+            )?;
             notify_daemon(state);
         }
         PeerCommand::Disable { name } => {
             Registry::open(state)?.set_enabled(&name, false)?;
             println!("disabled facility {name}");
+            audit::append(
+                state,
+                &audit::actor(),
+                "peer.disable",
+                json!({ "name": name }),
+            )?;
             notify_daemon(state);
         }
         PeerCommand::Enable { name } => {
             Registry::open(state)?.set_enabled(&name, true)?;
             println!("enabled facility {name}");
+            audit::append(
+                state,
+                &audit::actor(),
+                "peer.enable",
+                json!({ "name": name }),
+            )?;
             notify_daemon(state);
         }
     }

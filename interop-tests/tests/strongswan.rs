@@ -145,3 +145,104 @@ fn wrong_psk_gives_authentication_failed_and_no_sa() {
         "the PSK never appears in the log"
     );
 }
+
+#[test]
+fn exported_swanctl_config_connects_unchanged() {
+    let lab = Lab::start(Facility::new(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        Role::SwanInitiates,
+    ));
+    let out = lab.renkei(&["export", "kyoto", "--format", "swanctl", "--with-secret"]);
+    assert!(out.status.success(), "{out:?}");
+    let conf = lab.dir.join("exported-swanctl.conf");
+    std::fs::write(&conf, &out.stdout).unwrap();
+    let loaded = lab.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "strongSwan loads the export: {}",
+        String::from_utf8_lossy(&loaded.stdout)
+    );
+    // start_action = start: strongSwan connects by itself once loaded.
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 56, 3));
+    assert!(lab.ping(true, 56, 3));
+    let without = lab.renkei(&["export", "kyoto", "--format", "swanctl"]);
+    assert!(!String::from_utf8_lossy(&without.stdout).contains(renkei_interop_tests::PSK));
+    let audit = std::fs::read_to_string(lab.dir.join("hub/audit.log")).unwrap();
+    assert!(
+        audit.contains("peer.export_secret"),
+        "exporting the secret is audited"
+    );
+}
+
+#[test]
+fn audit_log_metrics_and_compliance() {
+    let mut f = Facility::new(
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+        Role::SwanInitiates,
+    );
+    f.serve_args = vec!["--metrics".into(), "127.0.0.1:9810".into()];
+    let lab = Lab::start(f);
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 56, 3));
+    // Metrics, scraped inside the hub's namespace.
+    let scrape = renkei_interop_tests::must(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        &lab.hub_ns,
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/9810 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+    ]));
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    assert!(
+        scrape.contains("renkei_facility_up{facility=\"kyoto\"} 1"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("renkei_facility_handshakes_total{facility=\"kyoto\"} 1"),
+        "{scrape}"
+    );
+    // Compliance: MODP-2048 was negotiated and is flagged with its deadline.
+    let out = lab.renkei(&["compliance", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kyoto = &report["facilities"][0];
+    assert_eq!(kyoto["status"], "compliant until 2030", "{report}");
+    assert!(kyoto["negotiated_ike"]
+        .as_str()
+        .unwrap()
+        .contains("modp2048"));
+    assert!(kyoto["findings"].to_string().contains("2030-12-31"));
+    // Audit: the operator's setup and the tunnel's coming up, chained.
+    let status = lab.facility_status();
+    assert!(status["last_heard"].as_str().is_some(), "{status}");
+    let verify = lab.renkei(&["audit", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+    let audit = std::fs::read_to_string(lab.dir.join("hub/audit.log")).unwrap();
+    for event in [
+        "hub.init",
+        "peer.add",
+        "hub.start",
+        "sa.ike_up",
+        "sa.child_up",
+    ] {
+        assert!(
+            audit.contains(&format!("\"event\":\"{event}\"")),
+            "{event} missing"
+        );
+    }
+    assert!(
+        !audit.contains(renkei_interop_tests::PSK),
+        "no secret in the audit log"
+    );
+    // Tampering is caught.
+    std::fs::write(
+        lab.dir.join("hub/audit.log"),
+        audit.replacen("kyoto", "osaka", 1),
+    )
+    .unwrap();
+    assert!(!lab.renkei(&["audit", "verify"]).status.success());
+}

@@ -384,6 +384,9 @@ pub struct IkeSaStatus {
     pub suite: Option<IkeSuite>,
     /// Inbound/outbound SPIs of its Child SAs.
     pub children: Vec<(u32, u32)>,
+    /// When the facility was last heard from (any authenticated message,
+    /// including answers to liveness checks), once established.
+    pub last_received: Option<Instant>,
 }
 
 /// All IKE SAs of the hub.
@@ -523,6 +526,10 @@ impl Endpoint {
                     initiator: sa.initiator,
                     suite: sa.state.keys().map(|k| k.suite),
                     children,
+                    last_received: match &sa.state {
+                        State::Established(e) | State::Closing(e) => Some(e.last_received),
+                        _ => None,
+                    },
                 })
             })
             .collect();

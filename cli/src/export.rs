@@ -1,0 +1,94 @@
+//! `renkei export`: a facility router's configuration, generated from the
+//! registry so that it matches what the hub will accept.
+
+use crate::registry::{Hub, Peer};
+use anyhow::{bail, Result};
+use base64::Engine as _;
+use std::fmt::Write as _;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// strongSwan's swanctl.conf.
+    Swanctl,
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The facility's side of the tunnel as a complete swanctl.conf.
+pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> {
+    if hub.public_addrs.is_empty() {
+        bail!(
+            "public-addr: the hub has no public address (set it with `renkei init --public-addr`)"
+        );
+    }
+    let mut out = String::new();
+    let l = &p.lifetimes;
+    let _ = writeln!(
+        out,
+        "# swanctl.conf for facility '{}', exported by renkei {} from hub {}.",
+        p.name,
+        env!("CARGO_PKG_VERSION"),
+        hub.id
+    );
+    let _ = writeln!(out, "# Load with: swanctl --load-all --file <this file>");
+    let _ = writeln!(out, "connections {{");
+    let _ = writeln!(out, "  renkei-hub {{");
+    let _ = writeln!(out, "    version = 2");
+    let _ = writeln!(out, "    remote_addrs = {}", join(&hub.public_addrs));
+    let _ = writeln!(out, "    proposals = {}", p.ike);
+    let _ = writeln!(out, "    rekey_time = {}s", l.ike.as_secs());
+    let _ = writeln!(out, "    dpd_delay = {}s", l.dpd.as_secs());
+    let _ = writeln!(out, "    encap = yes");
+    let _ = writeln!(
+        out,
+        "    local {{\n      auth = psk\n      id = {}\n    }}",
+        p.id
+    );
+    let _ = writeln!(
+        out,
+        "    remote {{\n      auth = psk\n      id = {}\n    }}",
+        hub.id
+    );
+    let _ = writeln!(out, "    children {{");
+    let _ = writeln!(out, "      hub {{");
+    let _ = writeln!(out, "        local_ts = {}", join(&p.remote_ts));
+    let _ = writeln!(out, "        remote_ts = {}", join(&p.local_ts));
+    let _ = writeln!(out, "        esp_proposals = {}", p.esp);
+    let _ = writeln!(out, "        rekey_time = {}s", l.child.as_secs());
+    let _ = writeln!(out, "        dpd_action = restart");
+    let _ = writeln!(out, "        close_action = start");
+    // When the hub keeps the tunnel up itself, the facility only answers.
+    let _ = writeln!(
+        out,
+        "        start_action = {}",
+        if p.start { "none" } else { "start" }
+    );
+    let _ = writeln!(out, "      }}\n    }}\n  }}\n}}");
+    let _ = writeln!(
+        out,
+        "secrets {{\n  ike-renkei-hub {{\n    id-1 = {}\n    id-2 = {}",
+        p.id, hub.id
+    );
+    if with_secret {
+        // strongSwan takes any secret as base64 behind `0s`.
+        let _ = writeln!(
+            out,
+            "    secret = 0s{}",
+            base64::engine::general_purpose::STANDARD.encode(&p.psk[..])
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "    # secret = the pre-shared key given to the hub for this facility"
+        );
+        let _ = writeln!(out, "    # (or export with --with-secret)");
+    }
+    let _ = writeln!(out, "  }}\n}}");
+    Ok(out)
+}

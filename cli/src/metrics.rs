@@ -1,0 +1,224 @@
+//! The Prometheus text endpoint (`serve --metrics ADDR`), rendered from the
+//! same snapshot as `renkei status --json`.
+//!
+//! The HTTP side is a few lines by hand: one path, `GET /metrics`, bounded
+//! reads, `Connection: close` — a web framework would be far more surface
+//! than this needs.
+
+use crate::control::{Request, Response};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+type Requests = mpsc::Sender<(Request, u32, oneshot::Sender<Response>)>;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders the status snapshot in the Prometheus text format (0.0.4).
+pub(crate) fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let facilities = status["facilities"].as_array().cloned().unwrap_or_default();
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    family(
+        &mut out,
+        "renkei_facility_up",
+        "gauge",
+        "1 while the facility's tunnel is up.",
+    );
+    for f in &facilities {
+        let up = u8::from(f["state"] == "up");
+        let _ = writeln!(
+            out,
+            "renkei_facility_up{{facility=\"{}\"}} {up}",
+            f["name"].as_str().unwrap_or("")
+        );
+    }
+    for (metric, help, fields) in [
+        (
+            "renkei_facility_bytes_total",
+            "Inner bytes through the tunnel.",
+            [("in", "bytes_in"), ("out", "bytes_out")],
+        ),
+        (
+            "renkei_facility_packets_total",
+            "Packets through the tunnel.",
+            [("in", "packets_in"), ("out", "packets_out")],
+        ),
+    ] {
+        family(&mut out, metric, "counter", help);
+        for f in &facilities {
+            for (direction, field) in fields {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{facility=\"{}\",direction=\"{direction}\"}} {}",
+                    f["name"].as_str().unwrap_or(""),
+                    num(&f[field])
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "renkei_facility_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+    );
+    for f in &facilities {
+        for reason in esp::DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "renkei_facility_drops_total{{facility=\"{}\",reason=\"{}\"}} {}",
+                f["name"].as_str().unwrap_or(""),
+                reason.name(),
+                num(&f["drops"][reason.name()])
+            );
+        }
+    }
+    for (metric, help, field) in [
+        (
+            "renkei_facility_handshakes_total",
+            "IKE SAs established.",
+            "handshakes",
+        ),
+        (
+            "renkei_facility_auth_failures_total",
+            "Failed authentications.",
+            "auth_failures",
+        ),
+    ] {
+        family(&mut out, metric, "counter", help);
+        for f in &facilities {
+            let _ = writeln!(
+                out,
+                "{metric}{{facility=\"{}\"}} {}",
+                f["name"].as_str().unwrap_or(""),
+                num(&f[field])
+            );
+        }
+    }
+    family(
+        &mut out,
+        "renkei_facility_rekeys_total",
+        "counter",
+        "Rekeys, by kind of SA.",
+    );
+    for f in &facilities {
+        for (kind, field) in [("child", "child_rekeys"), ("ike", "ike_rekeys")] {
+            let _ = writeln!(
+                out,
+                "renkei_facility_rekeys_total{{facility=\"{}\",kind=\"{kind}\"}} {}",
+                f["name"].as_str().unwrap_or(""),
+                num(&f[field])
+            );
+        }
+    }
+    family(
+        &mut out,
+        "renkei_unattributed_drops_total",
+        "counter",
+        "Packets dropped before a facility was known, by reason.",
+    );
+    for reason in esp::DropReason::ALL {
+        let _ = writeln!(
+            out,
+            "renkei_unattributed_drops_total{{reason=\"{}\"}} {}",
+            reason.name(),
+            num(&status["hub"]["unattributed_drops"][reason.name()])
+        );
+    }
+    family(&mut out, "renkei_ike_sas", "gauge", "IKE SAs.");
+    let _ = writeln!(out, "renkei_ike_sas {}", num(&status["hub"]["ike_sas"]));
+    family(
+        &mut out,
+        "renkei_child_sas",
+        "gauge",
+        "Child SAs installed.",
+    );
+    let _ = writeln!(out, "renkei_child_sas {}", num(&status["hub"]["child_sas"]));
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the daemon stops.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => len += n,
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let (status, body) =
+                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                    let (tx, rx) = oneshot::channel();
+                    let body = match requests.send((Request::Status, 0, tx)).await {
+                        Ok(()) => rx.await.ok().and_then(|r| r.data).map(|d| render(&d)),
+                        Err(_) => None,
+                    };
+                    match body {
+                        Some(b) => ("200 OK", b),
+                        None => ("503 Service Unavailable", "shutting down\n".to_string()),
+                    }
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_string())
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_every_family() {
+        let status = json!({
+            "hub": { "ike_sas": 1, "child_sas": 1, "unattributed_drops": { "no_sa": 4 } },
+            "facilities": [{ "name": "kyoto", "state": "up", "bytes_in": 10, "bytes_out": 20, "packets_in": 1, "packets_out": 2,
+                             "drops": { "replay": 3 }, "handshakes": 1, "auth_failures": 0, "child_rekeys": 5, "ike_rekeys": 1 }]
+        });
+        let text = render(&status);
+        for line in [
+            "renkei_facility_up{facility=\"kyoto\"} 1",
+            "renkei_facility_bytes_total{facility=\"kyoto\",direction=\"out\"} 20",
+            "renkei_facility_drops_total{facility=\"kyoto\",reason=\"replay\"} 3",
+            "renkei_facility_drops_total{facility=\"kyoto\",reason=\"policy\"} 0",
+            "renkei_facility_rekeys_total{facility=\"kyoto\",kind=\"child\"} 5",
+            "renkei_unattributed_drops_total{reason=\"no_sa\"} 4",
+            "renkei_ike_sas 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        // Every sample belongs to a declared family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} undeclared"
+            );
+        }
+    }
+}

@@ -70,7 +70,6 @@ struct ChildStatus {
     suite: String,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
-    routes: Vec<(IpAddr, u8)>,
 }
 
 struct Reconnect {
@@ -92,6 +91,8 @@ struct Hub {
     reconnect: HashMap<String, Reconnect>,
     /// Routes installed, with how many Child SAs need each.
     routes: HashMap<(IpAddr, u8), usize>,
+    /// The routes each installed Child SA (by inbound SPI) needs.
+    child_routes: HashMap<u32, Vec<(IpAddr, u8)>>,
     state: PathBuf,
     started: String,
     audit: crate::audit::Writer,
@@ -249,6 +250,7 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
         status: HashMap::new(),
         reconnect: HashMap::new(),
         routes: HashMap::new(),
+        child_routes: HashMap::new(),
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
@@ -561,6 +563,7 @@ impl Hub {
                 routes.push((addr, len));
             }
         }
+        self.child_routes.insert(child.spi_in, routes);
         let st = self.status.entry(peer.to_string()).or_default();
         st.children.push(ChildStatus {
             spi_in: child.spi_in,
@@ -568,20 +571,15 @@ impl Hub {
             suite: child.suite.to_string(),
             local_ts: child.local_ts,
             remote_ts: child.remote_ts,
-            routes,
         });
     }
 
     fn remove_child(&mut self, peer: &str, spi_in: u32, spi_out: u32) {
         self.table.remove(spi_in, spi_out);
-        let Some(st) = self.status.get_mut(peer) else {
-            return;
-        };
-        let Some(i) = st.children.iter().position(|c| c.spi_in == spi_in) else {
-            return;
-        };
-        let child = st.children.remove(i);
-        for key in child.routes {
+        if let Some(st) = self.status.get_mut(peer) {
+            st.children.retain(|c| c.spi_in != spi_in);
+        }
+        for key in self.child_routes.remove(&spi_in).unwrap_or_default() {
             if let Some(count) = self.routes.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
@@ -699,10 +697,29 @@ impl Hub {
             if !p.enabled {
                 continue;
             }
-            let is_new = !self.peers.get(name).is_some_and(|old| old.enabled);
+            let old = self.peers.get(name).filter(|old| old.enabled);
+            let is_new = old.is_none();
+            let restart = old.is_some_and(|old| old.tunnel_differs(p));
             if let Err(e) = self.endpoint.set_peer(p.to_config()) {
                 warn!(peer = %name, "cannot apply: {e}");
                 continue;
+            }
+            if restart {
+                // Its tunnel was made under the old settings: renew it.
+                info!(peer = %name, "facility changed; restarting its tunnel");
+                for id in self.endpoint.ike_sas_of(name) {
+                    self.endpoint.close(now, id);
+                }
+                changed.push(json!({ "name": name, "action": "changed" }));
+                if p.start {
+                    self.reconnect.insert(
+                        name.clone(),
+                        Reconnect {
+                            at: now + RECONNECT_MIN,
+                            backoff: RECONNECT_MIN,
+                        },
+                    );
+                }
             }
             if is_new {
                 changed.push(json!({ "name": name, "action": "added" }));

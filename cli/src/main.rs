@@ -152,6 +152,10 @@ enum PeerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a facility; options not given keep their values. A change to
+    /// identity, key, selectors, address or proposals restarts its tunnel;
+    /// lifetimes apply to its next SAs. Other facilities are not touched.
+    Set(Box<PeerSet>),
     /// Remove a facility (its tunnel is torn down).
     Remove { name: String },
     /// Disable a facility (its tunnel is torn down and refused).
@@ -205,6 +209,51 @@ struct PeerAdd {
     #[arg(long, value_name = "BYTES")]
     child_bytes: Option<u64>,
     /// Check the facility's liveness after this many silent seconds (default 30).
+    #[arg(long, value_name = "SECS")]
+    dpd: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct PeerSet {
+    /// The facility to change.
+    name: String,
+    /// A new identity.
+    #[arg(long)]
+    id: Option<String>,
+    /// A new pre-shared key file.
+    #[arg(long)]
+    psk_file: Option<PathBuf>,
+    /// New prefixes of the facility.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    remote_ts: Option<String>,
+    /// New hub-side prefixes.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    local_ts: Option<String>,
+    /// A new address of the facility.
+    #[arg(long)]
+    remote_addr: Option<String>,
+    /// Initiate and keep the tunnel up.
+    #[arg(long, conflicts_with = "no_start")]
+    start: bool,
+    /// Stop initiating; wait for the facility.
+    #[arg(long)]
+    no_start: bool,
+    /// New IKE proposals.
+    #[arg(long, value_name = "PROPOSALS")]
+    ike: Option<String>,
+    /// New ESP proposals.
+    #[arg(long, value_name = "PROPOSALS")]
+    esp: Option<String>,
+    /// New IKE SA lifetime in seconds.
+    #[arg(long, value_name = "SECS")]
+    ike_lifetime: Option<u64>,
+    /// New Child SA lifetime in seconds.
+    #[arg(long, value_name = "SECS")]
+    child_lifetime: Option<u64>,
+    /// New Child SA byte lifetime.
+    #[arg(long, value_name = "BYTES")]
+    child_bytes: Option<u64>,
+    /// New liveness-check interval in seconds.
     #[arg(long, value_name = "SECS")]
     dpd: Option<u64>,
 }
@@ -570,6 +619,7 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 child_lifetime: a.child_lifetime,
                 child_bytes: a.child_bytes,
                 dpd: a.dpd,
+                no_start: false,
             })?;
             println!("added facility {} ({})", p.name, p.id);
             let mut details = peer_json(&p);
@@ -629,6 +679,38 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                     println!("{k:<12} {shown}");
                 }
             }
+        }
+        PeerCommand::Set(c) => {
+            let mut reg = Registry::open(state)?;
+            let p = reg.change_peer(
+                &c.name,
+                &NewPeer {
+                    name: c.name.clone(),
+                    id: c.id.clone().unwrap_or_default(),
+                    psk_file: c.psk_file.clone(),
+                    cert: false,
+                    remote_ts: c.remote_ts.clone().unwrap_or_default(),
+                    local_ts: c.local_ts.clone(),
+                    remote_addr: c.remote_addr.clone(),
+                    start: c.start,
+                    no_start: c.no_start,
+                    ike: c.ike.clone(),
+                    esp: c.esp.clone(),
+                    ike_lifetime: c.ike_lifetime,
+                    child_lifetime: c.child_lifetime,
+                    child_bytes: c.child_bytes,
+                    dpd: c.dpd,
+                },
+            )?;
+            println!("changed facility {}", p.name);
+            let mut details = peer_json(&p);
+            if let Some(o) = details.as_object_mut() {
+                o.remove("warnings");
+                o.insert("psk_changed".into(), json!(c.psk_file.is_some()));
+            }
+            audit::append(state, &audit::actor(), "peer.change", details)?;
+            drop(reg);
+            notify_daemon(state);
         }
         PeerCommand::Remove { name } => {
             Registry::open(state)?.remove_peer(&name)?;

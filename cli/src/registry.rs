@@ -89,6 +89,18 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
+    /// Whether a tunnel made under `self` would differ under `other`
+    /// (identity, key, selectors, address or proposals; not lifetimes).
+    pub(crate) fn tunnel_differs(&self, other: &Peer) -> bool {
+        self.id != other.id
+            || *self.psk != *other.psk
+            || self.remote_ts != other.remote_ts
+            || self.local_ts != other.local_ts
+            || self.remote_addr != other.remote_addr
+            || self.ike != other.ike
+            || self.esp != other.esp
+    }
+
     /// The IKE layer's view of this facility.
     pub(crate) fn to_config(&self) -> ike::PeerConfig {
         ike::PeerConfig {
@@ -122,6 +134,8 @@ pub(crate) struct NewPeer {
     pub(crate) child_lifetime: Option<u64>,
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
+    /// For changes: stop initiating.
+    pub(crate) no_start: bool,
 }
 
 pub(crate) struct Registry {
@@ -268,6 +282,59 @@ impl Registry {
 
     /// Validates and stores a facility. Refused input changes nothing.
     pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+        self.store_peer(new, None)
+    }
+
+    /// Changes a facility: `change` holds the new values, `None` keeping
+    /// the stored ones. Validated like `add_peer`; refused input changes
+    /// nothing.
+    pub(crate) fn change_peer(&mut self, name: &str, change: &NewPeer) -> Result<Peer> {
+        let old = self.peer(name)?;
+        let join = |v: &[Subnet]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let merged = NewPeer {
+            name: old.name.clone(),
+            id: if change.id.is_empty() {
+                old.id.to_string()
+            } else {
+                change.id.clone()
+            },
+            psk_file: change.psk_file.clone(),
+            cert: change.cert,
+            remote_ts: if change.remote_ts.is_empty() {
+                join(&old.remote_ts)
+            } else {
+                change.remote_ts.clone()
+            },
+            local_ts: change
+                .local_ts
+                .clone()
+                .or_else(|| Some(join(&old.local_ts))),
+            remote_addr: change
+                .remote_addr
+                .clone()
+                .or_else(|| old.remote_addr.map(|a| a.to_string())),
+            start: change.start || (old.start && !change.no_start),
+            no_start: false,
+            ike: change.ike.clone().or_else(|| Some(old.ike.to_string())),
+            esp: change.esp.clone().or_else(|| Some(old.esp.to_string())),
+            ike_lifetime: change.ike_lifetime.or(Some(old.lifetimes.ike.as_secs())),
+            child_lifetime: change
+                .child_lifetime
+                .or(Some(old.lifetimes.child.as_secs())),
+            child_bytes: change.child_bytes.or(old.lifetimes.child_bytes),
+            dpd: change.dpd.or(Some(old.lifetimes.dpd.as_secs())),
+        };
+        self.store_peer(&merged, Some(old.psk.clone()))
+    }
+
+    /// Inserts a new facility, or with `keep_psk` replaces an existing one
+    /// (whose PSK stays unless a new PSK file is given).
+    fn store_peer(&mut self, new: &NewPeer, keep_psk: Option<Zeroizing<Vec<u8>>>) -> Result<Peer> {
         check_name(&new.name)?;
         let id = Identity::parse(&new.id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
         if new.cert {
@@ -275,9 +342,11 @@ impl Registry {
                 "cert: certificate authentication is not available in this version; use --psk-file"
             );
         }
-        let psk = match &new.psk_file {
-            Some(p) => read_psk(p)?,
-            None => bail!("psk-file: a pre-shared key file is required (--psk-file FILE)"),
+        let replacing = keep_psk.is_some();
+        let psk = match (&new.psk_file, keep_psk) {
+            (Some(p), _) => read_psk(p)?,
+            (None, Some(kept)) => kept,
+            (None, None) => bail!("psk-file: a pre-shared key file is required (--psk-file FILE)"),
         };
         let remote_ts =
             parse_subnets(&new.remote_ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))?;
@@ -326,20 +395,27 @@ impl Registry {
             })
             .optional()?
             .is_some()
+            != replacing
         {
+            if replacing {
+                bail!("name: no facility named '{}'", new.name);
+            }
             bail!("name: facility '{}' already exists", new.name);
         }
         if let Some(other) = tx
             .query_row(
-                "SELECT name FROM peers WHERE identity = ?1",
-                [id.to_string()],
+                "SELECT name FROM peers WHERE identity = ?1 AND name != ?2",
+                [id.to_string(), new.name.clone()],
                 |r| r.get::<_, String>(0),
             )
             .optional()?
         {
             bail!("id: identity {id} already belongs to facility '{other}'");
         }
-        for p in Self::load_peers(&tx)? {
+        for p in Self::load_peers(&tx)?
+            .into_iter()
+            .filter(|p| p.name != new.name)
+        {
             for mine in &remote_ts {
                 if let Some(theirs) = p.remote_ts.iter().find(|t| t.overlaps(mine)) {
                     bail!("remote-ts: {mine} overlaps {theirs} of facility '{}' (its traffic would be routed to this one)", p.name);
@@ -353,6 +429,30 @@ impl Registry {
                 .join(",")
         };
         let created = now_rfc3339();
+        if replacing {
+            tx.execute(
+                "UPDATE peers SET identity = ?2, psk = ?3, remote_ts = ?4, local_ts = ?5, remote_addr = ?6, start = ?7,
+                                  ike = ?8, esp = ?9, ike_lifetime = ?10, child_lifetime = ?11, child_bytes = ?12, dpd = ?13
+                 WHERE name = ?1",
+                params![
+                    new.name,
+                    id.to_string(),
+                    &psk[..],
+                    join(&remote_ts),
+                    join(&local_ts),
+                    remote_addr.map(|a| a.to_string()),
+                    new.start,
+                    ike.to_string(),
+                    esp.to_string(),
+                    ike_lifetime,
+                    child_lifetime,
+                    new.child_bytes,
+                    dpd
+                ],
+            )?;
+            tx.commit()?;
+            return self.peer(&new.name);
+        }
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
                                 ike_lifetime, child_lifetime, child_bytes, dpd)
@@ -688,6 +788,93 @@ mod tests {
         assert_eq!(mode, 0o600);
         reg.remove_peer("kyoto").unwrap();
         assert!(reg.remove_peer("kyoto").is_err());
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn changes_are_validated_like_additions() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        for (name, id, ts) in [
+            ("kyoto", "kyoto.example", "198.51.100.0/26"),
+            ("osaka", "osaka.example", "198.51.100.64/26"),
+        ] {
+            reg.add_peer(&NewPeer {
+                name: name.into(),
+                id: id.into(),
+                psk_file: Some(psk.clone()),
+                remote_ts: ts.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // Narrowing its own prefix is fine; taking another facility's is not.
+        let p = reg
+            .change_peer(
+                "osaka",
+                &NewPeer {
+                    remote_ts: "198.51.100.64/27".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.remote_ts[0].to_string(), "198.51.100.64/27");
+        assert_eq!(&p.psk[..], b"0123456789abcdef0123", "the key is kept");
+        let before = reg.peer("osaka").unwrap();
+        for (change, expect) in [
+            (
+                NewPeer {
+                    remote_ts: "198.51.100.0/25".into(),
+                    ..Default::default()
+                },
+                "overlaps",
+            ),
+            (
+                NewPeer {
+                    id: "kyoto.example".into(),
+                    ..Default::default()
+                },
+                "already belongs",
+            ),
+            (
+                NewPeer {
+                    esp: Some("3des-sha1".into()),
+                    ..Default::default()
+                },
+                "CRYPTREC",
+            ),
+            (
+                NewPeer {
+                    dpd: Some(1),
+                    ..Default::default()
+                },
+                "dpd",
+            ),
+        ] {
+            let err = reg.change_peer("osaka", &change).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+            let after = reg.peer("osaka").unwrap();
+            assert!(
+                !before.tunnel_differs(&after) && before.lifetimes == after.lifetimes,
+                "unchanged after: {err}"
+            );
+        }
+        assert!(reg.change_peer("nagoya", &NewPeer::default()).is_err());
+        let p = reg
+            .change_peer(
+                "osaka",
+                &NewPeer {
+                    child_lifetime: Some(28800),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(
+            !before.tunnel_differs(&p),
+            "a lifetime change does not restart the tunnel"
+        );
         std::fs::remove_dir_all(&state).unwrap();
     }
 

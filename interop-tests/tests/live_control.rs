@@ -1,0 +1,120 @@
+//! Operators change the running hub: facility A's traffic goes on without a
+//! lost packet while facility B is changed, disabled, enabled and removed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use renkei_interop_tests::{Facility, Lab, Role, Topology};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn other_facilities_are_untouched_by_changes() {
+    let swan = || {
+        Facility::new(
+            "aes256gcm16-prfsha256-ecp256",
+            "aes256gcm16",
+            Role::SwanInitiates,
+        )
+    };
+    let lab = Lab::start_sites(Topology::Nat, vec![swan(), swan()]);
+    assert!(lab.swan_initiate_of(0));
+    assert!(lab.swan_initiate_of(1));
+    lab.wait_up_of(0, Duration::from_secs(30));
+    lab.wait_up_of(1, Duration::from_secs(30));
+    let kyoto_before = lab.status_of("kyoto");
+
+    // Facility A (kyoto) pings the hub 20 times a second throughout.
+    let (ns, src) = (lab.sites[0].ns.clone(), lab.sites[0].inner.clone());
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.05",
+            "-c",
+            "300",
+            "-W",
+            "2",
+            "-I",
+            &src,
+            renkei_interop_tests::HUB_INNER,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let step = |args: &[&str]| {
+        let out = lab.renkei(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("applied to the running hub"),
+            "{args:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    // A lifetime change leaves B's tunnel alone…
+    step(&["peer", "set", "osaka", "--child-lifetime", "600"]);
+    assert_eq!(lab.status_of("osaka")["state"], "up");
+    // …a selector change restarts it (narrowed to its new prefix)…
+    step(&["peer", "set", "osaka", "--remote-ts", "198.51.100.64/27"]);
+    assert!(lab.swan_initiate_of(1));
+    lab.wait_up_of(1, Duration::from_secs(30));
+    assert_eq!(
+        lab.status_of("osaka")["child_sas"][0]["remote_ts"],
+        "198.51.100.64/27"
+    );
+    // …disabling takes it down and refuses it…
+    step(&["peer", "disable", "osaka"]);
+    assert_eq!(lab.status_of("osaka")["state"], "disabled");
+    assert!(!lab.swan_initiate_of(1), "a disabled facility is refused");
+    step(&["peer", "enable", "osaka"]);
+    assert!(lab.swan_initiate_of(1));
+    lab.wait_up_of(1, Duration::from_secs(30));
+    // …and removing it deletes its SAs and its route.
+    step(&["peer", "remove", "osaka"]);
+    assert!(lab.status()["facilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["name"] != "osaka"));
+    let routes = renkei_interop_tests::must(Command::new("ip").args([
+        "-n",
+        &lab.hub_ns,
+        "route",
+        "show",
+        "198.51.100.64/27",
+    ]));
+    assert!(routes.trim().is_empty(), "B's route is gone: {routes}");
+
+    let (sent, received) = Lab::ping_result(ping);
+    eprintln!(
+        "facility A: {received}/{sent} pings while B was changed, disabled, enabled and removed"
+    );
+    assert_eq!(sent, 300);
+    assert_eq!(received, sent, "facility A lost nothing");
+    let kyoto_after = lab.status_of("kyoto");
+    assert_eq!(kyoto_after["state"], "up");
+    assert_eq!(
+        kyoto_after["since"], kyoto_before["since"],
+        "A's tunnel was never renewed"
+    );
+    assert_eq!(kyoto_after["child_sas"], kyoto_before["child_sas"]);
+    assert!(lab.renkei(&["audit", "verify"]).status.success());
+    let audit = std::fs::read_to_string(lab.dir.join("hub/audit.log")).unwrap();
+    for event in [
+        "peer.change",
+        "peer.disable",
+        "peer.enable",
+        "peer.remove",
+        "hub.reload",
+    ] {
+        assert!(
+            audit.contains(&format!("\"event\":\"{event}\"")),
+            "{event} audited"
+        );
+    }
+}

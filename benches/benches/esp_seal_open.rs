@@ -36,14 +36,16 @@ fn bench(c: &mut Criterion) {
                     seq += 1;
                     crypto
                         .seal(&mut buf, HEADROOM..HEADROOM + size, 1, seq, 4, &mut |iv| {
-                            iv.fill(seq as u8)
+                            iv.fill(seq as u8);
+                            Ok(())
                         })
                         .expect("seal")
                 })
             });
             let out = crypto
                 .seal(&mut buf, HEADROOM..HEADROOM + size, 1, 1, 4, &mut |iv| {
-                    iv.fill(1)
+                    iv.fill(1);
+                    Ok(())
                 })
                 .expect("seal");
             let sealed = buf[out].to_vec();

@@ -45,7 +45,7 @@ pub fn encapsulate<'a>(
     snapshot: &'a Snapshot,
     buf: &mut [u8],
     inner: Range<usize>,
-    iv_source: &mut dyn FnMut(&mut [u8]),
+    iv_source: &mut dyn FnMut(&mut [u8]) -> Result<(), DropReason>,
 ) -> Result<(Range<usize>, SocketAddr), Dropped<'a>> {
     let flow = Flow::parse(&buf[inner.clone()]).ok_or(dropped(DropReason::Malformed, None))?;
     let sa = snapshot
@@ -183,11 +183,10 @@ impl DataPlane {
 
 fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop: &AtomicBool) {
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET + TAILROOM];
-    let mut iv_source = |iv: &mut [u8]| {
-        if aws_lc_rs::rand::fill(iv).is_err() {
-            iv.fill(0);
-        }
-    };
+    let mut iv_source = |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
+    // One socket per address family, chosen once (not per packet).
+    let by_family = |v4: bool| sockets.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == v4)).cloned();
+    let (v4, v6) = (by_family(true), by_family(false));
     while !stop.load(Ordering::Relaxed) {
         let n = match tun.recv(&mut buf[HEADROOM..HEADROOM + MAX_PACKET], POLL_MS) {
             Ok(Some(n)) => n,
@@ -201,11 +200,8 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
         let snapshot = table.snapshot();
         match encapsulate(&snapshot, &mut buf, HEADROOM..HEADROOM + n, &mut iv_source) {
             Ok((range, remote)) => {
-                let socket = sockets.iter().find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == remote.is_ipv4())
-                });
-                let sent = socket.map(|s| s.send_to(&buf[range], remote));
+                let socket = if remote.is_ipv4() { &v4 } else { &v6 };
+                let sent = socket.as_ref().map(|s| s.send_to(&buf[range], remote));
                 if !matches!(sent, Some(Ok(_))) {
                     debug!(%remote, "ESP send failed: {sent:?}");
                     table.global.drop(DropReason::Io);
@@ -384,7 +380,10 @@ mod tests {
             &snap,
             &mut buf,
             HEADROOM..HEADROOM + packet.len(),
-            &mut |iv| iv.fill(7),
+            &mut |iv| {
+                iv.fill(7);
+                Ok(())
+            },
         )
         .map(|(r, _)| buf[r].to_vec())
         .map_err(|d| d.reason)
@@ -491,7 +490,8 @@ mod tests {
         let to = |hub: &SaTable, buf: &mut Vec<u8>| {
             let snap = hub.snapshot();
             encapsulate(&snap, buf, HEADROOM..HEADROOM + q.len(), &mut |iv| {
-                iv.fill(0)
+                iv.fill(0);
+                Ok(())
             })
             .map(|(_, r)| r)
             .unwrap()

@@ -200,7 +200,8 @@ impl SaCrypto {
     /// Seals the inner packet at `buf[inner]` into an ESP packet in place
     /// and returns its range. `inner.start` must be at least [`HEADROOM`]
     /// and `buf` must have [`TAILROOM`] bytes after `inner.end`.
-    /// `iv_source` feeds CBC IVs (which must be unpredictable).
+    /// `iv_source` feeds CBC IVs, which must be unpredictable: if it fails,
+    /// the packet is dropped rather than sent with a weak IV.
     pub fn seal(
         &self,
         buf: &mut [u8],
@@ -208,7 +209,7 @@ impl SaCrypto {
         spi: u32,
         seq: u64,
         next_header: u8,
-        iv_source: &mut dyn FnMut(&mut [u8]),
+        iv_source: &mut dyn FnMut(&mut [u8]) -> Result<(), DropReason>,
     ) -> Result<Range<usize>, DropReason> {
         let (iv_len, block, icv_len) = self.layout();
         let len = inner.len();
@@ -252,7 +253,7 @@ impl SaCrypto {
                 buf[ct.end..end].copy_from_slice(tag.as_ref());
             }
             Engine::AesCbc(k) => {
-                iv_source(&mut buf[iv.clone()]);
+                iv_source(&mut buf[iv.clone()])?;
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&buf[iv]);
                 k.enc
@@ -262,7 +263,7 @@ impl SaCrypto {
                 buf[ct.end..end].copy_from_slice(&tag.as_ref()[..k.integ.icv_len()]);
             }
             Engine::CamelliaCbc { key, mac, integ } => {
-                iv_source(&mut buf[iv.clone()]);
+                iv_source(&mut buf[iv.clone()])?;
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&buf[iv]);
                 camellia(key, &ivb, &mut buf[ct.clone()], true)?;
@@ -425,7 +426,8 @@ mod tests {
                         4,
                         &mut |iv| {
                             counter += 1;
-                            iv.fill(counter)
+                            iv.fill(counter);
+                            Ok(())
                         },
                     )
                     .unwrap();

@@ -185,7 +185,12 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET + TAILROOM];
     let mut iv_source = |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
     // One socket per address family, chosen once (not per packet).
-    let by_family = |v4: bool| sockets.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == v4)).cloned();
+    let by_family = |v4: bool| {
+        sockets
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == v4))
+            .cloned()
+    };
     let (v4, v6) = (by_family(true), by_family(false));
     while !stop.load(Ordering::Relaxed) {
         let n = match tun.recv(&mut buf[HEADROOM..HEADROOM + MAX_PACKET], POLL_MS) {

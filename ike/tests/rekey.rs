@@ -354,3 +354,30 @@ fn hub_follows_a_changed_nat_mapping() {
     p.assert_consistent();
     assert_eq!(downs(&p.hub) + downs(&p.site), 0);
 }
+
+#[test]
+fn corrupted_or_forged_messages_do_not_harm_an_established_sa() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, 10), lifetimes(LONG, LONG, LONG));
+    p.establish();
+    // Corrupt every byte of the site's next requests in turn (a rekey and
+    // liveness answers): the hub drops them and keeps the SA.
+    let spi = *p.site.live.keys().next().unwrap();
+    p.site.ep.rekey_child(p.now, spi).unwrap();
+    let t = p.site.ep.poll_transmit().unwrap();
+    let hub_addr = t.remote;
+    let from: std::net::SocketAddr = format!("{SITE}:4500").parse().unwrap();
+    for i in 4..t.contents.len() {
+        let mut m = t.contents.clone();
+        m[i] ^= 0x5a;
+        p.hub.ep.handle_datagram(p.now, from, hub_addr, &m);
+    }
+    while p.hub.ep.poll_transmit().is_some() {}
+    assert_eq!(p.hub.ep.status().len(), 1, "the SA survived");
+    // The genuine request still works, and so does everything after it.
+    p.hub.ep.handle_datagram(p.now, from, hub_addr, &t.contents);
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(120));
+    p.assert_consistent();
+    assert_eq!(rekeyed(&p.hub), 1);
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+}

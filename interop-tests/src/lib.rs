@@ -482,7 +482,7 @@ impl Lab {
             .arg(self.dir.join("hub"))
             .args([
                 "--log",
-                "debug",
+                "trace",
                 "serve",
                 "--listen",
                 self.hub_outer(),

@@ -1141,6 +1141,34 @@ impl Endpoint {
         sa.state = State::Gone;
     }
 
+    /// Opens a message on an established IKE SA: on success the facility
+    /// counts as alive and is followed to its address; on failure the SA's
+    /// state is put back untouched (a forged or corrupted message must not
+    /// harm the SA).
+    #[allow(clippy::too_many_arguments)]
+    fn open_established(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        mut est: Established,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(Established, Vec<Payload>), Error> {
+        match Self::decrypt(&est.keys, hdr, data) {
+            Ok(payloads) => {
+                est.last_received = now;
+                self.follow_peer(sa, &est, remote, local);
+                Ok((est, payloads))
+            }
+            Err(e) => {
+                sa.state = State::Established(est);
+                Err(e)
+            }
+        }
+    }
+
     /// After an authenticated message: a facility behind NAT whose mapping
     /// changed is followed to its new address (RFC 7296 §2.23).
     fn follow_peer(
@@ -2084,17 +2112,9 @@ impl Endpoint {
         local: SocketAddr,
         hdr: &HeaderRepr,
         data: &[u8],
-        mut est: Established,
+        est: Established,
     ) -> Result<(), Error> {
-        let payloads = match Self::decrypt(&est.keys, hdr, data) {
-            Ok(p) => p,
-            Err(e) => {
-                sa.state = State::Established(est);
-                return Err(e);
-            }
-        };
-        est.last_received = now;
-        self.follow_peer(sa, &est, remote, local);
+        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
         let mut delete_ike = false;
         let mut ours = Vec::new();
         let mut gone = Vec::new();

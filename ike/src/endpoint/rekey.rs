@@ -355,17 +355,9 @@ impl Endpoint {
         local: SocketAddr,
         hdr: &HeaderRepr,
         data: &[u8],
-        mut est: Established,
+        est: Established,
     ) -> Result<(), Error> {
-        let payloads = match Self::decrypt(&est.keys, hdr, data) {
-            Ok(p) => p,
-            Err(e) => {
-                sa.state = State::Established(est);
-                return Err(e);
-            }
-        };
-        est.last_received = now;
-        self.follow_peer(sa, &est, remote, local);
+        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
         let rekeys_ike = payloads
             .sa()
             .and_then(|v| v.first())
@@ -651,17 +643,9 @@ impl Endpoint {
         local: SocketAddr,
         hdr: &HeaderRepr,
         data: &[u8],
-        mut est: Established,
+        est: Established,
     ) -> Result<(), Error> {
-        let payloads = match Self::decrypt(&est.keys, hdr, data) {
-            Ok(p) => p,
-            Err(e) => {
-                sa.state = State::Established(est);
-                return Err(e);
-            }
-        };
-        est.last_received = now;
-        self.follow_peer(sa, &est, remote, local);
+        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
         let Some(pending) = sa.pending.take() else {
             sa.state = State::Established(est);
             return Ok(());

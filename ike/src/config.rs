@@ -33,6 +33,17 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Seed for the endpoint's CSPRNG (SPIs, nonces, key exchange, IVs).
     pub rng_seed: [u8; 32],
+    /// Half-open IKE SAs from which on IKE_SA_INIT requests must carry a
+    /// cookie (RFC 7296 §2.6): until then no state and no Diffie-Hellman
+    /// work is spent on a source that has not proven its address.
+    pub cookie_threshold: usize,
+    /// Half-open IKE SAs kept at most; requests beyond are dropped.
+    pub max_half_open: usize,
+    /// Half-open IKE SAs kept at most per source address.
+    pub max_half_open_per_ip: usize,
+    /// Unprotected error replies (to IKE_SA_INIT) sent per second at most,
+    /// so that the hub cannot be used to reflect traffic.
+    pub error_replies_per_sec: u32,
 }
 
 impl Config {
@@ -50,6 +61,10 @@ impl Config {
             half_open_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(20),
             rng_seed,
+            cookie_threshold: 50,
+            max_half_open: 20_000,
+            max_half_open_per_ip: 64,
+            error_replies_per_sec: 100,
         }
     }
 }

@@ -212,6 +212,7 @@ impl Timers {
 
 struct InitSent {
     ke: KeyExchange,
+    ke_public: Vec<u8>,
     nonce_i: Vec<u8>,
     message1: Vec<u8>,
     cookie: Option<Vec<u8>>,
@@ -340,7 +341,21 @@ struct IkeSa {
     encap: bool,
     remote_behind_nat: bool,
     last_sent: Instant,
+    /// A responder's entry in the half-open table, until IKE_AUTH.
+    half_open_key: Option<(SocketAddr, u64)>,
 }
+
+/// Secrets of stateless cookies (RFC 7296 §2.6), rotated so that a cookie
+/// is valid for at most two rotation periods.
+#[derive(Default)]
+struct CookieSecrets {
+    version: u8,
+    current: [u8; 32],
+    previous: [u8; 32],
+    rotate_at: Option<Instant>,
+}
+
+const COOKIE_ROTATION: Duration = Duration::from_secs(300);
 
 fn spi_pairs(children: &[ChildSa]) -> Vec<(u32, u32)> {
     children.iter().map(|c| (c.spi_in, c.spi_out)).collect()
@@ -396,6 +411,10 @@ pub struct Endpoint {
     by_id: HashMap<Identity, String>,
     sas: HashMap<u64, IkeSa>,
     half_open: HashMap<(SocketAddr, u64), u64>,
+    half_open_per_ip: HashMap<IpAddr, usize>,
+    cookies: CookieSecrets,
+    /// Token bucket of unprotected error replies: (tokens, last refill).
+    reply_tokens: (f64, Option<Instant>),
     child_spis: HashSet<u32>,
     rng: ChaCha20Rng,
     transmits: VecDeque<Transmit>,
@@ -433,6 +452,9 @@ impl Endpoint {
             by_id: HashMap::new(),
             sas: HashMap::new(),
             half_open: HashMap::new(),
+            half_open_per_ip: HashMap::new(),
+            cookies: CookieSecrets::default(),
+            reply_tokens: (0.0, None),
             child_spis: HashSet::new(),
             rng,
             transmits: VecDeque::new(),
@@ -592,8 +614,9 @@ impl Endpoint {
             encap: false,
             remote_behind_nat: false,
             last_sent: now,
+            half_open_key: None,
         };
-        self.send_init(now, &mut sa, group, None, false)?;
+        self.send_init(now, &mut sa, group, None, false, None)?;
         info!(peer = name, %remote, ike_sa = %sa.id, "initiating IKE SA");
         let id = sa.id;
         self.sas.insert(spi_i, sa);
@@ -711,9 +734,9 @@ impl Endpoint {
 
     // ---- internals -----------------------------------------------------
 
-    fn put_back(&mut self, sa: IkeSa) {
+    fn put_back(&mut self, mut sa: IkeSa) {
         if matches!(sa.state, State::Gone) {
-            self.half_open.remove(&(sa.remote, sa.spi_i));
+            self.forget_half_open(&mut sa);
             if let State::Established(e) | State::Closing(e) = &sa.state {
                 for c in &e.children {
                     self.child_spis.remove(&c.spi_in);
@@ -894,6 +917,114 @@ impl Endpoint {
 
     /// Answers an IKE_SA_INIT request with an unprotected error notify.
     fn reply_init_error(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        kind: NotifyType,
+        data: Vec<u8>,
+    ) {
+        if !self.take_reply_token(now) {
+            debug!(%remote, notify = %kind, "error reply suppressed (rate limit)");
+            return;
+        }
+        self.send_init_notify(remote, local, hdr, kind, data);
+    }
+
+    /// A token of the unprotected-reply budget, refilled at
+    /// `error_replies_per_sec` up to one second's worth.
+    fn take_reply_token(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.config.error_replies_per_sec);
+        let (tokens, last) = self.reply_tokens;
+        let refill = last.map_or(rate, |l| {
+            now.saturating_duration_since(l).as_secs_f64() * rate
+        });
+        let tokens = (tokens + refill).min(rate);
+        if tokens >= 1.0 {
+            self.reply_tokens = (tokens - 1.0, Some(now));
+            true
+        } else {
+            self.reply_tokens = (tokens, Some(now));
+            false
+        }
+    }
+
+    /// Releases a responder's half-open table entry.
+    fn forget_half_open(&mut self, sa: &mut IkeSa) {
+        if let Some(key) = sa.half_open_key.take() {
+            self.half_open.remove(&key);
+            if let Some(n) = self.half_open_per_ip.get_mut(&key.0.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    self.half_open_per_ip.remove(&key.0.ip());
+                }
+            }
+        }
+    }
+
+    /// Half-open (responder) IKE SAs waiting for IKE_AUTH.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// `Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)`
+    /// (RFC 7296 §2.6).
+    fn cookie(version: u8, secret: &[u8; 32], nonce: &[u8], ip: IpAddr, spi_i: u64) -> Vec<u8> {
+        use aws_lc_rs::digest;
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(nonce);
+        match ip {
+            IpAddr::V4(a) => ctx.update(&a.octets()),
+            IpAddr::V6(a) => ctx.update(&a.octets()),
+        }
+        ctx.update(&spi_i.to_be_bytes());
+        ctx.update(secret);
+        let mut out = vec![version];
+        out.extend_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    fn rotate_cookie_secret(&mut self, now: Instant) {
+        if self.cookies.rotate_at.is_some_and(|t| t > now) {
+            return;
+        }
+        self.cookies.previous = self.cookies.current;
+        self.rng.fill_bytes(&mut self.cookies.current);
+        self.cookies.version = self.cookies.version.wrapping_add(1);
+        self.cookies.rotate_at = Some(now + COOKIE_ROTATION);
+    }
+
+    /// Whether a request carries a cookie we issued (current or previous
+    /// secret), as its first payload.
+    fn cookie_valid(
+        &self,
+        payloads: &[Payload],
+        nonce: &[u8],
+        remote: SocketAddr,
+        spi_i: u64,
+    ) -> bool {
+        let Some(Payload::Notify(n)) = payloads.first() else {
+            return false;
+        };
+        if n.kind != NotifyType::Cookie || n.data.is_empty() {
+            return false;
+        }
+        let c = &self.cookies;
+        let (version, secret) = if n.data[0] == c.version {
+            (c.version, &c.current)
+        } else if n.data[0] == c.version.wrapping_sub(1) {
+            (n.data[0], &c.previous)
+        } else {
+            return false;
+        };
+        constant_time_eq(
+            &n.data,
+            &Self::cookie(version, secret, nonce, remote.ip(), spi_i),
+        )
+    }
+
+    fn send_init_notify(
         &mut self,
         remote: SocketAddr,
         local: SocketAddr,
@@ -1231,13 +1362,21 @@ impl Endpoint {
         group: KeId,
         cookie: Option<Vec<u8>>,
         retried_ke: bool,
+        reuse: Option<(KeyExchange, Vec<u8>, Vec<u8>)>,
     ) -> Result<(), Error> {
         let peer = sa
             .peer
             .clone()
             .ok_or(Error::Missing("initiator without peer"))?;
-        let (ke, public) = KeyExchange::generate(group, &mut self.rng)?;
-        let nonce_i = self.random(NONCE_LEN);
+        // A retry with a cookie keeps every other payload unchanged
+        // (RFC 7296 §2.6): the responder's cookie covers our nonce.
+        let (ke, public, nonce_i) = match reuse {
+            Some(r) => r,
+            None => {
+                let (ke, public) = KeyExchange::generate(group, &mut self.rng)?;
+                (ke, public, self.random(NONCE_LEN))
+            }
+        };
         let mut payloads = Vec::new();
         if let Some(c) = &cookie {
             payloads.push(Payload::Notify(Notify::new(NotifyType::Cookie, c.clone())));
@@ -1245,7 +1384,7 @@ impl Endpoint {
         payloads.push(Payload::Sa(peer.ike.to_wire(&[], true)));
         payloads.push(Payload::Ke {
             group,
-            data: public,
+            data: public.clone(),
         });
         payloads.push(Payload::Nonce(nonce_i.clone()));
         payloads.extend(self.nat_detection(sa.spi_i, 0, sa.local, sa.remote));
@@ -1259,6 +1398,7 @@ impl Endpoint {
         )?;
         sa.state = State::InitSent(InitSent {
             ke,
+            ke_public: public,
             nonce_i,
             message1: message1.clone(),
             cookie,
@@ -1344,7 +1484,7 @@ impl Endpoint {
             Err(e) => {
                 let err = Error::from(e);
                 if let Some(n) = err.notify() {
-                    self.reply_init_error(remote, local, hdr, n, vec![]);
+                    self.reply_init_error(now, remote, local, hdr, n, vec![]);
                 }
                 return Err(err);
             }
@@ -1353,13 +1493,44 @@ impl Endpoint {
         let ke = payloads.ke();
         let nonce = payloads.nonce();
         let (Some(offered), Some((group, public)), Some(nonce_i)) = (offered, ke, nonce) else {
-            self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+            self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
             return Err(Error::Missing("IKE_SA_INIT without SA, KE or Nonce"));
         };
         // RFC 7296 §2.10: nonces are at least 16 and at most 256 octets.
         if !(16..=256).contains(&nonce_i.len()) {
-            self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+            self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
             return Err(Error::Missing("nonce length"));
+        }
+        // RFC 7296 §2.6: under load, spend no state and no Diffie-Hellman on
+        // a source until it echoes a cookie (proof that it receives at its
+        // address).
+        self.rotate_cookie_secret(now);
+        if self.half_open.len() >= self.config.max_half_open {
+            debug!(%remote, "half-open table full; dropping IKE_SA_INIT");
+            return Err(Error::TemporaryFailure("half-open table full"));
+        }
+        if self.half_open.len() >= self.config.cookie_threshold
+            && !self.cookie_valid(&payloads, nonce_i, remote, hdr.spi_i)
+        {
+            let cookie = Self::cookie(
+                self.cookies.version,
+                &self.cookies.current,
+                nonce_i,
+                remote.ip(),
+                hdr.spi_i,
+            );
+            self.send_init_notify(remote, local, hdr, NotifyType::Cookie, cookie);
+            return Ok(());
+        }
+        if self
+            .half_open_per_ip
+            .get(&remote.ip())
+            .copied()
+            .unwrap_or(0)
+            >= self.config.max_half_open_per_ip
+        {
+            debug!(%remote, "too many half-open IKE SAs from this address; dropping IKE_SA_INIT");
+            return Err(Error::TemporaryFailure("half-open limit per source"));
         }
         let Some((suite, echo)) = self.config.ike_proposals.select_ike(offered) else {
             let offer = describe_offer(offered);
@@ -1369,13 +1540,21 @@ impl Endpoint {
                 NotifyType::NoProposalChosen,
                 format!("no acceptable IKE proposal; peer offered {offer}"),
             );
-            self.reply_init_error(remote, local, hdr, NotifyType::NoProposalChosen, vec![]);
+            self.reply_init_error(
+                now,
+                remote,
+                local,
+                hdr,
+                NotifyType::NoProposalChosen,
+                vec![],
+            );
             return Err(Error::NoProposalChosen(offer));
         };
         if group != suite.ke {
             // RFC 7296 §1.3: tell the initiator which group we chose.
             debug!(%remote, offered = %group, wanted = %suite.ke, "INVALID_KE_PAYLOAD");
             self.reply_init_error(
+                now,
                 remote,
                 local,
                 hdr,
@@ -1388,7 +1567,7 @@ impl Endpoint {
         let shared = match kx.shared_secret(public) {
             Ok(s) => s,
             Err(e) => {
-                self.reply_init_error(remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
+                self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
                 return Err(e.into());
             }
         };
@@ -1439,12 +1618,14 @@ impl Endpoint {
             encap: peer_does_natt && (remote_nat || local_nat || self.config.force_encap),
             remote_behind_nat: remote_nat,
             last_sent: now,
+            half_open_key: Some((remote, hdr.spi_i)),
         };
         sa.timers
             .set(Timer::Expire, now + self.config.half_open_timeout);
         debug!(%remote, ike_sa = %sa.id, %suite, "IKE_SA_INIT answered");
         self.transmit(now, &mut sa, message2);
         self.half_open.insert((remote, hdr.spi_i), spi_r);
+        *self.half_open_per_ip.entry(remote.ip()).or_default() += 1;
         self.sas.insert(spi_r, sa);
         Ok(())
     }
@@ -1476,7 +1657,8 @@ impl Endpoint {
             if init.cookie.is_none() && n.data.len() <= 64 {
                 let group = init.ke.group();
                 let cookie = Some(n.data.clone());
-                return self.send_init(now, sa, group, cookie, init.retried_ke);
+                let reuse = Some((init.ke, init.ke_public, init.nonce_i));
+                return self.send_init(now, sa, group, cookie, init.retried_ke, reuse);
             }
         }
         if let Some(n) = payloads
@@ -1488,7 +1670,7 @@ impl Endpoint {
             if let Ok(g) = wanted {
                 if !init.retried_ke && peer.ike.allows_ke(g) && KeyExchange::supports(g) {
                     info!(peer = %peer.name, group = %g, "peer asks for another key exchange method; retrying");
-                    return self.send_init(now, sa, g, init.cookie, true);
+                    return self.send_init(now, sa, g, init.cookie, true, None);
                 }
             }
             self.refuse(
@@ -1646,7 +1828,7 @@ impl Endpoint {
         // An authenticated message: follow the peer's address (RFC 7296 §2.23).
         sa.remote = remote;
         sa.local = local;
-        self.half_open.remove(&(sa.remote, sa.spi_i));
+        self.forget_half_open(sa);
         match self.authenticate_initiator(&payloads, &init) {
             Ok(peer) => {
                 sa.peer = Some(peer.clone());

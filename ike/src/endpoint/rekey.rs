@@ -615,6 +615,7 @@ impl Endpoint {
             encap: sa.encap,
             remote_behind_nat: sa.remote_behind_nat,
             last_sent: now,
+            half_open_key: None,
         };
         est.superseded = true;
         if new.encap {

@@ -294,3 +294,31 @@ impl Pair {
         }
     }
 }
+
+impl Pair {
+    /// A pair whose hub has a tuned configuration.
+    pub fn with_hub_config(f: impl FnOnce(&mut Config)) -> Pair {
+        let mut p = Pair::new(
+            "correct horse battery",
+            "aes256gcm16-prfsha256-ecp256",
+            "198.51.100.0/26",
+            "203.0.113.0/25",
+        );
+        let mut cfg = Config::new(Identity::parse("hub.example").unwrap(), [1; 32]);
+        f(&mut cfg);
+        p.hub.ep = Endpoint::new(cfg);
+        p.hub
+            .ep
+            .set_peer(peer(
+                "kyoto",
+                "kyoto.example",
+                "correct horse battery",
+                "203.0.113.0/25",
+                "198.51.100.0/26",
+                None,
+                ike::proposal::DEFAULT_IKE,
+            ))
+            .unwrap();
+        p
+    }
+}

@@ -91,17 +91,34 @@ impl Identity {
         if s.is_empty() {
             return Err(IdentityError::Empty);
         }
-        if s.len() > MAX_IDENTITY_LEN {
+        // The limit is on the identity; a type prefix may come on top.
+        if s.len() > MAX_IDENTITY_LEN + "email:".len() {
             return Err(IdentityError::TooLong);
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Identity::Addr(ip));
         }
-        if s.contains('=') {
-            return Err(IdentityError::DistinguishedNameUnsupported);
+        let clean = |rest: &str| -> Result<(), IdentityError> {
+            if rest.is_empty() {
+                return Err(IdentityError::Empty);
+            }
+            if rest.len() > MAX_IDENTITY_LEN {
+                return Err(IdentityError::TooLong);
+            }
+            if rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(IdentityError::BadCharacter);
+            }
+            Ok(())
+        };
+        // Explicit types first: `fqdn:`/`email:` as strongSwan writes them,
+        // `@#` for a key ID and a leading `@` forcing an FQDN.
+        if let Some(rest) = s.strip_prefix("fqdn:") {
+            clean(rest)?;
+            return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(IdentityError::BadCharacter);
+        if let Some(rest) = s.strip_prefix("email:") {
+            clean(rest)?;
+            return Ok(Identity::Email(rest.to_string()));
         }
         if let Some(rest) = s.strip_prefix("@#") {
             let bytes = decode_hex(rest).ok_or(IdentityError::Malformed("key id is not hex"))?;
@@ -111,11 +128,13 @@ impl Identity {
             return Ok(Identity::KeyId(bytes));
         }
         if let Some(rest) = s.strip_prefix('@') {
-            if rest.is_empty() {
-                return Err(IdentityError::Empty);
-            }
+            clean(rest)?;
             return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
         }
+        if s.contains('=') {
+            return Err(IdentityError::DistinguishedNameUnsupported);
+        }
+        clean(s)?;
         if s.contains('@') {
             return Ok(Identity::Email(s.to_string()));
         }
@@ -179,10 +198,20 @@ impl Identity {
 }
 
 impl fmt::Display for Identity {
+    /// The form [`Identity::parse`] reads back as the same identity: bare
+    /// where that is unambiguous, else with a `fqdn:`/`email:` type prefix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Identity::Addr(ip) => write!(f, "{ip}"),
-            Identity::Fqdn(s) | Identity::Email(s) => f.write_str(s),
+            Identity::Fqdn(s) | Identity::Email(s) => {
+                if Identity::parse(s).as_ref() == Ok(self) {
+                    f.write_str(s)
+                } else if matches!(self, Identity::Fqdn(_)) {
+                    write!(f, "fqdn:{s}")
+                } else {
+                    write!(f, "email:{s}")
+                }
+            }
             Identity::KeyId(b) => {
                 f.write_str("@#")?;
                 b.iter().try_for_each(|x| write!(f, "{x:02x}"))
@@ -247,6 +276,48 @@ mod tests {
         );
         assert_eq!(Identity::parse(""), Err(IdentityError::Empty));
         assert_eq!(Identity::parse("a b"), Err(IdentityError::BadCharacter));
+    }
+
+    #[test]
+    fn display_parses_back_to_the_same_identity() {
+        // Found by fuzzing: an FQDN with an '@' used to print as an email.
+        for s in [
+            "@a@b.example",
+            "@10.0.0.1",
+            "@x=y",
+            "fqdn:#weird",
+            "email:@start",
+            "email:plain",
+            "hub.example",
+            "u@h.example",
+        ] {
+            let id = Identity::parse(s).unwrap();
+            assert_eq!(Identity::parse(&id.to_string()).unwrap(), id, "{s} -> {id}");
+        }
+        assert_eq!(
+            Identity::parse("@a@b.example").unwrap().to_string(),
+            "fqdn:a@b.example"
+        );
+        assert_eq!(
+            Identity::parse("hub.example").unwrap().to_string(),
+            "hub.example"
+        );
+        let long = format!("@{}@x", "a".repeat(MAX_IDENTITY_LEN - 2));
+        let id = Identity::parse(&long).unwrap();
+        assert_eq!(
+            Identity::parse(&id.to_string()).unwrap(),
+            id,
+            "a prefix does not push it over the limit"
+        );
+        assert_eq!(
+            Identity::parse(&"a".repeat(MAX_IDENTITY_LEN + 1)),
+            Err(IdentityError::TooLong)
+        );
+        for s in ["a\u{0}b", "é@x"] {
+            if let Ok(id) = Identity::from_wire(id_type::RFC822_ADDR, s.as_bytes()) {
+                assert_eq!(Identity::parse(&id.to_string()).unwrap(), id);
+            }
+        }
     }
 
     #[test]

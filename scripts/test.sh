@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and protocol tests, and the
-# black-box interop tests against strongSwan in network namespaces (root).
+# The whole test suite: formatting, lints, time-boxed fuzzing, unit and
+# protocol tests, and the black-box interop tests against strongSwan in
+# network namespaces (root).
 # Ends with one line totalling every test binary: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
+# Every fuzz target, time-boxed (longer runs: bash scripts/fuzz.sh 3600).
+bash scripts/fuzz.sh 10
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -804,6 +804,7 @@ impl Hub {
                 "tun": self.tun.name(),
                 "listen": self.ike_sockets.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.ip().to_string()).collect::<Vec<_>>(),
                 "ike_sas": self.endpoint.status().len(),
+                "half_open_ike_sas": self.endpoint.half_open_count(),
                 "child_sas": self.table.snapshot().len(),
                 "unattributed_drops": global.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             },

@@ -127,6 +127,8 @@ pub struct Facility {
     pub hub_peer_args: Vec<String>,
     /// Extra arguments of `renkei serve`.
     pub serve_args: Vec<String>,
+    /// The prefixes strongSwan claims as its own, if not its real LAN.
+    pub swan_local_ts: Option<String>,
 }
 
 impl Facility {
@@ -140,6 +142,7 @@ impl Facility {
             swan_child: Vec::new(),
             hub_peer_args: Vec::new(),
             serve_args: Vec::new(),
+            swan_local_ts: None,
         }
     }
 }
@@ -535,7 +538,10 @@ swanctl {{
         );
         std::fs::write(s.dir.join("strongswan.conf"), conf).unwrap();
         let f = &s.facility;
-        let (mut local_ts, mut remote_ts) = (s.net.clone(), HUB_NET.to_string());
+        let (mut local_ts, mut remote_ts) = (
+            f.swan_local_ts.clone().unwrap_or_else(|| s.net.clone()),
+            HUB_NET.to_string(),
+        );
         if let Some((_, net6)) = &s.inner6 {
             local_ts = format!("{local_ts},{net6}");
             remote_ts = format!("{remote_ts},{HUB_NET6}");

@@ -190,6 +190,19 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
         ike_sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s500)?));
         natt_sockets.push(Arc::new(bind_udp(*ip, natt_port)?));
     }
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
+    let listener = control::bind(&opts.state)?;
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics: binding {addr}"))?,
+        ),
+        None => None,
+    };
+    // Everything privileged is done but routes: keep CAP_NET_ADMIN only,
+    // before any thread starts (capabilities are per thread).
+    drop_privileges()?;
     let table = Arc::new(SaTable::new());
     let sink_tx = tx.clone();
     let on_ike: esp::IkeSink = Arc::new(move |remote, local, data: &[u8]| {
@@ -229,13 +242,8 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
             }
         });
     }
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
-    let listener = control::bind(&opts.state)?;
-    if let Some(addr) = opts.metrics {
-        let metrics = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("metrics: binding {addr}"))?;
-        info!(%addr, "serving Prometheus metrics at /metrics");
+    if let Some(metrics) = metrics {
+        info!(addr = ?metrics.local_addr().ok(), "serving Prometheus metrics at /metrics");
         tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
     }
     tokio::spawn(control::serve(listener, ctl_tx));
@@ -888,6 +896,34 @@ fn audit_record(event: &Event) -> (&'static str, Value) {
             json!({ "facility": peer, "remote": remote.to_string(), "notify": notify.to_string(), "reason": reason }),
         ),
     }
+}
+
+/// Drops every capability but CAP_NET_ADMIN (needed for routes) from the
+/// calling thread, and from the bounding set so none comes back.
+fn drop_privileges() -> Result<()> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    if !caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN).unwrap_or(false) {
+        bail!("serve needs CAP_NET_ADMIN (run as root or under the systemd unit)");
+    }
+    let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::all() {
+            if cap != Capability::CAP_NET_ADMIN {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .map_err(|e| anyhow::anyhow!("dropping {cap} from the bounding set: {e}"))?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| anyhow::anyhow!("clearing ambient capabilities: {e}"))?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
+        .map_err(|e| anyhow::anyhow!("clearing inheritable capabilities: {e}"))?;
+    caps::set(None, CapSet::Effective, &keep)
+        .map_err(|e| anyhow::anyhow!("setting effective capabilities: {e}"))?;
+    caps::set(None, CapSet::Permitted, &keep)
+        .map_err(|e| anyhow::anyhow!("setting permitted capabilities: {e}"))?;
+    info!("privileges dropped to CAP_NET_ADMIN");
+    Ok(())
 }
 
 /// Default listen addresses: every IPv4 address, and every IPv6 address

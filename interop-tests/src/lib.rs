@@ -873,6 +873,11 @@ secrets {{
         }
     }
 
+    /// The running renkei's process ID.
+    pub fn hub_pid(&self) -> Option<u32> {
+        self.hub.as_ref().map(Child::id)
+    }
+
     /// Stops and starts renkei again on the same state directory.
     pub fn restart_hub(&mut self) {
         self.stop_hub();

@@ -238,6 +238,37 @@ fn audit_log_metrics_and_compliance() {
         !audit.contains(renkei_interop_tests::PSK),
         "no secret in the audit log"
     );
+    // Least privilege: every thread keeps CAP_NET_ADMIN and nothing else.
+    let pid = lab.hub_pid().unwrap();
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .collect();
+    assert!(tasks.len() >= 3, "the data-plane threads are checked too");
+    for task in tasks {
+        let st = std::fs::read_to_string(task.join("status")).unwrap();
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            let line = st.lines().find(|l| l.starts_with(set)).unwrap();
+            assert!(
+                line.ends_with("0000000000001000"),
+                "{}: {line}",
+                task.display()
+            );
+        }
+    }
+    // The state directory is the hub's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(lab.dir.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("hub"), 0o700);
+    for f in ["hub/registry.db", "hub/audit.log", "hub/renkei.sock"] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
     // Tampering is caught.
     std::fs::write(
         lab.dir.join("hub/audit.log"),

@@ -198,3 +198,40 @@ fn a_facility_claiming_another_facilitys_prefix_is_refused() {
     assert_eq!(routes.lines().count(), 1, "only Kyoto's route: {routes}");
     assert!(lab.ping_with(0, true, false, 56, 3), "Kyoto is unaffected");
 }
+
+#[test]
+fn inner_sources_outside_the_selectors_are_dropped_and_counted() {
+    let mut lab = Lab::start(swan());
+    // A facility router turned hostile: right identity and key, forged
+    // inner sources (198.51.100.200 belongs to another facility's range).
+    lab.kill_charon();
+    let evil = renkei_interop_tests::xfer_bin().with_file_name("rk-evil");
+    let out = must(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.site_ns])
+            .arg(evil)
+            .args([
+                HUB_OUTER,
+                "kyoto.example",
+                renkei_interop_tests::PSK,
+                renkei_interop_tests::SITE_NET,
+                renkei_interop_tests::HUB_NET,
+                "198.51.100.200",
+                renkei_interop_tests::SITE_INNER,
+                renkei_interop_tests::HUB_INNER,
+                "50",
+            ]),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let f = lab.facility_status();
+    eprintln!("{}; kyoto drops {}", out.trim(), f["drops"]);
+    assert_eq!(
+        drops(&f, "policy"),
+        50,
+        "every forged packet dropped and counted: {f}"
+    );
+    assert_eq!(
+        f["packets_in"], 1,
+        "only the honest packet was delivered: {f}"
+    );
+}

@@ -37,6 +37,8 @@ pub(crate) struct ServeOptions {
     pub(crate) retransmit_timeout: Duration,
     /// Transmissions of a request before the facility is given up.
     pub(crate) retransmit_tries: u32,
+    /// IKE fragment size (RFC 7383).
+    pub(crate) ike_fragment_size: usize,
     /// Where to serve Prometheus metrics, if anywhere.
     pub(crate) metrics: Option<SocketAddr>,
 }
@@ -170,6 +172,7 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
     let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
     config.retransmit_timeout = opts.retransmit_timeout;
     config.retransmit_tries = opts.retransmit_tries;
+    config.fragment_size = opts.ike_fragment_size;
     let (ike_port, natt_port) = (config.ike_port, config.natt_port);
     let mut endpoint = Endpoint::new(config);
     for p in peers.iter().filter(|p| p.enabled) {

@@ -84,6 +84,10 @@ enum Command {
         /// before the facility is declared dead.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
         retransmit_tries: u32,
+        /// Largest IKE datagram towards facilities that support IKE
+        /// fragmentation (RFC 7383); larger messages are fragmented.
+        #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(200..=65000))]
+        ike_fragment_size: u32,
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
@@ -337,6 +341,7 @@ fn run(cli: Cli) -> Result<()> {
             mtu,
             retransmit_timeout,
             retransmit_tries,
+            ike_fragment_size,
             metrics,
         } => {
             init_logging(&cli.log)?;
@@ -355,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
                 mtu,
                 retransmit_timeout: std::time::Duration::from_secs_f64(retransmit_timeout),
                 retransmit_tries,
+                ike_fragment_size: ike_fragment_size as usize,
                 metrics,
             })
         }

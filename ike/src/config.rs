@@ -44,6 +44,9 @@ pub struct Config {
     /// Unprotected error replies (to IKE_SA_INIT) sent per second at most,
     /// so that the hub cannot be used to reflect traffic.
     pub error_replies_per_sec: u32,
+    /// Largest IKE datagram sent when the peer supports fragmentation
+    /// (RFC 7383); larger encrypted messages are fragmented.
+    pub fragment_size: usize,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             max_half_open: 20_000,
             max_half_open_per_ip: 64,
             error_replies_per_sec: 100,
+            fragment_size: 1280,
         }
     }
 }

@@ -129,6 +129,8 @@ pub struct Facility {
     pub serve_args: Vec<String>,
     /// The prefixes strongSwan claims as its own, if not its real LAN.
     pub swan_local_ts: Option<String>,
+    /// Extra settings of strongSwan's charon (e.g. `fragment_size = 300`).
+    pub swan_charon: Vec<String>,
 }
 
 impl Facility {
@@ -143,6 +145,7 @@ impl Facility {
             hub_peer_args: Vec::new(),
             serve_args: Vec::new(),
             swan_local_ts: None,
+            swan_charon: Vec::new(),
         }
     }
 }
@@ -514,6 +517,7 @@ impl Lab {
   port_nat_t = 4500
   retransmit_tries = 3
   retransmit_timeout = 2
+  {charon_extra}
   plugins {{
     vici {{
       socket = unix://{d}/charon.vici
@@ -534,7 +538,8 @@ impl Lab {
 swanctl {{
   socket = unix://{d}/charon.vici
 }}
-"#
+"#,
+            charon_extra = s.facility.swan_charon.join("\n  ")
         );
         std::fs::write(s.dir.join("strongswan.conf"), conf).unwrap();
         let f = &s.facility;

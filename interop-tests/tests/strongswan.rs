@@ -277,3 +277,32 @@ fn audit_log_metrics_and_compliance() {
     .unwrap();
     assert!(!lab.renkei(&["audit", "verify"]).status.success());
 }
+
+#[test]
+fn ike_auth_fragmented_both_ways_with_strongswan() {
+    let mut f = Facility::new(
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+        Role::SwanInitiates,
+    );
+    f.swan_charon = vec!["fragment_size = 300".into()];
+    f.serve_args = vec!["--ike-fragment-size".into(), "200".into()];
+    let lab = Lab::start(f);
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    let swan = lab.charon_log();
+    assert!(
+        swan.contains("splitting IKE message"),
+        "strongSwan fragmented its IKE_AUTH"
+    );
+    assert!(
+        swan.contains("reassembled fragmented IKE message"),
+        "strongSwan reassembled ours"
+    );
+    assert!(
+        lab.hub_log().contains("message reassembled"),
+        "the hub reassembled strongSwan's"
+    );
+    assert!(lab.ping(false, 1000, 3));
+    assert!(lab.ping(true, 1000, 3));
+}

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+mod fragment;
 mod rekey;
 
 const NONCE_LEN: usize = 32;
@@ -298,7 +299,8 @@ impl State {
 
 struct Pending {
     message_id: u32,
-    datagram: Vec<u8>,
+    /// The request as sent: one datagram, or its fragments.
+    datagrams: Vec<Vec<u8>>,
     tries: u32,
     kind: PendingKind,
 }
@@ -335,7 +337,7 @@ struct IkeSa {
     state: State,
     next_request_id: u32,
     expected_request_id: u32,
-    last_response: Option<(u32, Vec<u8>)>,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
     pending: Option<Pending>,
     timers: Timers,
     encap: bool,
@@ -343,6 +345,10 @@ struct IkeSa {
     last_sent: Instant,
     /// A responder's entry in the half-open table, until IKE_AUTH.
     half_open_key: Option<(SocketAddr, u64)>,
+    /// Both sides announced IKE fragmentation (RFC 7383).
+    fragmentation: bool,
+    /// A fragmented message being received.
+    reassembly: Option<fragment::Reassembly>,
 }
 
 /// Secrets of stateless cookies (RFC 7296 §2.6), rotated so that a cookie
@@ -415,6 +421,9 @@ pub struct Endpoint {
     cookies: CookieSecrets,
     /// Token bucket of unprotected error replies: (tokens, last refill).
     reply_tokens: (f64, Option<Instant>),
+    /// The payloads of a just-reassembled fragmented message, taken by the
+    /// next `decrypt` (which then has nothing left to decrypt).
+    reassembled: Option<Vec<Payload>>,
     child_spis: HashSet<u32>,
     rng: ChaCha20Rng,
     transmits: VecDeque<Transmit>,
@@ -455,6 +464,7 @@ impl Endpoint {
             half_open_per_ip: HashMap::new(),
             cookies: CookieSecrets::default(),
             reply_tokens: (0.0, None),
+            reassembled: None,
             child_spis: HashSet::new(),
             rng,
             transmits: VecDeque::new(),
@@ -615,6 +625,8 @@ impl Endpoint {
             remote_behind_nat: false,
             last_sent: now,
             half_open_key: None,
+            fragmentation: false,
+            reassembly: None,
         };
         self.send_init(now, &mut sa, group, None, false, None)?;
         info!(peer = name, %remote, ike_sa = %sa.id, "initiating IKE SA");
@@ -783,6 +795,12 @@ impl Endpoint {
         });
     }
 
+    fn transmit_all(&mut self, now: Instant, sa: &mut IkeSa, messages: &[Vec<u8>]) {
+        for m in messages {
+            self.transmit(now, sa, m.clone());
+        }
+    }
+
     fn frame(&self, local: SocketAddr, message: Vec<u8>) -> Vec<u8> {
         if local.port() == self.config.natt_port {
             let mut framed = Vec::with_capacity(message.len() + 4);
@@ -819,7 +837,10 @@ impl Endpoint {
         Ok(out)
     }
 
-    fn encrypted_message(
+    /// An encrypted message, as one datagram or — when the peer supports
+    /// it and the message is larger than the fragment size — as RFC 7383
+    /// fragments, each encrypted on its own.
+    fn encrypted_messages(
         &mut self,
         sa: &IkeSa,
         keys: &IkeKeys,
@@ -827,30 +848,74 @@ impl Endpoint {
         response: bool,
         message_id: u32,
         payloads: &[Payload],
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let (first, inner) = emit_chain(payloads)?;
-        let body_len = keys.outbound.sealed_len(inner.len());
-        let total = HEADER_LEN + 4 + body_len;
-        let mut out = Vec::with_capacity(total);
-        HeaderRepr {
-            spi_i: sa.spi_i,
-            spi_r: sa.spi_r,
-            next_payload: PayloadType::Sk,
-            exchange,
-            flags: Flags::new(sa.initiator, response),
-            message_id,
-            length: u32::try_from(total).map_err(|_| Error::Missing("message too long"))?,
+        let marker = if sa.local.port() == self.config.natt_port {
+            4
+        } else {
+            0
+        };
+        let whole = marker + HEADER_LEN + 4 + keys.outbound.sealed_len(inner.len());
+        // RFC 7383 §2.5.1: fragment only what would not fit.
+        let per_fragment = self
+            .config
+            .fragment_size
+            .saturating_sub(marker + HEADER_LEN + 8 + keys.outbound.sealed_len(0) + 16);
+        let pieces: Vec<&[u8]> =
+            if sa.fragmentation && whole > self.config.fragment_size && per_fragment >= 32 {
+                inner.chunks(per_fragment).collect()
+            } else {
+                vec![&inner[..]]
+            };
+        let fragmented = pieces.len() > 1;
+        let total_fragments = u16::try_from(pieces.len())
+            .map_err(|_| Error::Missing("message too large to fragment"))?;
+        let mut out = Vec::with_capacity(pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let extra = if fragmented { 4 } else { 0 };
+            let body_len = keys.outbound.sealed_len(piece.len());
+            let total = HEADER_LEN + 4 + extra + body_len;
+            let mut m = Vec::with_capacity(total);
+            HeaderRepr {
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
+                next_payload: if fragmented {
+                    PayloadType::Skf
+                } else {
+                    PayloadType::Sk
+                },
+                exchange,
+                flags: Flags::new(sa.initiator, response),
+                message_id,
+                length: u32::try_from(total).map_err(|_| Error::Missing("message too long"))?,
+            }
+            .emit(&mut m);
+            // The first fragment names the first inner payload; the others 0.
+            m.push(if i == 0 { first.into() } else { 0 });
+            m.push(0);
+            m.extend_from_slice(&crate::wire::len16(4 + extra + body_len)?.to_be_bytes());
+            if fragmented {
+                m.extend_from_slice(&u16::try_from(i + 1).unwrap_or(u16::MAX).to_be_bytes());
+                m.extend_from_slice(&total_fragments.to_be_bytes());
+            }
+            let body = keys.outbound.seal(&m, piece, &mut self.rng)?;
+            m.extend_from_slice(&body);
+            out.push(m);
         }
-        .emit(&mut out);
-        out.push(first.into());
-        out.push(0);
-        out.extend_from_slice(&crate::wire::len16(4 + body_len)?.to_be_bytes());
-        let body = keys.outbound.seal(&out, &inner, &mut self.rng)?;
-        out.extend_from_slice(&body);
         Ok(out)
     }
 
-    fn decrypt(keys: &IkeKeys, hdr: &HeaderRepr, data: &[u8]) -> Result<Vec<Payload>, Error> {
+    /// The inner payloads of an encrypted message (or of the fragmented
+    /// message just reassembled).
+    fn decrypt(
+        &mut self,
+        keys: &IkeKeys,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<Vec<Payload>, Error> {
+        if let Some(payloads) = self.reassembled.take() {
+            return Ok(payloads);
+        }
         let outer = parse_chain(hdr.next_payload, data.get(HEADER_LEN..).unwrap_or_default())?;
         let Some(Payload::Sk {
             first_inner,
@@ -874,9 +939,9 @@ impl Endpoint {
         kind: PendingKind,
     ) -> Result<(), Error> {
         let id = sa.next_request_id;
-        let message = self.encrypted_message(sa, keys, exchange, false, id, payloads)?;
+        let messages = self.encrypted_messages(sa, keys, exchange, false, id, payloads)?;
         sa.next_request_id = id.wrapping_add(1);
-        self.start_request(now, sa, id, message, kind);
+        self.start_request(now, sa, id, messages, kind);
         Ok(())
     }
 
@@ -885,18 +950,18 @@ impl Endpoint {
         now: Instant,
         sa: &mut IkeSa,
         message_id: u32,
-        message: Vec<u8>,
+        messages: Vec<Vec<u8>>,
         kind: PendingKind,
     ) {
+        sa.timers
+            .set(Timer::Retransmit, now + self.config.retransmit_timeout);
+        self.transmit_all(now, sa, &messages);
         sa.pending = Some(Pending {
             message_id,
-            datagram: message.clone(),
+            datagrams: messages,
             tries: 1,
             kind,
         });
-        sa.timers
-            .set(Timer::Retransmit, now + self.config.retransmit_timeout);
-        self.transmit(now, sa, message);
     }
 
     fn send_response(
@@ -908,10 +973,10 @@ impl Endpoint {
         message_id: u32,
         payloads: &[Payload],
     ) -> Result<(), Error> {
-        let message = self.encrypted_message(sa, keys, exchange, true, message_id, payloads)?;
-        sa.last_response = Some((message_id, message.clone()));
+        let messages = self.encrypted_messages(sa, keys, exchange, true, message_id, payloads)?;
+        self.transmit_all(now, sa, &messages);
+        sa.last_response = Some((message_id, messages));
         sa.expected_request_id = message_id.wrapping_add(1);
-        self.transmit(now, sa, message);
         Ok(())
     }
 
@@ -1099,6 +1164,8 @@ impl Endpoint {
         };
         let result = if !theirs_matches {
             Err(Error::Misbehaved("SPI or role mismatch".into()))
+        } else if hdr.next_payload == PayloadType::Skf {
+            self.on_fragment(now, &mut sa, remote, local, hdr, data)
         } else if hdr.flags.response() {
             self.on_response(now, &mut sa, remote, local, hdr, data)
         } else {
@@ -1118,10 +1185,10 @@ impl Endpoint {
         data: &[u8],
     ) -> Result<(), Error> {
         // RFC 7296 §2.2: a retransmitted request gets the cached response.
-        if let Some((id, message)) = &sa.last_response {
+        if let Some((id, messages)) = &sa.last_response {
             if *id == hdr.message_id {
-                let message = message.clone();
-                self.transmit(now, sa, message);
+                let messages = messages.clone();
+                self.transmit_all(now, sa, &messages);
                 return Ok(());
             }
         }
@@ -1174,7 +1241,7 @@ impl Endpoint {
                 self.on_auth_response(now, sa, hdr, data, auth)
             }
             (ExchangeType::Informational, State::Closing(est)) => {
-                if Self::decrypt(&est.keys, hdr, data).is_err() {
+                if self.decrypt(&est.keys, hdr, data).is_err() {
                     sa.state = State::Closing(est);
                     return Err(Error::Misbehaved("undecryptable response".into()));
                 }
@@ -1212,10 +1279,10 @@ impl Endpoint {
                     .retransmit_timeout
                     .saturating_mul(1 << (p.tries - 1).min(16))
                     .min(MAX_RETRANSMIT_INTERVAL);
-                let datagram = p.datagram.clone();
+                let datagrams = p.datagrams.clone();
                 debug!(ike_sa = %sa.id, tries = p.tries, "retransmitting");
                 sa.timers.set(Timer::Retransmit, now + wait);
-                self.transmit(now, sa, datagram);
+                self.transmit_all(now, sa, &datagrams);
             }
             Timer::Expire => match &sa.state {
                 State::Established(e) if e.superseded => {
@@ -1287,7 +1354,7 @@ impl Endpoint {
         hdr: &HeaderRepr,
         data: &[u8],
     ) -> Result<(Established, Vec<Payload>), Error> {
-        match Self::decrypt(&est.keys, hdr, data) {
+        match self.decrypt(&est.keys, hdr, data) {
             Ok(payloads) => {
                 est.last_received = now;
                 self.follow_peer(sa, &est, remote, local);
@@ -1388,6 +1455,10 @@ impl Endpoint {
         });
         payloads.push(Payload::Nonce(nonce_i.clone()));
         payloads.extend(self.nat_detection(sa.spi_i, 0, sa.local, sa.remote));
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::Ikev2FragmentationSupported,
+            vec![],
+        )));
         let message1 = Self::plain_message(
             sa.spi_i,
             0,
@@ -1405,7 +1476,7 @@ impl Endpoint {
             retried_ke,
         });
         sa.next_request_id = 1;
-        self.start_request(now, sa, 0, message1, PendingKind::Handshake);
+        self.start_request(now, sa, 0, vec![message1], PendingKind::Handshake);
         Ok(())
     }
 
@@ -1472,8 +1543,8 @@ impl Endpoint {
     ) -> Result<(), Error> {
         if let Some(spi) = self.half_open.get(&(remote, hdr.spi_i)).copied() {
             if let Some(mut sa) = self.sas.remove(&spi) {
-                if let Some((0, message)) = sa.last_response.clone() {
-                    self.transmit(now, &mut sa, message);
+                if let Some((0, messages)) = sa.last_response.clone() {
+                    self.transmit_all(now, &mut sa, &messages);
                 }
                 self.put_back(sa);
             }
@@ -1586,6 +1657,16 @@ impl Endpoint {
         if peer_does_natt {
             reply.extend(self.nat_detection(hdr.spi_i, spi_r, local, remote));
         }
+        // RFC 7383 §2.3: announce fragmentation only to a peer that did.
+        let peer_fragments = payloads
+            .notifies()
+            .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
+        if peer_fragments {
+            reply.push(Payload::Notify(Notify::new(
+                NotifyType::Ikev2FragmentationSupported,
+                vec![],
+            )));
+        }
         let message2 = Self::plain_message(
             hdr.spi_i,
             spi_r,
@@ -1612,13 +1693,15 @@ impl Endpoint {
             }),
             next_request_id: 0,
             expected_request_id: 1,
-            last_response: Some((0, message2.clone())),
+            last_response: Some((0, vec![message2.clone()])),
             pending: None,
             timers: Timers::default(),
             encap: peer_does_natt && (remote_nat || local_nat || self.config.force_encap),
             remote_behind_nat: remote_nat,
             last_sent: now,
             half_open_key: Some((remote, hdr.spi_i)),
+            fragmentation: peer_fragments,
+            reassembly: None,
         };
         sa.timers
             .set(Timer::Expire, now + self.config.half_open_timeout);
@@ -1734,6 +1817,9 @@ impl Endpoint {
         let (remote_nat, local_nat, natt) =
             self.nat_result(&payloads, sa.spi_i, sa.spi_r, local, remote);
         sa.remote_behind_nat = remote_nat;
+        sa.fragmentation = payloads
+            .notifies()
+            .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
         sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
         if sa.encap {
             // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on.
@@ -1813,7 +1899,7 @@ impl Endpoint {
         data: &[u8],
         init: InitDone,
     ) -> Result<(), Error> {
-        let payloads = match Self::decrypt(&init.keys, hdr, data) {
+        let payloads = match self.decrypt(&init.keys, hdr, data) {
             Ok(p) => p,
             Err(e @ Error::Crypto(_)) => {
                 sa.state = State::InitDone(init);
@@ -2055,7 +2141,7 @@ impl Endpoint {
             .peer
             .clone()
             .ok_or(Error::Missing("initiator without peer"))?;
-        let payloads = match Self::decrypt(&auth.keys, hdr, data) {
+        let payloads = match self.decrypt(&auth.keys, hdr, data) {
             Ok(p) => p,
             Err(e) => {
                 sa.state = State::AuthSent(auth);

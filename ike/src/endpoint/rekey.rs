@@ -616,6 +616,8 @@ impl Endpoint {
             remote_behind_nat: sa.remote_behind_nat,
             last_sent: now,
             half_open_key: None,
+            fragmentation: sa.fragmentation,
+            reassembly: None,
         };
         est.superseded = true;
         if new.encap {

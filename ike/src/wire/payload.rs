@@ -404,6 +404,17 @@ pub enum Payload {
         /// IV, ciphertext and integrity checksum.
         data: Vec<u8>,
     },
+    /// Encrypted and authenticated fragment (RFC 7383 §2.5), still sealed.
+    Skf {
+        /// Type of the first inner payload (fragment 1), else `NoNext`.
+        first_inner: PayloadType,
+        /// Fragment number, from 1.
+        number: u16,
+        /// Number of fragments of the message.
+        total: u16,
+        /// IV, ciphertext and integrity checksum.
+        data: Vec<u8>,
+    },
     /// A payload renkei does not process (CP, EAP, or an unknown
     /// non-critical type), kept as it arrived.
     Unknown {
@@ -434,6 +445,7 @@ impl Payload {
             Payload::TsI(_) => PayloadType::TsI,
             Payload::TsR(_) => PayloadType::TsR,
             Payload::Sk { .. } => PayloadType::Sk,
+            Payload::Skf { .. } => PayloadType::Skf,
             Payload::Unknown { kind, .. } => *kind,
         }
     }
@@ -600,6 +612,16 @@ impl Payload {
                     ts.emit(out)?;
                 }
             }
+            Payload::Skf {
+                number,
+                total,
+                data,
+                ..
+            } => {
+                out.extend_from_slice(&number.to_be_bytes());
+                out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(data);
+            }
             Payload::Sk { data, .. } | Payload::Unknown { data, .. } => out.extend_from_slice(data),
         }
         Ok(())
@@ -711,6 +733,17 @@ pub fn parse_chain(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, WireE
             });
             break;
         }
+        if kind == PayloadType::Skf {
+            let number = body.u16()?;
+            let total = body.u16()?;
+            payloads.push(Payload::Skf {
+                first_inner: next,
+                number,
+                total,
+                data: body.rest().to_vec(),
+            });
+            break;
+        }
         payloads.push(Payload::parse_body(kind, critical, &mut body)?);
     }
     r.finish()?;
@@ -723,7 +756,7 @@ pub fn emit_chain(payloads: &[Payload]) -> Result<(PayloadType, Vec<u8>), WireEr
     let mut out = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
         let next = match p {
-            Payload::Sk { first_inner, .. } => *first_inner,
+            Payload::Sk { first_inner, .. } | Payload::Skf { first_inner, .. } => *first_inner,
             _ => payloads
                 .get(i + 1)
                 .map_or(PayloadType::NoNext, Payload::kind),
@@ -836,6 +869,20 @@ mod tests {
             b[i] ^= 0xff;
             let _ = parse_chain(first, &b);
         }
+    }
+
+    #[test]
+    fn skf_round_trips_and_ends_the_chain() {
+        let payloads = vec![Payload::Skf {
+            first_inner: PayloadType::IdI,
+            number: 1,
+            total: 3,
+            data: vec![7; 40],
+        }];
+        let (first, bytes) = emit_chain(&payloads).unwrap();
+        assert_eq!(first, PayloadType::Skf);
+        assert_eq!(parse_chain(first, &bytes).unwrap(), payloads);
+        assert!(parse_chain(first, &bytes[..6]).is_err());
     }
 
     #[test]

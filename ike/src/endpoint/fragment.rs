@@ -1,0 +1,163 @@
+//! IKE fragmentation (RFC 7383): fragments are authenticated one by one and
+//! reassembled under hard bounds, so that a peer cannot make the hub hold
+//! memory.
+//!
+//! ```text
+//! SKF 1/3 ─┐ open (integrity) ─▶ piece 1 ┐
+//! SKF 3/3 ─┤ open            ─▶ piece 3 ├─ all pieces ─▶ parse chain ─▶ on_request / on_response
+//! SKF 2/3 ─┘ open            ─▶ piece 2 ┘
+//! ```
+//! At most one message is reassembled per IKE SA (the window is one), of at
+//! most [`MAX_FRAGMENTS`] fragments and [`MAX_REASSEMBLY_BYTES`] bytes, and
+//! a reassembly older than [`REASSEMBLY_TIMEOUT`] is started afresh.
+
+use super::{Endpoint, IkeSa};
+use crate::error::Error;
+use crate::wire::{parse_chain, HeaderRepr, Payload, PayloadType, HEADER_LEN};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Fragments one message may have.
+pub(super) const MAX_FRAGMENTS: u16 = 32;
+/// Decrypted bytes one reassembly may hold.
+pub(super) const MAX_REASSEMBLY_BYTES: usize = 64 * 1024;
+/// A reassembly older than this is abandoned when the next fragment comes.
+pub(super) const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message being put back together.
+pub(super) struct Reassembly {
+    message_id: u32,
+    response: bool,
+    total: u16,
+    first_inner: PayloadType,
+    pieces: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+    started: Instant,
+}
+
+impl Endpoint {
+    /// Handles one fragment; a completed message is then processed like an
+    /// unfragmented one.
+    pub(super) fn on_fragment(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        remote: SocketAddr,
+        local: SocketAddr,
+        hdr: &HeaderRepr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        let response = hdr.flags.response();
+        if response {
+            if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
+                return Err(Error::Misbehaved(format!(
+                    "unexpected fragment of response {}",
+                    hdr.message_id
+                )));
+            }
+        } else if hdr.message_id != sa.expected_request_id {
+            // A retransmitted request (RFC 7383 §2.6.1): its first fragment
+            // brings the cached response again, the others nothing.
+            if sa
+                .last_response
+                .as_ref()
+                .is_some_and(|(id, _)| *id == hdr.message_id)
+            {
+                return self
+                    .on_request(now, sa, remote, local, hdr, data)
+                    .map(drop)
+                    .or(Ok(()));
+            }
+            return Err(Error::Misbehaved(format!(
+                "fragment of request {} (expected {})",
+                hdr.message_id, sa.expected_request_id
+            )));
+        }
+        let outer = parse_chain(hdr.next_payload, data.get(HEADER_LEN..).unwrap_or_default())?;
+        let Some(Payload::Skf {
+            first_inner,
+            number,
+            total,
+            data: body,
+        }) = outer.last()
+        else {
+            return Err(Error::Missing("no Encrypted Fragment payload"));
+        };
+        let (first_inner, number, total) = (*first_inner, *number, *total);
+        if number == 0 || number > total || total > MAX_FRAGMENTS {
+            return Err(Error::Missing("fragment number out of range"));
+        }
+        // RFC 7383 §2.5: only the first fragment names the first payload.
+        if (number == 1) == (first_inner == PayloadType::NoNext) {
+            return Err(Error::Missing("fragment's next payload"));
+        }
+        let plain = {
+            let keys = sa
+                .state
+                .keys()
+                .ok_or(Error::Missing("fragment before keys exist"))?;
+            let prefix = &data[..data.len() - body.len()];
+            // Only authenticated fragments are kept.
+            keys.inbound.open(prefix, body)?
+        };
+        let fresh = match &sa.reassembly {
+            Some(r)
+                if r.message_id == hdr.message_id
+                    && r.response == response
+                    && now.saturating_duration_since(r.started) <= REASSEMBLY_TIMEOUT =>
+            {
+                // RFC 7383 §2.6.2: more fragments than before means the
+                // sender re-fragmented smaller; fewer are stale.
+                if total < r.total {
+                    return Ok(());
+                }
+                total > r.total
+            }
+            _ => true,
+        };
+        if fresh {
+            sa.reassembly = Some(Reassembly {
+                message_id: hdr.message_id,
+                response,
+                total,
+                first_inner: PayloadType::NoNext,
+                pieces: vec![None; usize::from(total)],
+                bytes: 0,
+                started: now,
+            });
+        }
+        let Some(r) = sa.reassembly.as_mut() else {
+            return Ok(());
+        };
+        let slot = &mut r.pieces[usize::from(number) - 1];
+        if slot.is_some() {
+            return Ok(());
+        }
+        if r.bytes + plain.len() > MAX_REASSEMBLY_BYTES {
+            sa.reassembly = None;
+            return Err(Error::Misbehaved("fragmented message too large".into()));
+        }
+        r.bytes += plain.len();
+        if number == 1 {
+            r.first_inner = first_inner;
+        }
+        *slot = Some(plain);
+        if !r.pieces.iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let Some(r) = sa.reassembly.take() else {
+            return Ok(());
+        };
+        debug!(ike_sa = %sa.id, fragments = r.total, bytes = r.bytes, "message reassembled");
+        let inner: Vec<u8> = r.pieces.into_iter().flatten().flatten().collect();
+        self.reassembled = Some(parse_chain(r.first_inner, &inner)?);
+        let result = if response {
+            self.on_response(now, sa, remote, local, hdr, data)
+        } else {
+            self.on_request(now, sa, remote, local, hdr, data)
+        };
+        self.reassembled = None;
+        result
+    }
+}

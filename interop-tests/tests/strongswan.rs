@@ -306,3 +306,32 @@ fn ike_auth_fragmented_both_ways_with_strongswan() {
     assert!(lab.ping(false, 1000, 3));
     assert!(lab.ping(true, 1000, 3));
 }
+
+#[test]
+fn byte_lifetime_rekeys_child_sas_under_traffic() {
+    let mut f = Facility::new(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        Role::SwanInitiates,
+    );
+    f.hub_peer_args = vec!["--child-bytes".into(), "1000000".into()];
+    let lab = Lab::start(f);
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    // About 1 MB/s: the hub checks byte counts every second (a soft limit).
+    let (sent, received, bytes) = lab.transfer_at(false, 6 * 1024 * 1024, Some(1_000_000));
+    assert_eq!(bytes, 6 * 1024 * 1024);
+    assert_eq!(sent, received, "SHA-256 across byte-lifetime rekeys");
+    std::thread::sleep(Duration::from_secs(2));
+    let f = lab.facility_status();
+    eprintln!(
+        "{} Child SA rekeys for 6 MiB at a 1 MB lifetime",
+        f["child_rekeys"]
+    );
+    assert!(f["child_rekeys"].as_u64().unwrap() >= 4, "{f}");
+    assert_eq!(
+        f["child_sas"].as_array().unwrap().len(),
+        1,
+        "old Child SAs deleted: {f}"
+    );
+}

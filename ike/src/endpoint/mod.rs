@@ -363,6 +363,55 @@ struct CookieSecrets {
 
 const COOKIE_ROTATION: Duration = Duration::from_secs(300);
 
+/// As responder: the facility's proposed selectors narrowed to its
+/// configuration (RFC 7296 §2.9), as (its side, the hub's side).
+fn narrow_to_peer(
+    peer: &PeerConfig,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), Error> {
+    let remote_allowed: Vec<TrafficSelector> =
+        peer.remote_ts.iter().map(|s| s.to_selector()).collect();
+    let local_allowed: Vec<TrafficSelector> =
+        peer.local_ts.iter().map(|s| s.to_selector()).collect();
+    let remote_ts = narrow(tsi, &remote_allowed);
+    let local_ts = narrow(tsr, &local_allowed);
+    if remote_ts.is_empty() || local_ts.is_empty() {
+        return Err(Error::TsUnacceptable(format!(
+            "facility proposed TSi {} TSr {}; configured {} === {}",
+            describe(tsi),
+            describe(tsr),
+            describe(&remote_allowed),
+            describe(&local_allowed)
+        )));
+    }
+    Ok((remote_ts, local_ts))
+}
+
+/// As initiator: the responder's selectors, which may only narrow what we
+/// proposed, as (our side, the facility's side).
+fn accept_narrowed(
+    peer: &PeerConfig,
+    payloads: &[Payload],
+) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), Error> {
+    let tsi = payloads.ts_i().cloned().ok_or(Error::Missing("no TSi"))?;
+    let tsr = payloads.ts_r().cloned().ok_or(Error::Missing("no TSr"))?;
+    let local_allowed: Vec<TrafficSelector> =
+        peer.local_ts.iter().map(|s| s.to_selector()).collect();
+    let remote_allowed: Vec<TrafficSelector> =
+        peer.remote_ts.iter().map(|s| s.to_selector()).collect();
+    if tsi.is_empty()
+        || tsr.is_empty()
+        || !all_within(&tsi, &local_allowed)
+        || !all_within(&tsr, &remote_allowed)
+    {
+        return Err(Error::TsUnacceptable(
+            "responder widened the traffic selectors".into(),
+        ));
+    }
+    Ok((tsi, tsr))
+}
+
 fn spi_pairs(children: &[ChildSa]) -> Vec<(u32, u32)> {
     children.iter().map(|c| (c.spi_in, c.spi_out)).collect()
 }
@@ -2089,22 +2138,13 @@ impl Endpoint {
             self.child_spis.remove(&spi_in);
             return Err(Error::NoProposalChosen(describe_offer(offered)));
         };
-        let remote_allowed: Vec<TrafficSelector> =
-            peer.remote_ts.iter().map(|s| s.to_selector()).collect();
-        let local_allowed: Vec<TrafficSelector> =
-            peer.local_ts.iter().map(|s| s.to_selector()).collect();
-        let remote_ts = narrow(tsi, &remote_allowed);
-        let local_ts = narrow(tsr, &local_allowed);
-        if remote_ts.is_empty() || local_ts.is_empty() {
-            self.child_spis.remove(&spi_in);
-            return Err(Error::TsUnacceptable(format!(
-                "facility proposed TSi {} TSr {}; configured {} === {}",
-                describe(tsi),
-                describe(tsr),
-                describe(&remote_allowed),
-                describe(&local_allowed)
-            )));
-        }
+        let (remote_ts, local_ts) = match narrow_to_peer(peer, tsi, tsr) {
+            Ok(r) => r,
+            Err(e) => {
+                self.child_spis.remove(&spi_in);
+                return Err(e);
+            }
+        };
         let keys = derive_child(
             init.keys.suite.prf,
             &init.keys.sk_d,
@@ -2244,21 +2284,7 @@ impl Endpoint {
             .ok_or_else(|| {
                 Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
             })?;
-        let tsi = payloads.ts_i().cloned().ok_or(Error::Missing("no TSi"))?;
-        let tsr = payloads.ts_r().cloned().ok_or(Error::Missing("no TSr"))?;
-        let local_allowed: Vec<TrafficSelector> =
-            peer.local_ts.iter().map(|s| s.to_selector()).collect();
-        let remote_allowed: Vec<TrafficSelector> =
-            peer.remote_ts.iter().map(|s| s.to_selector()).collect();
-        if tsi.is_empty()
-            || tsr.is_empty()
-            || !all_within(&tsi, &local_allowed)
-            || !all_within(&tsr, &remote_allowed)
-        {
-            return Err(Error::TsUnacceptable(
-                "responder widened the traffic selectors".into(),
-            ));
-        }
+        let (tsi, tsr) = accept_narrowed(peer, payloads)?;
         let keys = derive_child(
             auth.keys.suite.prf,
             &auth.keys.sk_d,

@@ -13,17 +13,15 @@
 //! its deletion completes.
 
 use super::{
-    ChildSa, ChildSaInfo, Endpoint, Established, Event, IkeSa, IkeSaId, PendingKind, State, Timer,
-    Timers, Work, NONCE_LEN,
+    accept_narrowed, narrow_to_peer, ChildSa, ChildSaInfo, Endpoint, Established, Event, IkeSa,
+    IkeSaId, PendingKind, State, Timer, Timers, Work, NONCE_LEN,
 };
 use crate::crypto::KeyExchange;
 use crate::error::Error;
 use crate::keys::{derive_child, IkeKeys};
 use crate::proposal::describe_offer;
-use crate::ts::{all_within, narrow};
 use crate::wire::{
     Delete, ExchangeType, HeaderRepr, Notify, NotifyType, Payload, PayloadsExt, ProtocolId,
-    TrafficSelector,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -447,17 +445,7 @@ impl Endpoint {
                 }
                 None => (None, None),
             };
-            let remote_allowed: Vec<TrafficSelector> =
-                peer.remote_ts.iter().map(|s| s.to_selector()).collect();
-            let local_allowed: Vec<TrafficSelector> =
-                peer.local_ts.iter().map(|s| s.to_selector()).collect();
-            let remote_ts = narrow(tsi, &remote_allowed);
-            let local_ts = narrow(tsr, &local_allowed);
-            if remote_ts.is_empty() || local_ts.is_empty() {
-                return Err(Error::TsUnacceptable(
-                    "outside the facility's configured prefixes".into(),
-                ));
-            }
+            let (remote_ts, local_ts) = narrow_to_peer(&peer, tsi, tsr)?;
             let nonce_r = self.random(NONCE_LEN);
             let keys = derive_child(
                 est.keys.suite.prf,
@@ -748,21 +736,7 @@ impl Endpoint {
                 .nonce()
                 .ok_or(Error::Missing("no Nonce payload"))?
                 .clone();
-            let tsi = payloads.ts_i().ok_or(Error::Missing("no TSi"))?.clone();
-            let tsr = payloads.ts_r().ok_or(Error::Missing("no TSr"))?.clone();
-            let local_allowed: Vec<TrafficSelector> =
-                peer.local_ts.iter().map(|s| s.to_selector()).collect();
-            let remote_allowed: Vec<TrafficSelector> =
-                peer.remote_ts.iter().map(|s| s.to_selector()).collect();
-            if tsi.is_empty()
-                || tsr.is_empty()
-                || !all_within(&tsi, &local_allowed)
-                || !all_within(&tsr, &remote_allowed)
-            {
-                return Err(Error::TsUnacceptable(
-                    "responder widened the traffic selectors".into(),
-                ));
-            }
+            let (tsi, tsr) = accept_narrowed(&peer, payloads)?;
             let keys = derive_child(
                 est.keys.suite.prf,
                 &est.keys.sk_d,

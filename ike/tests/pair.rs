@@ -381,3 +381,26 @@ fn garbage_never_panics_the_responder() {
     }
     while p.hub.ep.poll_transmit().is_some() {}
 }
+
+#[test]
+fn nat_keepalives_are_sent_while_idle() {
+    // No liveness checks, so that nothing but keepalives crosses the link.
+    let quiet = ike::Lifetimes {
+        dpd: std::time::Duration::ZERO,
+        ..ike::Lifetimes::default()
+    };
+    let mut p = Pair::with_lifetimes("aes256gcm16-prfsha256-ecp256", quiet, quiet);
+    establish(&mut p);
+    let start = p.now;
+    let mut keepalives = 0;
+    while p.advance() && p.now < start + std::time::Duration::from_secs(65) {
+        p.run(&mut |_, from_hub, t| {
+            if from_hub && t.contents == [0xff] {
+                assert_eq!(t.local.port(), 4500, "keepalives go out on the NAT-T port");
+                keepalives += 1;
+            }
+            false
+        });
+    }
+    assert_eq!(keepalives, 3, "one every 20 s of silence (RFC 3948 §4)");
+}

@@ -148,3 +148,33 @@ fn hub_initiates_to_a_facility_over_ipv6() {
     assert!(lab.ping_with(0, true, true, 56, 3));
     assert!(lab.ping_with(0, true, false, 56, 3));
 }
+
+#[test]
+fn hub_keepalives_hold_the_nat_mapping_open() {
+    let mut f = swan(Role::SwanInitiates);
+    // Only the hub's keepalives (every 20 s) may keep the mapping: no
+    // keepalives from strongSwan, no liveness checks from the hub.
+    f.swan_charon = vec!["keep_alive = 0s".into()];
+    f.hub_peer_args = vec!["--dpd".into(), "600".into()];
+    let lab = Lab::start_sites(Topology::Nat, vec![f]);
+    let nat = lab.nat_ns.clone().unwrap();
+    for timeout in [
+        "net.netfilter.nf_conntrack_udp_timeout=25",
+        "net.netfilter.nf_conntrack_udp_timeout_stream=25",
+    ] {
+        renkei_interop_tests::must(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &nat, "sysctl", "-q", "-w", timeout]),
+        );
+    }
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    let before = remote_of(&lab, "kyoto");
+    // Twice the NAT's timeout without a single packet of traffic.
+    std::thread::sleep(Duration::from_secs(50));
+    assert!(
+        lab.ping(true, 56, 3),
+        "the hub still reaches the facility through its mapping"
+    );
+    assert_eq!(remote_of(&lab, "kyoto"), before, "the same mapping");
+}

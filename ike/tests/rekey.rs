@@ -381,3 +381,28 @@ fn corrupted_or_forged_messages_do_not_harm_an_established_sa() {
     assert_eq!(rekeyed(&p.hub), 1);
     assert_eq!(downs(&p.hub) + downs(&p.site), 0);
 }
+
+#[test]
+fn additional_child_sas_from_either_side() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, 30, LONG), lifetimes(LONG, LONG, LONG));
+    p.establish();
+    let site_id = p.site.ep.status()[0].id;
+    p.site.ep.create_child(p.now, site_id).unwrap();
+    p.quiet();
+    let hub_id = p.hub.ep.status()[0].id;
+    p.hub.ep.create_child(p.now, hub_id).unwrap();
+    p.quiet();
+    assert_eq!(
+        p.hub.live.len(),
+        3,
+        "the first Child SA and one more from each side"
+    );
+    p.assert_consistent();
+    // Each is rekeyed on its own schedule and stays separate.
+    let start = p.now;
+    p.run_until(start + Duration::from_secs(100));
+    assert_eq!(p.hub.live.len(), 3);
+    assert!(rekeyed(&p.hub) >= 6);
+    p.assert_consistent();
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+}

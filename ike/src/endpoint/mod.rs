@@ -258,6 +258,8 @@ struct ChildSa {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Work {
     RekeyChild(u32),
+    /// An additional Child SA over the facility's configured selectors.
+    NewChild,
     RekeyIke,
     Dpd,
     DeleteChildren(Vec<u32>),

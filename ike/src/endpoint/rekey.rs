@@ -93,6 +93,12 @@ impl Endpoint {
         })
     }
 
+    /// Creates an additional Child SA over the facility's configured
+    /// selectors (RFC 7296 §1.3.1).
+    pub fn create_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.with_established(now, id.0, |est| queue(est, Work::NewChild))
+    }
+
     /// Rekeys an IKE SA now.
     pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
         self.with_established(now, id.0, |est| queue(est, Work::RekeyIke))
@@ -261,20 +267,36 @@ impl Endpoint {
                     PendingKind::DeleteChildren(spis),
                 )?;
             }
-            Work::RekeyChild(old) => {
-                let Some(child) = est.children.iter().find(|c| c.spi_in == old && !c.replaced)
-                else {
-                    return Ok(false);
+            Work::RekeyChild(_) | Work::NewChild => {
+                // A rekey keeps the Child SA's selectors; a new Child SA asks
+                // for the facility's configured ones.
+                let (old, local_ts, remote_ts) = match work {
+                    Work::RekeyChild(old) => {
+                        let Some(child) =
+                            est.children.iter().find(|c| c.spi_in == old && !c.replaced)
+                        else {
+                            return Ok(false);
+                        };
+                        (Some(old), child.local_ts.clone(), child.remote_ts.clone())
+                    }
+                    _ => (
+                        None,
+                        peer.local_ts.iter().map(|s| s.to_selector()).collect(),
+                        peer.remote_ts.iter().map(|s| s.to_selector()).collect(),
+                    ),
                 };
                 let new_spi_in = self.new_child_spi();
                 let nonce_i = self.random(NONCE_LEN);
                 let pfs = peer.esp.first_ke();
-                let mut payloads = vec![Payload::Notify(Notify {
-                    protocol: ProtocolId::Esp,
-                    spi: old.to_be_bytes().to_vec(),
-                    kind: NotifyType::RekeySa,
-                    data: vec![],
-                })];
+                let mut payloads = Vec::new();
+                if let Some(old) = old {
+                    payloads.push(Payload::Notify(Notify {
+                        protocol: ProtocolId::Esp,
+                        spi: old.to_be_bytes().to_vec(),
+                        kind: NotifyType::RekeySa,
+                        data: vec![],
+                    }));
+                }
                 payloads.push(Payload::Sa(
                     peer.esp.to_wire(&new_spi_in.to_be_bytes(), pfs.is_some()),
                 ));
@@ -290,11 +312,12 @@ impl Endpoint {
                     }
                     None => None,
                 };
-                payloads.push(Payload::TsI(child.local_ts.clone()));
-                payloads.push(Payload::TsR(child.remote_ts.clone()));
-                debug!(ike_sa = %sa.id, old = format_args!("{old:08x}"), "rekeying Child SA");
+                payloads.push(Payload::TsI(local_ts));
+                payloads.push(Payload::TsR(remote_ts));
+                debug!(ike_sa = %sa.id, old = ?old.map(|o| format!("{o:08x}")), "creating Child SA");
+                // SPI 0 is never a Child SA's: "replaces nothing".
                 let kind = PendingKind::RekeyChild {
-                    old_spi_in: old,
+                    old_spi_in: old.unwrap_or(0),
                     new_spi_in,
                     nonce_i,
                     ke,

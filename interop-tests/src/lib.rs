@@ -131,6 +131,8 @@ pub struct Facility {
     pub swan_local_ts: Option<String>,
     /// Extra settings of strongSwan's charon (e.g. `fragment_size = 300`).
     pub swan_charon: Vec<String>,
+    /// A second child `net2` with these (local, remote) selectors.
+    pub swan_second_child: Option<(String, String)>,
 }
 
 impl Facility {
@@ -146,6 +148,7 @@ impl Facility {
             serve_args: Vec::new(),
             swan_local_ts: None,
             swan_charon: Vec::new(),
+            swan_second_child: None,
         }
     }
 }
@@ -575,6 +578,7 @@ swanctl {{
         start_action = none
         {child_extra}
       }}
+      {second_child}
     }}
   }}
 }}
@@ -594,6 +598,10 @@ secrets {{
             psk = f.psk,
             conn_extra = f.swan_conn.join("\n    "),
             child_extra = f.swan_child.join("\n        "),
+            second_child = match &f.swan_second_child {
+                Some((l, r)) => format!("net2 {{\n        local_ts = {l}\n        remote_ts = {r}\n        esp_proposals = {}\n        start_action = none\n      }}", f.esp),
+                None => String::new(),
+            },
         );
         std::fs::create_dir_all(s.dir.join("swanctl")).unwrap();
         std::fs::write(s.dir.join("swanctl/swanctl.conf"), swanctl).unwrap();

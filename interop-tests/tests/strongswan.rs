@@ -335,3 +335,41 @@ fn byte_lifetime_rekeys_child_sas_under_traffic() {
         "old Child SAs deleted: {f}"
     );
 }
+
+#[test]
+fn strongswan_adds_a_second_child_sa() {
+    let mut f = Facility::new(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        Role::SwanInitiates,
+    );
+    // strongSwan refuses duplicates, so the second one is narrower.
+    f.swan_second_child = Some(("198.51.100.0/27".into(), "203.0.113.0/26".into()));
+    let lab = Lab::start(f);
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    let out = lab.swanctl(&["--initiate", "--child", "net2", "--timeout", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    lab.wait_for("two Child SAs", Duration::from_secs(10), |l| {
+        l.facility_status()["child_sas"].as_array().unwrap().len() == 2
+    });
+    assert_eq!(lab.status()["hub"]["ike_sas"], 1, "on the same IKE SA");
+    assert!(lab.ping(false, 1000, 3));
+    assert!(lab.ping(true, 1000, 3));
+    // Closing one leaves the other (and the route) in place.
+    let out = lab.swanctl(&["--terminate", "--child", "net2", "--timeout", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    lab.wait_for("one Child SA", Duration::from_secs(10), |l| {
+        l.facility_status()["child_sas"].as_array().unwrap().len() == 1
+    });
+    assert!(lab.hub_route_present());
+    assert!(lab.ping(true, 56, 3));
+}

@@ -478,6 +478,7 @@ impl Hub {
                 peer,
                 child,
                 rekey_of,
+                answered,
                 ..
             } => {
                 if rekey_of.is_some() {
@@ -485,7 +486,11 @@ impl Hub {
                     st.child_rekeys += 1;
                     st.last_rekey = Some(now);
                 }
-                self.install_child(&peer, child);
+                // A rekey the facility initiated: it has no inbound SA for
+                // the new SPI until our answer reaches it, so keep sending
+                // on the old SA until the facility deletes it.
+                let replacing = rekey_of.filter(|_| answered);
+                self.install_child(&peer, child, replacing);
             }
             Event::ChildSaDown {
                 peer,
@@ -534,7 +539,7 @@ impl Hub {
         }
     }
 
-    fn install_child(&mut self, peer: &str, child: ChildSaInfo) {
+    fn install_child(&mut self, peer: &str, child: ChildSaInfo, replacing: Option<u32>) {
         let (cipher, integrity) = esp_suite(&child);
         let spec = ChildSaSpec {
             peer: peer.to_string(),
@@ -550,7 +555,11 @@ impl Hub {
             remote_ts: child.remote_ts.iter().map(to_selector).collect(),
             remote: child.remote,
         };
-        if let Err(e) = self.table.install(&spec) {
+        let installed = match replacing {
+            Some(old_spi_in) => self.table.install_replacing(&spec, old_spi_in),
+            None => self.table.install(&spec),
+        };
+        if let Err(e) = installed {
             error!(%peer, "cannot install Child SA: {e}");
             return;
         }

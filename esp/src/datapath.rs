@@ -538,4 +538,46 @@ mod tests {
         assert_eq!(seal(&hub, &q), Err(DropReason::NoRoute));
         assert!(hub.snapshot().is_empty());
     }
+
+    #[test]
+    fn an_answered_rekey_sends_on_the_old_sa_until_it_is_removed() {
+        let (hub, _site) = tables(Cipher::AesGcm16(256), None);
+        let q = ipv4([203, 0, 113, 1], [198, 51, 100, 1], 64);
+        let new = spec(
+            "kyoto",
+            0x300,
+            0x400,
+            ("198.51.100.0", "198.51.100.63"),
+            false,
+            Cipher::AesGcm16(256),
+            None,
+        );
+        hub.install_replacing(&new, 0x100).unwrap();
+        assert!(
+            hub.snapshot().inbound(0x300).is_some(),
+            "new inbound at once"
+        );
+        assert_eq!(
+            header_spi(&seal(&hub, &q).unwrap()),
+            Some(0x200),
+            "the peer may not have the new SA yet"
+        );
+        // A NAT change reaches the waiting SA too.
+        assert!(hub.update_remote(0x400, "192.0.2.77:31000".parse().unwrap()));
+        hub.remove(0x100, 0x200);
+        assert_eq!(header_spi(&seal(&hub, &q).unwrap()), Some(0x400));
+
+        // With the old SA already gone, the new one sends at once.
+        let (hub, _site) = tables(Cipher::AesGcm16(256), None);
+        hub.remove(0x100, 0x200);
+        hub.install_replacing(&new, 0x100).unwrap();
+        assert_eq!(header_spi(&seal(&hub, &q).unwrap()), Some(0x400));
+
+        // A successor removed while waiting never sends.
+        let (hub, _site) = tables(Cipher::AesGcm16(256), None);
+        hub.install_replacing(&new, 0x100).unwrap();
+        hub.remove(0x300, 0x400);
+        hub.remove(0x100, 0x200);
+        assert_eq!(seal(&hub, &q), Err(DropReason::NoRoute));
+    }
 }

@@ -222,6 +222,9 @@ pub struct Snapshot {
     /// Outbound SAs in installation order: for a prefix several SAs cover
     /// (a rekey in progress), the newest wins.
     outbound_sas: Vec<Arc<OutboundSa>>,
+    /// Outbound SAs of rekeys we answered, each waiting for the removal of
+    /// the inbound SPI it replaces before it carries traffic.
+    pending_outbound: Vec<(u32, Arc<OutboundSa>)>,
     outbound: PrefixMap<Arc<OutboundSa>>,
 }
 
@@ -295,6 +298,22 @@ impl SaTable {
     /// over its prefixes at once; the inbound SA is added beside any older
     /// one, so packets in flight on the old SA are still accepted.
     pub fn install(&self, spec: &ChildSaSpec) -> Result<(), KeyError> {
+        self.install_after(spec, None)
+    }
+
+    /// Installs a Child SA that replaces the one whose inbound SPI is
+    /// `old_spi_in`, in a rekey the peer initiated. Its inbound direction
+    /// works at once; its outbound direction waits until the old SA is
+    /// removed (the peer deletes it once our answer has arrived and it has
+    /// installed its own inbound SA). Sending on the new SA earlier races
+    /// the answer: the peer's kernel would drop what arrives before it has
+    /// the SA. strongSwan does the same as a rekey responder. If the old SA
+    /// is already gone, the outbound direction works at once.
+    pub fn install_replacing(&self, spec: &ChildSaSpec, old_spi_in: u32) -> Result<(), KeyError> {
+        self.install_after(spec, Some(old_spi_in))
+    }
+
+    fn install_after(&self, spec: &ChildSaSpec, old_spi_in: Option<u32>) -> Result<(), KeyError> {
         let inbound_crypto =
             SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_in, &spec.integ_in)?;
         let outbound_crypto =
@@ -323,7 +342,14 @@ impl SaTable {
         let mut next = Snapshot::clone(&self.current.load());
         next.inbound.insert(spec.spi_in, inbound);
         next.outbound_sas.retain(|sa| sa.spi != spec.spi_out);
-        next.outbound_sas.push(outbound);
+        next.pending_outbound
+            .retain(|(_, sa)| sa.spi != spec.spi_out);
+        match old_spi_in {
+            Some(old) if next.inbound.contains_key(&old) => {
+                next.pending_outbound.push((old, outbound));
+            }
+            _ => next.outbound_sas.push(outbound),
+        }
         next.rebuild_routes();
         self.current.store(Arc::new(next));
         Ok(())
@@ -348,7 +374,13 @@ impl SaTable {
     /// facility's NAT mapping changed). False if no such SA.
     pub fn update_remote(&self, spi_out: u32, remote: SocketAddr) -> bool {
         let snap = self.current.load();
-        match snap.outbound_sas.iter().find(|sa| sa.spi == spi_out) {
+        let pending = snap.pending_outbound.iter().map(|(_, sa)| sa);
+        match snap
+            .outbound_sas
+            .iter()
+            .chain(pending)
+            .find(|sa| sa.spi == spi_out)
+        {
             Some(sa) => {
                 sa.remote.store(Arc::new(remote));
                 true
@@ -363,6 +395,14 @@ impl SaTable {
         let mut next = Snapshot::clone(&self.current.load());
         next.inbound.remove(&spi_in);
         next.outbound_sas.retain(|sa| sa.spi != spi_out);
+        next.pending_outbound.retain(|(_, sa)| sa.spi != spi_out);
+        // Successors that waited for this SA to go now carry its traffic.
+        let (ready, waiting) = std::mem::take(&mut next.pending_outbound)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(old, _)| *old == spi_in);
+        next.pending_outbound = waiting;
+        next.outbound_sas
+            .extend(ready.into_iter().map(|(_, sa)| sa));
         next.rebuild_routes();
         self.current.store(Arc::new(next));
     }

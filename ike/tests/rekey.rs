@@ -70,6 +70,20 @@ fn hub_and_site_rekey_child_sas_make_before_break() {
             "{n} rekeys in 3 minutes at 20 s (with jitter)"
         );
         assert_eq!(rekeyed(&p.site), n);
+        // The side that answered each rekey is told so (it must keep
+        // sending on the old SA until the initiator deletes it).
+        let (initiator, responder) = if hub_child == 20 {
+            (&p.hub, &p.site)
+        } else {
+            (&p.site, &p.hub)
+        };
+        let answered = |side: &Side, want: bool| {
+            side.count(|e| {
+                matches!(e, Event::ChildSaUp { rekey_of: Some(_), answered, .. } if *answered == want)
+            })
+        };
+        assert_eq!(answered(responder, true), n);
+        assert_eq!(answered(initiator, false), n);
         assert_eq!(
             p.hub.live.len(),
             1,

@@ -116,6 +116,11 @@ pub enum Event {
         /// The inbound SPI of the Child SA it replaces (a rekey); the old
         /// one stays installed until its own `ChildSaDown`.
         rekey_of: Option<u32>,
+        /// Whether the peer initiated the exchange and we answered it. The
+        /// peer installs its inbound SA only when our answer arrives, so a
+        /// rekey we answered should keep sending on the old SA until that
+        /// is deleted.
+        answered: bool,
     },
     /// A facility behind NAT now sends from another address or port (its
     /// NAT mapping changed); ESP to it must go there (RFC 7296 §2.23).
@@ -2343,7 +2348,7 @@ impl Endpoint {
             remote_behind_nat: sa.remote_behind_nat,
         });
         if let Some(child) = child {
-            self.child_up(sa.id, &peer.name, child, None);
+            self.child_up(sa.id, &peer.name, child, None, !sa.initiator);
         }
         // One IKE SA per facility: a reconnecting facility replaces its old
         // SAs, reported down only after the new Child SA is up.
@@ -2367,7 +2372,14 @@ impl Endpoint {
     }
 
     /// Reports a new Child SA for installation.
-    fn child_up(&mut self, ike_sa: IkeSaId, peer: &str, child: ChildSaInfo, rekey_of: Option<u32>) {
+    fn child_up(
+        &mut self,
+        ike_sa: IkeSaId,
+        peer: &str,
+        child: ChildSaInfo,
+        rekey_of: Option<u32>,
+        answered: bool,
+    ) {
         info!(
             %peer,
             spi_in = format_args!("{:08x}", child.spi_in),
@@ -2383,6 +2395,7 @@ impl Endpoint {
             peer: peer.to_string(),
             child,
             rekey_of,
+            answered,
         });
     }
 

@@ -518,7 +518,7 @@ impl Endpoint {
         let lifetimes = peer.lifetimes;
         let rekey_at = self.jittered(now, lifetimes.child, lifetimes.jitter_percent);
         est.children.push(ChildSa::new(&info, rekey_at));
-        self.child_up(sa.id, &peer.name, info, rekey_of);
+        self.child_up(sa.id, &peer.name, info, rekey_of, true);
         Ok(reply)
     }
 
@@ -796,7 +796,7 @@ impl Endpoint {
         let old = est.children.iter().position(|c| c.spi_in == old_spi_in);
         let collision = old.and_then(|i| est.children[i].peer_rekey.take());
         est.children.push(ChildSa::new(&info, rekey_at));
-        self.child_up(sa.id, &peer.name, info, old.map(|_| old_spi_in));
+        self.child_up(sa.id, &peer.name, info, old.map(|_| old_spi_in), false);
         let Some(i) = old else { return };
         est.children[i].rekeying = false;
         est.children[i].replaced = true;

@@ -118,7 +118,7 @@ impl Peer {
 }
 
 /// What `peer add` asks for, before validation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct NewPeer {
     pub(crate) name: String,
     pub(crate) id: String,
@@ -663,110 +663,51 @@ mod tests {
         };
         let p = reg.add_peer(&good).unwrap();
         assert_eq!(&p.psk[..], b"0123456789abcdef0123");
+        // Each case is a valid second facility with one thing wrong.
+        let osaka = NewPeer {
+            name: "osaka".into(),
+            id: "osaka.example".into(),
+            remote_ts: "198.51.100.64/26".into(),
+            psk_file: Some(psk.clone()),
+            ..Default::default()
+        };
+        let but = |change: &dyn Fn(&mut NewPeer)| {
+            let mut p = osaka.clone();
+            change(&mut p);
+            p
+        };
         let cases: Vec<(NewPeer, &str)> = vec![
             (
-                NewPeer {
-                    name: "kyoto".into(),
-                    id: "other.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    ..Default::default()
-                },
+                but(&|p| {
+                    p.name = "kyoto".into();
+                    p.id = "other.example".into();
+                }),
                 "already exists",
             ),
+            (but(&|p| p.id = "KYOTO.example".into()), "already belongs"),
             (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "KYOTO.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    ..Default::default()
-                },
-                "already belongs",
-            ),
-            (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.32/27".into(),
-                    psk_file: Some(psk.clone()),
-                    ..Default::default()
-                },
+                but(&|p| p.remote_ts = "198.51.100.32/27".into()),
                 "overlaps",
             ),
             (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/33".into(),
-                    psk_file: Some(psk.clone()),
-                    ..Default::default()
-                },
+                but(&|p| p.remote_ts = "198.51.100.64/33".into()),
                 "remote-ts",
             ),
+            (but(&|p| p.psk_file = Some(short.clone())), "at least 16"),
             (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(short.clone()),
-                    ..Default::default()
-                },
-                "at least 16",
-            ),
-            (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(state.join("missing")),
-                    ..Default::default()
-                },
+                but(&|p| p.psk_file = Some(state.join("missing"))),
                 "cannot read",
             ),
             (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    ike: Some("3des-sha1-modp1024".into()),
-                    ..Default::default()
-                },
+                but(&|p| p.ike = Some("3des-sha1-modp1024".into())),
                 "CRYPTREC",
             ),
             (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    remote_addr: Some("not-an-ip".into()),
-                    ..Default::default()
-                },
+                but(&|p| p.remote_addr = Some("not-an-ip".into())),
                 "remote-addr",
             ),
-            (
-                NewPeer {
-                    name: "osaka".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    start: true,
-                    ..Default::default()
-                },
-                "--start needs",
-            ),
-            (
-                NewPeer {
-                    name: "bad name".into(),
-                    id: "osaka.example".into(),
-                    remote_ts: "198.51.100.64/26".into(),
-                    psk_file: Some(psk.clone()),
-                    ..Default::default()
-                },
-                "name",
-            ),
+            (but(&|p| p.start = true), "--start needs"),
+            (but(&|p| p.name = "bad name".into()), "name"),
         ];
         for (np, expect) in cases {
             let err = reg.add_peer(&np).unwrap_err().to_string();

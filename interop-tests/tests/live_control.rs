@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use renkei_interop_tests::{Facility, Lab, Role, Topology};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -24,28 +24,7 @@ fn other_facilities_are_untouched_by_changes() {
     let kyoto_before = lab.status_of("kyoto");
 
     // Facility A (kyoto) pings the hub 20 times a second throughout.
-    let (ns, src) = (lab.sites[0].ns.clone(), lab.sites[0].inner.clone());
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.05",
-            "-c",
-            "300",
-            "-W",
-            "2",
-            "-I",
-            &src,
-            renkei_interop_tests::HUB_INNER,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = lab.spawn_ping(false, "0.05", 300);
 
     let step = |args: &[&str]| {
         let out = lab.renkei(args);

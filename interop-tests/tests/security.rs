@@ -29,28 +29,7 @@ fn spoofed_init_flood_while_a_facility_connects_and_another_keeps_pinging() {
     let lab = Lab::start_sites(Topology::Nat, vec![swan(), swan()]);
     assert!(lab.swan_initiate_of(0));
     lab.wait_up_of(0, Duration::from_secs(30));
-    let (ns, src) = (lab.sites[0].ns.clone(), lab.sites[0].inner.clone());
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.05",
-            "-c",
-            "300",
-            "-W",
-            "2",
-            "-I",
-            &src,
-            renkei_interop_tests::HUB_INNER,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ping = lab.spawn_ping(false, "0.05", 300);
     // 40 000 IKE_SA_INIT requests at 4000/s from 128 spoofed addresses, sent
     // from inside the NAT router towards the hub.
     let nat = lab.nat_ns.clone().unwrap();

@@ -15,13 +15,8 @@ use util::*;
 /// A genuine IKE_SA_INIT request, to be replayed with other SPIs and sources.
 fn init_request() -> Vec<u8> {
     let mut site = Endpoint::new(Config::new(Identity::parse("x.example").unwrap(), [9; 32]));
-    site.set_peer(peer(
-        "hub",
-        "hub.example",
-        "correct horse battery",
-        "198.51.100.0/26",
+    site.set_peer(hub_at_kyoto(
         "203.0.113.0/25",
-        Some(HUB),
         "aes256gcm16-prfsha256-ecp256",
     ))
     .unwrap();

@@ -27,15 +27,7 @@ fn pair(hub_fragment: usize, site_fragment: usize) -> Pair {
     p.site.ep = Endpoint::new(cfg);
     p.site
         .ep
-        .set_peer(peer(
-            "hub",
-            "hub.example",
-            "correct horse battery",
-            "198.51.100.0/26",
-            "203.0.113.0/25",
-            Some(HUB),
-            "aes256-sha256-modp2048",
-        ))
+        .set_peer(hub_at_kyoto("203.0.113.0/25", "aes256-sha256-modp2048"))
         .unwrap();
     p
 }
@@ -125,13 +117,8 @@ fn messages_of_too_many_fragments_are_refused() {
     let many: Vec<String> = (0..60).map(|i| format!("203.0.113.{i}/32")).collect();
     p.site
         .ep
-        .set_peer(peer(
-            "hub",
-            "hub.example",
-            "correct horse battery",
-            "198.51.100.0/26",
+        .set_peer(hub_at_kyoto(
             &many.join(","),
-            Some(HUB),
             "aes256gcm16-prfsha256-ecp256",
         ))
         .unwrap();

@@ -27,12 +27,7 @@ fn psk_handshake_gives_matching_child_keys() {
         "camellia256-sha512-ecp521",
         "aes128-sha384-modp3072",
     ] {
-        let mut p = Pair::new(
-            "correct horse battery",
-            ike,
-            "198.51.100.0/26",
-            "203.0.113.0/25",
-        );
+        let mut p = Pair::new(PSK, ike, "198.51.100.0/26", "203.0.113.0/25");
         establish(&mut p);
         let (h, s) = (child_ups(&p.hub.events), child_ups(&p.site.events));
         assert_eq!(
@@ -84,27 +79,15 @@ fn wrong_psk_is_refused_with_authentication_failed() {
 
 #[test]
 fn invalid_ke_payload_is_followed_by_a_retry() {
-    let mut p = Pair::new(
-        "correct horse battery",
-        "aes256gcm16-prfsha256-ecp384-ecp256",
-        "198.51.100.0/26",
-        "203.0.113.0/25",
-    );
-    let mut cfg = Config::new(Identity::parse("hub.example").unwrap(), [1; 32]);
-    cfg.ike_proposals =
-        ProposalSet::parse("aes256gcm16-prfsha256-ecp256", Protocol::Ike, false).unwrap();
-    p.hub.ep = Endpoint::new(cfg);
-    p.hub
+    // The site's first KE is for ECP-384; the hub only takes ECP-256.
+    let mut p = Pair::with_hub_config(|cfg| {
+        cfg.ike_proposals =
+            ProposalSet::parse("aes256gcm16-prfsha256-ecp256", Protocol::Ike, false).unwrap();
+    });
+    let offer = "aes256gcm16-prfsha256-ecp384-ecp256";
+    p.site
         .ep
-        .set_peer(peer(
-            "kyoto",
-            "kyoto.example",
-            "correct horse battery",
-            "203.0.113.0/25",
-            "198.51.100.0/26",
-            None,
-            ike::proposal::DEFAULT_IKE,
-        ))
+        .set_peer(hub_at_kyoto("203.0.113.0/25", offer))
         .unwrap();
     establish(&mut p);
     assert_eq!(child_ups(&p.site.events).len(), 1);
@@ -117,7 +100,7 @@ fn invalid_ke_payload_is_followed_by_a_retry() {
 #[test]
 fn lost_and_duplicated_messages_are_recovered() {
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "203.0.113.0/25",
@@ -159,7 +142,7 @@ fn lost_and_duplicated_messages_are_recovered() {
 #[test]
 fn retransmission_budget_gives_up() {
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "203.0.113.0/25",
@@ -191,7 +174,7 @@ fn retransmission_budget_gives_up() {
 fn selectors_are_narrowed_and_foreign_ones_refused() {
     // The site asks for everything on the hub side: narrowed to 203.0.113.0/25.
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "0.0.0.0/0",
@@ -201,7 +184,7 @@ fn selectors_are_narrowed_and_foreign_ones_refused() {
     assert_eq!(ike::ts::describe(&s[0].remote_ts), "203.0.113.0/25");
     // The site claims another facility's prefix as its own: TS_UNACCEPTABLE.
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.128/26",
         "203.0.113.0/25",
@@ -289,7 +272,7 @@ fn non_cryptrec_proposal_gets_no_proposal_chosen() {
 #[test]
 fn delete_from_either_side_tears_down_both() {
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "203.0.113.0/25",
@@ -315,7 +298,7 @@ fn delete_from_either_side_tears_down_both() {
 #[test]
 fn reconnecting_facility_replaces_its_old_ike_sa() {
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "203.0.113.0/25",
@@ -326,13 +309,8 @@ fn reconnecting_facility_replaces_its_old_ike_sa() {
         Identity::parse("kyoto.example").unwrap(),
         [3; 32],
     ));
-    site.set_peer(peer(
-        "hub",
-        "hub.example",
-        "correct horse battery",
-        "198.51.100.0/26",
+    site.set_peer(hub_at_kyoto(
         "203.0.113.0/25",
-        Some(HUB),
         "aes256gcm16-prfsha256-ecp256",
     ))
     .unwrap();
@@ -353,7 +331,7 @@ fn reconnecting_facility_replaces_its_old_ike_sa() {
 #[test]
 fn garbage_never_panics_the_responder() {
     let mut p = Pair::new(
-        "correct horse battery",
+        PSK,
         "aes256gcm16-prfsha256-ecp256",
         "198.51.100.0/26",
         "203.0.113.0/25",

@@ -153,15 +153,7 @@ fn simultaneous_child_rekeys_leave_one_child_sa() {
             );
             cfg.force_encap = true;
             let mut ep = ike::Endpoint::new(cfg);
-            let mut s = peer(
-                "hub",
-                "hub.example",
-                "correct horse battery",
-                "198.51.100.0/26",
-                "203.0.113.0/25",
-                Some(HUB),
-                GCM,
-            );
+            let mut s = hub_at_kyoto("203.0.113.0/25", GCM);
             s.lifetimes = lifetimes(LONG, LONG, LONG);
             ep.set_peer(s).unwrap();
             ep

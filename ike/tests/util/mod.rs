@@ -15,6 +15,36 @@ use zeroize::Zeroizing;
 
 pub const HUB: &str = "192.0.2.1";
 pub const SITE: &str = "192.0.2.2";
+/// The pre-shared key both sides hold unless a test says otherwise.
+pub const PSK: &str = "correct horse battery";
+
+/// The hub's record of facility "kyoto": kyoto's prefix 198.51.100.0/26
+/// behind the hub's 203.0.113.0/25, the whole CRYPTREC IKE profile.
+pub fn kyoto_at_hub() -> PeerConfig {
+    peer(
+        "kyoto",
+        "kyoto.example",
+        PSK,
+        "203.0.113.0/25",
+        "198.51.100.0/26",
+        None,
+        ike::proposal::DEFAULT_IKE,
+    )
+}
+
+/// Kyoto's record of the hub at [`HUB`]: asks for `hub_side` behind it and
+/// offers `ike`.
+pub fn hub_at_kyoto(hub_side: &str, ike: &str) -> PeerConfig {
+    peer(
+        "hub",
+        "hub.example",
+        PSK,
+        "198.51.100.0/26",
+        hub_side,
+        Some(HUB),
+        ike,
+    )
+}
 
 pub struct Side {
     pub ep: Endpoint,
@@ -66,16 +96,7 @@ impl Pair {
             Identity::parse("hub.example").unwrap(),
             [1; 32],
         ));
-        hub.set_peer(peer(
-            "kyoto",
-            "kyoto.example",
-            "correct horse battery",
-            "203.0.113.0/25",
-            "198.51.100.0/26",
-            None,
-            ike::proposal::DEFAULT_IKE,
-        ))
-        .unwrap();
+        hub.set_peer(kyoto_at_hub()).unwrap();
         let mut site = Endpoint::new(Config::new(
             Identity::parse("kyoto.example").unwrap(),
             [2; 32],
@@ -222,32 +243,11 @@ impl Side {
 impl Pair {
     /// Both sides with the given lifetimes.
     pub fn with_lifetimes(site_ike: &str, hub_l: Lifetimes, site_l: Lifetimes) -> Pair {
-        let mut p = Pair::new(
-            "correct horse battery",
-            site_ike,
-            "198.51.100.0/26",
-            "203.0.113.0/25",
-        );
-        let mut h = peer(
-            "kyoto",
-            "kyoto.example",
-            "correct horse battery",
-            "203.0.113.0/25",
-            "198.51.100.0/26",
-            None,
-            ike::proposal::DEFAULT_IKE,
-        );
+        let mut p = Pair::new(PSK, site_ike, "198.51.100.0/26", "203.0.113.0/25");
+        let mut h = kyoto_at_hub();
         h.lifetimes = hub_l;
         p.hub.ep.set_peer(h).unwrap();
-        let mut s = peer(
-            "hub",
-            "hub.example",
-            "correct horse battery",
-            "198.51.100.0/26",
-            "203.0.113.0/25",
-            Some(HUB),
-            site_ike,
-        );
+        let mut s = hub_at_kyoto("203.0.113.0/25", site_ike);
         s.lifetimes = site_l;
         p.site.ep.set_peer(s).unwrap();
         p
@@ -299,7 +299,7 @@ impl Pair {
     /// A pair whose hub has a tuned configuration.
     pub fn with_hub_config(f: impl FnOnce(&mut Config)) -> Pair {
         let mut p = Pair::new(
-            "correct horse battery",
+            PSK,
             "aes256gcm16-prfsha256-ecp256",
             "198.51.100.0/26",
             "203.0.113.0/25",
@@ -307,18 +307,7 @@ impl Pair {
         let mut cfg = Config::new(Identity::parse("hub.example").unwrap(), [1; 32]);
         f(&mut cfg);
         p.hub.ep = Endpoint::new(cfg);
-        p.hub
-            .ep
-            .set_peer(peer(
-                "kyoto",
-                "kyoto.example",
-                "correct horse battery",
-                "203.0.113.0/25",
-                "198.51.100.0/26",
-                None,
-                ike::proposal::DEFAULT_IKE,
-            ))
-            .unwrap();
+        p.hub.ep.set_peer(kyoto_at_hub()).unwrap();
         p
     }
 }

@@ -11,10 +11,9 @@
 //! most [`MAX_FRAGMENTS`] fragments and [`MAX_REASSEMBLY_BYTES`] bytes, and
 //! a reassembly older than [`REASSEMBLY_TIMEOUT`] is started afresh.
 
-use super::{Endpoint, IkeSa};
+use super::{Endpoint, IkeSa, Incoming};
 use crate::error::Error;
-use crate::wire::{parse_chain, HeaderRepr, Payload, PayloadType, HEADER_LEN};
-use std::net::SocketAddr;
+use crate::wire::{parse_chain, Payload, PayloadType, HEADER_LEN};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -43,11 +42,9 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
     ) -> Result<(), Error> {
+        let Incoming { hdr, data, .. } = msg;
         let response = hdr.flags.response();
         if response {
             if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
@@ -64,10 +61,7 @@ impl Endpoint {
                 .as_ref()
                 .is_some_and(|(id, _)| *id == hdr.message_id)
             {
-                return self
-                    .on_request(now, sa, remote, local, hdr, data)
-                    .map(drop)
-                    .or(Ok(()));
+                return self.on_request(now, sa, msg).map(drop).or(Ok(()));
             }
             return Err(Error::Misbehaved(format!(
                 "fragment of request {} (expected {})",
@@ -153,9 +147,9 @@ impl Endpoint {
         let inner: Vec<u8> = r.pieces.into_iter().flatten().flatten().collect();
         self.reassembled = Some(parse_chain(r.first_inner, &inner)?);
         let result = if response {
-            self.on_response(now, sa, remote, local, hdr, data)
+            self.on_response(now, sa, msg)
         } else {
-            self.on_request(now, sa, remote, local, hdr, data)
+            self.on_request(now, sa, msg)
         };
         self.reassembled = None;
         result

@@ -87,6 +87,16 @@ pub struct ChildSaInfo {
     pub encap: bool,
 }
 
+/// A received IKE message on its way through the handlers: where it came
+/// from and arrived, its parsed header and its bytes (from the IKE header on).
+#[derive(Clone, Copy)]
+struct Incoming<'a> {
+    remote: SocketAddr,
+    local: SocketAddr,
+    hdr: &'a HeaderRepr,
+    data: &'a [u8],
+}
+
 /// Something the driver must act on or record.
 #[derive(Debug)]
 pub enum Event {
@@ -773,7 +783,13 @@ impl Endpoint {
                 return;
             }
         };
-        if let Err(e) = self.dispatch(now, remote, local, &hdr, data) {
+        let msg = Incoming {
+            remote,
+            local,
+            hdr: &hdr,
+            data,
+        };
+        if let Err(e) = self.dispatch(now, msg) {
             debug!(%remote, exchange = %hdr.exchange, "{e}");
         }
     }
@@ -1188,21 +1204,15 @@ impl Endpoint {
         });
     }
 
-    fn dispatch(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
-    ) -> Result<(), Error> {
+    fn dispatch(&mut self, now: Instant, msg: Incoming<'_>) -> Result<(), Error> {
+        let hdr = msg.hdr;
         if hdr.exchange == ExchangeType::IkeSaInit && !hdr.flags.response() {
             if hdr.spi_r != 0 || hdr.message_id != 0 || !hdr.flags.initiator() {
                 return Err(Error::Missing(
                     "IKE_SA_INIT request with responder SPI or message ID",
                 ));
             }
-            return self.respond_init(now, remote, local, hdr, data);
+            return self.respond_init(now, msg);
         }
         // The sender's I flag tells whose SPI is ours (RFC 7296 §3.1).
         let ours = if hdr.flags.initiator() {
@@ -1221,25 +1231,18 @@ impl Endpoint {
         let result = if !theirs_matches {
             Err(Error::Misbehaved("SPI or role mismatch".into()))
         } else if hdr.next_payload == PayloadType::Skf {
-            self.on_fragment(now, &mut sa, remote, local, hdr, data)
+            self.on_fragment(now, &mut sa, msg)
         } else if hdr.flags.response() {
-            self.on_response(now, &mut sa, remote, local, hdr, data)
+            self.on_response(now, &mut sa, msg)
         } else {
-            self.on_request(now, &mut sa, remote, local, hdr, data)
+            self.on_request(now, &mut sa, msg)
         };
         self.put_back(sa);
         result
     }
 
-    fn on_request(
-        &mut self,
-        now: Instant,
-        sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
-    ) -> Result<(), Error> {
+    fn on_request(&mut self, now: Instant, sa: &mut IkeSa, msg: Incoming<'_>) -> Result<(), Error> {
+        let hdr = msg.hdr;
         // RFC 7296 §2.2: a retransmitted request gets the cached response.
         if let Some((id, messages)) = &sa.last_response {
             if *id == hdr.message_id {
@@ -1255,14 +1258,12 @@ impl Endpoint {
             )));
         }
         match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
-            (ExchangeType::IkeAuth, State::InitDone(init)) => {
-                self.respond_auth(now, sa, remote, local, hdr, data, init)
-            }
+            (ExchangeType::IkeAuth, State::InitDone(init)) => self.respond_auth(now, sa, msg, init),
             (ExchangeType::Informational, State::Established(est)) => {
-                self.respond_informational(now, sa, remote, local, hdr, data, est)
+                self.respond_informational(now, sa, msg, est)
             }
             (ExchangeType::CreateChildSa, State::Established(est)) => {
-                self.respond_create_child(now, sa, remote, local, hdr, data, est)
+                self.respond_create_child(now, sa, msg, est)
             }
             (_, state) => {
                 sa.state = state;
@@ -1278,11 +1279,9 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
     ) -> Result<(), Error> {
+        let Incoming { hdr, data, .. } = msg;
         if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
             return Err(Error::Misbehaved(format!(
                 "unexpected response {}",
@@ -1291,7 +1290,7 @@ impl Endpoint {
         }
         match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
             (ExchangeType::IkeSaInit, State::InitSent(init)) => {
-                self.on_init_response(now, sa, remote, local, hdr, data, init)
+                self.on_init_response(now, sa, msg, init)
             }
             (ExchangeType::IkeAuth, State::AuthSent(auth)) => {
                 self.on_auth_response(now, sa, hdr, data, auth)
@@ -1305,9 +1304,7 @@ impl Endpoint {
                 sa.state = State::Gone;
                 Ok(())
             }
-            (_, State::Established(est)) => {
-                self.on_established_response(now, sa, remote, local, hdr, data, est)
-            }
+            (_, State::Established(est)) => self.on_established_response(now, sa, msg, est),
             (_, state) => {
                 sa.state = state;
                 Err(Error::Misbehaved(format!(
@@ -1399,17 +1396,20 @@ impl Endpoint {
     /// counts as alive and is followed to its address; on failure the SA's
     /// state is put back untouched (a forged or corrupted message must not
     /// harm the SA).
-    #[allow(clippy::too_many_arguments)]
     fn open_established(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
         mut est: Established,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
     ) -> Result<(Established, Vec<Payload>), Error> {
+        let Incoming {
+            remote,
+            local,
+            hdr,
+            data,
+            ..
+        } = msg;
         match self.decrypt(&est.keys, hdr, data) {
             Ok(payloads) => {
                 est.last_received = now;
@@ -1589,14 +1589,14 @@ impl Endpoint {
         (remote_nat, local_nat, true)
     }
 
-    fn respond_init(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
-    ) -> Result<(), Error> {
+    fn respond_init(&mut self, now: Instant, msg: Incoming<'_>) -> Result<(), Error> {
+        let Incoming {
+            remote,
+            local,
+            hdr,
+            data,
+            ..
+        } = msg;
         if let Some(spi) = self.half_open.get(&(remote, hdr.spi_i)).copied() {
             if let Some(mut sa) = self.sas.remove(&spi) {
                 if let Some((0, messages)) = sa.last_response.clone() {
@@ -1769,17 +1769,20 @@ impl Endpoint {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_init_response(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
         init: InitSent,
     ) -> Result<(), Error> {
+        let Incoming {
+            remote,
+            local,
+            hdr,
+            data,
+            ..
+        } = msg;
         let peer = sa
             .peer
             .clone()
@@ -1944,17 +1947,20 @@ impl Endpoint {
 
     // ---- IKE_AUTH ------------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
     fn respond_auth(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
         init: InitDone,
     ) -> Result<(), Error> {
+        let Incoming {
+            remote,
+            local,
+            hdr,
+            data,
+            ..
+        } = msg;
         let payloads = match self.decrypt(&init.keys, hdr, data) {
             Ok(p) => p,
             Err(e @ Error::Crypto(_)) => {
@@ -2412,18 +2418,15 @@ impl Endpoint {
 
     // ---- INFORMATIONAL -------------------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
     fn respond_informational(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
         est: Established,
     ) -> Result<(), Error> {
-        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
+        let hdr = msg.hdr;
+        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
         let mut delete_ike = false;
         let mut ours = Vec::new();
         let mut gone = Vec::new();

@@ -14,17 +14,14 @@
 
 use super::{
     accept_narrowed, narrow_to_peer, ChildSa, ChildSaInfo, Endpoint, Established, Event, IkeSa,
-    IkeSaId, PendingKind, State, Timer, Timers, Work, NONCE_LEN,
+    IkeSaId, Incoming, PendingKind, State, Timer, Timers, Work, NONCE_LEN,
 };
 use crate::crypto::KeyExchange;
 use crate::error::Error;
 use crate::keys::{derive_child, IkeKeys};
 use crate::proposal::describe_offer;
-use crate::wire::{
-    Delete, ExchangeType, HeaderRepr, Notify, NotifyType, Payload, PayloadsExt, ProtocolId,
-};
+use crate::wire::{Delete, ExchangeType, Notify, NotifyType, Payload, PayloadsExt, ProtocolId};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -367,18 +364,15 @@ impl Endpoint {
 
     // ---- CREATE_CHILD_SA as responder -----------------------------------
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn respond_create_child(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
         est: Established,
     ) -> Result<(), Error> {
-        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
+        let hdr = msg.hdr;
+        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
         let rekeys_ike = payloads
             .sa()
             .and_then(|v| v.first())
@@ -648,18 +642,14 @@ impl Endpoint {
 
     // ---- responses to our requests ----------------------------------------
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_established_response(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: Incoming<'_>,
         est: Established,
     ) -> Result<(), Error> {
-        let (mut est, payloads) = self.open_established(now, sa, est, remote, local, hdr, data)?;
+        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
         let Some(pending) = sa.pending.take() else {
             sa.state = State::Established(est);
             return Ok(());

@@ -439,13 +439,10 @@ impl Hub {
                 info!(%peer, %remote, child_sas = spis_out.len(), "facility moved; ESP follows");
                 self.status.entry(peer).or_default().remote = Some(remote);
             }
+            // The endpoint has logged it.
             Event::IkeSaRekeyed {
-                old,
-                new,
-                peer,
-                suite,
+                new, peer, suite, ..
             } => {
-                info!(%peer, %old, %new, %suite, "IKE SA rekeyed");
                 let st = self.status.entry(peer).or_default();
                 st.ike_sa = Some(new);
                 st.ike_suite = Some(suite.to_string());

@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
@@ -46,9 +47,12 @@ fn control_socket() -> io::Result<std::os::fd::OwnedFd> {
 impl Tun {
     /// Creates (or attaches to) TUN device `name`, sets its MTU and brings it up.
     pub fn create(name: &str, mtu: u32) -> io::Result<Tun> {
+        // Non-blocking, so that a busy outbound worker reads packet after
+        // packet and only polls (a second syscall) when the queue is empty.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
         let mut req = ifreq_with_name(name)?;
         req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
@@ -105,10 +109,21 @@ impl Tun {
 
     /// Reads one packet; waits at most `timeout_ms` for one (None if none came).
     pub fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+        if let Some(n) = self.try_recv(buf)? {
+            return Ok(Some(n));
+        }
         if !super::poll_readable(self.file.as_raw_fd(), timeout_ms)? {
             return Ok(None);
         }
-        (&self.file).read(buf).map(Some)
+        self.try_recv(buf)
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match (&self.file).read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes one packet.

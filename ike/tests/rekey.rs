@@ -412,3 +412,35 @@ fn additional_child_sas_from_either_side() {
     p.assert_consistent();
     assert_eq!(downs(&p.hub) + downs(&p.site), 0);
 }
+
+#[test]
+fn a_replaced_child_sa_the_facility_never_deletes_is_deleted_by_the_hub() {
+    let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, LONG), lifetimes(LONG, 20, LONG));
+    p.establish();
+    let start = p.now;
+    // The site rekeys at 18–20 s; every INFORMATIONAL request it sends (its
+    // Delete of the old Child SA and the retransmissions) is lost.
+    let mut lose_site_informational = |_: usize, from_hub: bool, t: &Transmit| {
+        let m = t.contents.get(4..).unwrap_or_default();
+        !from_hub && exchange_of(t) == 37 && m.get(19).is_some_and(|f| f & 0x20 == 0)
+    };
+    while p.now < start + Duration::from_secs(55) && p.advance() {
+        p.run(&mut lose_site_informational);
+    }
+    assert_eq!(rekeyed(&p.hub), 1, "the site rekeyed once");
+    let old = p
+        .hub
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildSaUp { rekey_of, .. } => *rekey_of,
+            _ => None,
+        })
+        .unwrap();
+    let deleted = p
+        .hub
+        .count(|e| matches!(e, Event::ChildSaDown { spi_in, .. } if *spi_in == old));
+    assert_eq!(deleted, 1, "the hub deleted the replaced Child SA itself");
+    assert_eq!(p.hub.live.len(), 1);
+    assert_eq!(downs(&p.hub), 0, "the IKE SA is unharmed");
+}

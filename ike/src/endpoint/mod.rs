@@ -41,6 +41,11 @@ const NONCE_LEN: usize = 32;
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// How long a failed or deleted IKE SA lingers to answer retransmissions.
 const LINGER: Duration = Duration::from_secs(10);
+/// How long a replaced Child SA waits for its deletion before we delete it
+/// ourselves. The initiator of a rekey should delete the old SA at once
+/// (RFC 7296 §2.8) and the hub keeps sending on it until then, so a peer
+/// that never does must not leave it (and the hub's traffic) there.
+const REPLACED_GRACE: Duration = Duration::from_secs(30);
 /// Retransmission timeouts stop doubling here.
 const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -260,9 +265,11 @@ struct ChildSa {
     rekey_at: Instant,
     /// Our own rekey of it is queued or in flight.
     rekeying: bool,
-    /// A newer Child SA replaced it; it stays installed until deleted, so
-    /// packets in flight on it are still accepted (make-before-break).
-    replaced: bool,
+    /// When a newer Child SA replaced it. It stays installed until deleted,
+    /// so packets in flight on it are still accepted (make-before-break);
+    /// if whoever should delete it has not done so [`REPLACED_GRACE`] later,
+    /// we do.
+    replaced: Option<Instant>,
     /// The peer rekeyed it while our rekey was in flight (RFC 7296 §2.8.1):
     /// the lower nonce of the peer's exchange and the Child SA it made.
     peer_rekey: Option<(Vec<u8>, u32)>,
@@ -442,7 +449,7 @@ impl ChildSa {
             remote_ts: info.remote_ts.clone(),
             rekey_at,
             rekeying: false,
-            replaced: false,
+            replaced: None,
             peer_rekey: None,
         }
     }

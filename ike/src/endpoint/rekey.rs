@@ -14,7 +14,7 @@
 
 use super::{
     accept_narrowed, narrow_to_peer, ChildSa, ChildSaInfo, Endpoint, Established, Event, IkeSa,
-    IkeSaId, Incoming, PendingKind, State, Timer, Timers, Work, NONCE_LEN,
+    IkeSaId, Incoming, PendingKind, State, Timer, Timers, Work, NONCE_LEN, REPLACED_GRACE,
 };
 use crate::crypto::KeyExchange;
 use crate::error::Error;
@@ -75,7 +75,7 @@ impl Endpoint {
         let id = self
             .sas
             .iter()
-            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if !e.superseded && e.children.iter().any(|c| c.spi_in == spi_in && !c.replaced)))
+            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if !e.superseded && e.children.iter().any(|c| c.spi_in == spi_in && c.replaced.is_none())))
             .map(|(id, _)| *id)
             .ok_or_else(|| Error::NotFound(format!("Child SA {spi_in:08x}")))?;
         self.with_established(now, id, |est| {
@@ -141,8 +141,10 @@ impl Endpoint {
         let next_rekey = est
             .children
             .iter()
-            .filter(|c| !c.rekeying && !c.replaced)
-            .map(|c| c.rekey_at)
+            .filter_map(|c| match c.replaced {
+                Some(at) => Some(at + REPLACED_GRACE),
+                None => (!c.rekeying).then_some(c.rekey_at),
+            })
             .chain([est.rekey_at])
             .min();
         if let Some(at) = next_rekey {
@@ -167,7 +169,7 @@ impl Endpoint {
             let due: Vec<u32> = est
                 .children
                 .iter_mut()
-                .filter(|c| !c.rekeying && !c.replaced && c.rekey_at <= now)
+                .filter(|c| !c.rekeying && c.replaced.is_none() && c.rekey_at <= now)
                 .map(|c| {
                     c.rekeying = true;
                     c.spi_in
@@ -175,6 +177,20 @@ impl Endpoint {
                 .collect();
             for spi in due {
                 queue(est, Work::RekeyChild(spi));
+            }
+            let overdue: Vec<u32> = est
+                .children
+                .iter_mut()
+                .filter(|c| c.replaced.is_some_and(|at| at + REPLACED_GRACE <= now))
+                .map(|c| {
+                    // Asked again after another grace period if this fails.
+                    c.replaced = Some(now);
+                    c.spi_in
+                })
+                .collect();
+            if !overdue.is_empty() {
+                info!(ike_sa = %sa.id, child_sas = overdue.len(), "replaced Child SA not deleted by the facility: deleting it");
+                queue(est, Work::DeleteChildren(overdue));
             }
             if est.rekey_at <= now {
                 // Pushed back so that the timer does not fire again while
@@ -269,8 +285,10 @@ impl Endpoint {
                 // for the facility's configured ones.
                 let (old, local_ts, remote_ts) = match work {
                     Work::RekeyChild(old) => {
-                        let Some(child) =
-                            est.children.iter().find(|c| c.spi_in == old && !c.replaced)
+                        let Some(child) = est
+                            .children
+                            .iter()
+                            .find(|c| c.spi_in == old && c.replaced.is_none())
                         else {
                             return Ok(false);
                         };
@@ -506,7 +524,7 @@ impl Endpoint {
                 old.peer_rekey = Some((lowest, new_spi_in));
             } else {
                 // The peer deletes the old one once this one is up.
-                old.replaced = true;
+                old.replaced = Some(now);
             }
         }
         let lifetimes = peer.lifetimes;
@@ -789,14 +807,14 @@ impl Endpoint {
         self.child_up(sa.id, &peer.name, info, old.map(|_| old_spi_in), false);
         let Some(i) = old else { return };
         est.children[i].rekeying = false;
-        est.children[i].replaced = true;
+        est.children[i].replaced = Some(now);
         match collision {
             Some((their_lowest, _)) if nonce_i.min(&nonce_r[..]) < &their_lowest[..] => {
                 // RFC 7296 §2.8.1: ours holds the lowest nonce, so we delete
                 // it; the peer's replaces the old one, which the peer deletes.
                 info!(ike_sa = %sa.id, "simultaneous Child SA rekey: deleting our redundant Child SA");
                 if let Some(c) = est.children.iter_mut().find(|c| c.spi_in == new_spi_in) {
-                    c.replaced = true;
+                    c.replaced = Some(now);
                 }
                 queue(est, Work::DeleteChildren(vec![new_spi_in]));
             }
@@ -804,7 +822,7 @@ impl Endpoint {
                 // The peer deletes the one it made; ours replaces the old.
                 info!(ike_sa = %sa.id, "simultaneous Child SA rekey: the facility deletes its redundant Child SA");
                 if let Some(c) = est.children.iter_mut().find(|c| c.spi_in == their_new) {
-                    c.replaced = true;
+                    c.replaced = Some(now);
                 }
                 queue(est, Work::DeleteChildren(vec![old_spi_in]));
             }

@@ -1415,7 +1415,6 @@ impl Endpoint {
             local,
             hdr,
             data,
-            ..
         } = msg;
         match self.decrypt(&est.keys, hdr, data) {
             Ok(payloads) => {
@@ -1602,7 +1601,6 @@ impl Endpoint {
             local,
             hdr,
             data,
-            ..
         } = msg;
         if let Some(spi) = self.half_open.get(&(remote, hdr.spi_i)).copied() {
             if let Some(mut sa) = self.sas.remove(&spi) {
@@ -1788,7 +1786,6 @@ impl Endpoint {
             local,
             hdr,
             data,
-            ..
         } = msg;
         let peer = sa
             .peer
@@ -1966,7 +1963,6 @@ impl Endpoint {
             local,
             hdr,
             data,
-            ..
         } = msg;
         let payloads = match self.decrypt(&init.keys, hdr, data) {
             Ok(p) => p,

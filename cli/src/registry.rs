@@ -428,35 +428,17 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let created = now_rfc3339();
-        if replacing {
-            tx.execute(
-                "UPDATE peers SET identity = ?2, psk = ?3, remote_ts = ?4, local_ts = ?5, remote_addr = ?6, start = ?7,
-                                  ike = ?8, esp = ?9, ike_lifetime = ?10, child_lifetime = ?11, child_bytes = ?12, dpd = ?13
-                 WHERE name = ?1",
-                params![
-                    new.name,
-                    id.to_string(),
-                    &psk[..],
-                    join(&remote_ts),
-                    join(&local_ts),
-                    remote_addr.map(|a| a.to_string()),
-                    new.start,
-                    ike.to_string(),
-                    esp.to_string(),
-                    ike_lifetime,
-                    child_lifetime,
-                    new.child_bytes,
-                    dpd
-                ],
-            )?;
-            tx.commit()?;
-            return self.peer(&new.name);
-        }
+        // One statement for both: whether the name exists was checked above
+        // in this transaction. A change keeps `enabled` and `created`.
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
                                 ike_lifetime, child_lifetime, child_bytes, dpd)
-             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)",
+             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (name) DO UPDATE SET
+                 identity = excluded.identity, psk = excluded.psk, remote_ts = excluded.remote_ts,
+                 local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
+                 ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
+                 child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd",
             params![
                 new.name,
                 id.to_string(),
@@ -467,7 +449,7 @@ impl Registry {
                 new.start,
                 ike.to_string(),
                 esp.to_string(),
-                created,
+                now_rfc3339(),
                 ike_lifetime,
                 child_lifetime,
                 new.child_bytes,
@@ -751,6 +733,8 @@ mod tests {
             })
             .unwrap();
         }
+        reg.set_enabled("osaka", false).unwrap();
+        let created = reg.peer("osaka").unwrap().created;
         // Narrowing its own prefix is fine; taking another facility's is not.
         let p = reg
             .change_peer(
@@ -763,6 +747,8 @@ mod tests {
             .unwrap();
         assert_eq!(p.remote_ts[0].to_string(), "198.51.100.64/27");
         assert_eq!(&p.psk[..], b"0123456789abcdef0123", "the key is kept");
+        assert!(!p.enabled, "a change keeps a facility disabled");
+        assert_eq!(p.created, created);
         let before = reg.peer("osaka").unwrap();
         for (change, expect) in [
             (

@@ -179,7 +179,8 @@ struct PeerAdd {
     /// newline is ignored).
     #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
     psk_file: Option<PathBuf>,
-    /// Authenticate with a certificate from the hub's CA.
+    /// Authenticate with a certificate from the hub's CA. Not available in
+    /// this version: refused with an error, nothing is stored.
     #[arg(long)]
     cert: bool,
     /// The facility's prefixes, comma-separated CIDRs.

@@ -1,4 +1,11 @@
-//! Identities and (from the certificate work on) the operating entity's CA.
+//! Identities, signatures and the operating entity's CA.
+//!
+//! - [`Identity`]: how a facility or the hub names itself in IKE.
+//! - [`sig`]: signature schemes, public and signing keys (CRYPTREC-listed
+//!   only; SHA-1 and RSA under 2048 bits refused).
+//! - [`ca`]: creating the CA, issuing and revoking certificates, CRLs,
+//!   PKCS#12.
+//! - [`verify`]: validating a facility's certificate against the CA.
 //!
 //! ```text
 //!  operator string ──Identity::parse──▶ Identity ──id_type()/data()──▶ IKE ID payload
@@ -11,6 +18,10 @@
 //! distinguished name, one with `@` in the middle an `ID_RFC822_ADDR`, a
 //! leading `@` forces `ID_FQDN`, and anything else is an `ID_FQDN`.
 #![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod sig;
+pub mod verify;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

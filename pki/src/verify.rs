@@ -1,0 +1,273 @@
+//! Validating a facility's certificate against the operating entity's CA.
+//!
+//! The hub trusts exactly one CA, its own, and facility certificates are
+//! issued directly by it, so a chain is one link long. A certificate is
+//! accepted when all of these hold, and refused with the reason otherwise:
+//!
+//! 1. it parses, is an X.509 v3 end-entity certificate (not a CA);
+//! 2. its issuer is the CA and the CA's key verifies its signature, which
+//!    is not SHA-1;
+//! 3. its key is acceptable (RSA at least 2048 bits, or ECDSA / Ed25519);
+//! 4. the time is within its validity period;
+//! 5. its serial number is not revoked;
+//! 6. the identity the facility claims is in its subjectAltName (or is its
+//!    subject, for distinguished-name identities).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use aws_lc_rs::digest;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::sig::{PublicKey, Scheme, SigError};
+use crate::Identity;
+
+/// Why a certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    /// Not a DER X.509 certificate.
+    Malformed,
+    /// Issued by some other CA.
+    UnknownIssuer(String),
+    /// The CA's signature on it is missing, weak or wrong.
+    Signature(SigError),
+    /// The certificate's own key is refused.
+    Key(SigError),
+    /// Used before its notBefore.
+    NotYetValid(i64),
+    /// Used after its notAfter.
+    Expired(i64),
+    /// Listed as revoked.
+    Revoked(String),
+    /// A CA certificate where an end-entity one is needed.
+    IsCa,
+    /// The identity is not in the certificate.
+    IdentityMismatch(String),
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertError::Malformed => f.write_str("certificate does not parse"),
+            CertError::UnknownIssuer(i) => {
+                write!(f, "certificate issued by \"{i}\", not by this hub's CA")
+            }
+            CertError::Signature(e) => write!(f, "certificate signature refused: {e}"),
+            CertError::Key(e) => write!(f, "certificate key refused: {e}"),
+            CertError::NotYetValid(t) => write!(f, "certificate not valid before {}", iso(*t)),
+            CertError::Expired(t) => write!(f, "certificate expired at {}", iso(*t)),
+            CertError::Revoked(s) => write!(f, "certificate serial {s} is revoked"),
+            CertError::IsCa => f.write_str("a CA certificate cannot authenticate a facility"),
+            CertError::IdentityMismatch(id) => {
+                write!(f, "identity {id} is not in the certificate")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn iso(t: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            d.year(),
+            d.month() as u8,
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// A certificate that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidCert {
+    /// Its public key, to verify the AUTH signature with.
+    pub key: PublicKey,
+    /// Serial number, hex.
+    pub serial: String,
+    /// notAfter, seconds since the epoch.
+    pub not_after: i64,
+}
+
+/// The CA the hub trusts, and what it has revoked.
+#[derive(Clone)]
+pub struct TrustStore {
+    ca_der: Vec<u8>,
+    ca_subject: Vec<u8>,
+    ca_key: PublicKey,
+    ca_spki_sha1: [u8; 20],
+    revoked: HashSet<String>,
+}
+
+impl fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("ca_key", &self.ca_key)
+            .field("revoked", &self.revoked.len())
+            .finish()
+    }
+}
+
+/// Lower-case hex of a serial number as stored (leading zero bytes of the
+/// DER integer removed).
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    let s: String = raw[start..].iter().map(|b| format!("{b:02x}")).collect();
+    if s.is_empty() {
+        "00".into()
+    } else {
+        s
+    }
+}
+
+impl TrustStore {
+    /// Trusts the CA certificate `ca_der`; `revoked` are serial numbers in
+    /// [`serial_hex`] form.
+    pub fn new(
+        ca_der: &[u8],
+        revoked: impl IntoIterator<Item = String>,
+    ) -> Result<TrustStore, CertError> {
+        let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
+        let ca_key = PublicKey::from_spki(ca.public_key()).map_err(CertError::Key)?;
+        let spki_key = &ca.public_key().subject_public_key.data;
+        let mut ca_spki_sha1 = [0; 20];
+        // RFC 7296 §3.7: a CERTREQ names a CA by the SHA-1 hash of its
+        // public key. This is an identifier, not a signature.
+        ca_spki_sha1.copy_from_slice(
+            digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki_key).as_ref(),
+        );
+        Ok(TrustStore {
+            ca_der: ca_der.to_vec(),
+            ca_subject: ca.subject().as_raw().to_vec(),
+            ca_key,
+            ca_spki_sha1,
+            revoked: revoked.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// The CA's key identifier as a CERTREQ carries it (RFC 7296 §3.7).
+    pub fn certreq_hash(&self) -> [u8; 20] {
+        self.ca_spki_sha1
+    }
+
+    /// Validates `der` as the certificate of a facility claiming
+    /// `identity`, at `now` (seconds since the epoch).
+    pub fn validate(
+        &self,
+        der: &[u8],
+        identity: &Identity,
+        now: i64,
+    ) -> Result<ValidCert, CertError> {
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(CertError::Malformed);
+        }
+        if cert.issuer().as_raw() != self.ca_subject.as_slice() {
+            return Err(CertError::UnknownIssuer(cert.issuer().to_string()));
+        }
+        // The outer and inner signature algorithms must agree (RFC 5280
+        // §4.1.1.2).
+        if cert.signature_algorithm != cert.tbs_certificate.signature {
+            return Err(CertError::Signature(SigError::Malformed(
+                "certificate signature algorithm",
+            )));
+        }
+        let (scheme, _) = Scheme::from_algorithm_identifier(
+            cert_signature_algorithm_der(der).ok_or(CertError::Malformed)?,
+        )
+        .map_err(CertError::Signature)?;
+        self.ca_key
+            .verify(
+                scheme,
+                cert.tbs_certificate.as_ref(),
+                &cert.signature_value.data,
+            )
+            .map_err(CertError::Signature)?;
+        if let Ok(Some(bc)) = cert.basic_constraints() {
+            if bc.value.ca {
+                return Err(CertError::IsCa);
+            }
+        }
+        let key = PublicKey::from_spki(cert.public_key()).map_err(CertError::Key)?;
+        let validity = cert.validity();
+        let not_before = validity.not_before.timestamp();
+        let not_after = validity.not_after.timestamp();
+        if now < not_before {
+            return Err(CertError::NotYetValid(not_before));
+        }
+        if now > not_after {
+            return Err(CertError::Expired(not_after));
+        }
+        let serial = serial_hex(cert.raw_serial());
+        if self.revoked.contains(&serial) {
+            return Err(CertError::Revoked(serial));
+        }
+        if !identity_in(&cert, identity) {
+            return Err(CertError::IdentityMismatch(identity.to_string()));
+        }
+        Ok(ValidCert {
+            key,
+            serial,
+            not_after,
+        })
+    }
+}
+
+/// Whether `identity` is one the certificate vouches for.
+fn identity_in(cert: &X509Certificate<'_>, identity: &Identity) -> bool {
+    if let Identity::DerDn(dn) = identity {
+        return cert.subject().as_raw() == dn.as_slice();
+    }
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|g| match (g, identity) {
+        (GeneralName::DNSName(n), Identity::Fqdn(f)) => n.eq_ignore_ascii_case(f),
+        (GeneralName::RFC822Name(n), Identity::Email(e)) => n.eq_ignore_ascii_case(e),
+        (GeneralName::IPAddress(b), Identity::Addr(a)) => match a {
+            std::net::IpAddr::V4(v4) => *b == v4.octets().as_slice(),
+            std::net::IpAddr::V6(v6) => *b == v6.octets().as_slice(),
+        },
+        _ => false,
+    })
+}
+
+/// The DER of a certificate's outer signatureAlgorithm, the second element
+/// of the top-level SEQUENCE. x509-parser gives it parsed only, and the
+/// scheme parser takes DER.
+fn cert_signature_algorithm_der(der: &[u8]) -> Option<&[u8]> {
+    fn header(b: &[u8]) -> Option<(usize, usize)> {
+        // (header length, content length)
+        let first = *b.get(1)?;
+        if first < 0x80 {
+            return Some((2, first as usize));
+        }
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        Some((2 + n, len))
+    }
+    let (h, _) = header(der)?;
+    let inner = der.get(h..)?;
+    let (th, tl) = header(inner)?;
+    let after_tbs = inner.get(th + tl..)?;
+    let (ah, al) = header(after_tbs)?;
+    after_tbs.get(..ah + al)
+}

@@ -21,7 +21,7 @@ fn peer(
     PeerConfig {
         name: name.into(),
         remote_id: Identity::parse(id).expect("id"),
-        psk: Zeroizing::new(b"benchmark-pre-shared-key".to_vec()),
+        auth: ike::PeerAuth::Psk(Zeroizing::new(b"benchmark-pre-shared-key".to_vec())),
         local_ts: parse_subnets(local).expect("ts"),
         remote_ts: parse_subnets(remote).expect("ts"),
         remote_addr: addr,

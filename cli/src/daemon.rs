@@ -98,6 +98,18 @@ struct Hub {
     state: PathBuf,
     started: String,
     audit: crate::audit::Writer,
+    /// Revoked certificate serials and whose they were, as last applied.
+    revoked: HashMap<String, String>,
+}
+
+/// Revoked serials in the registry, with the facility each belonged to.
+fn revoked_serials(registry: &Registry) -> Result<HashMap<String, String>> {
+    Ok(registry
+        .certs()?
+        .into_iter()
+        .filter(|c| c.revoked.is_some())
+        .map(|c| (c.serial, c.name))
+        .collect())
 }
 
 fn bind_udp(ip: IpAddr, port: u16) -> Result<UdpSocket> {
@@ -153,6 +165,8 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
     let registry = Registry::open(&opts.state)?;
     let hub_cfg = registry.hub()?;
     let peers = registry.peers()?;
+    let pki = crate::certs::load(&opts.state, &registry)?;
+    let revoked = revoked_serials(&registry)?;
     drop(registry);
     let sock_path = control::socket_path(&opts.state);
     if control::request(&opts.state, &Request::Ping).is_ok() {
@@ -165,11 +179,27 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(opts, hub_cfg, peers))
+    rt.block_on(run(opts, hub_cfg, peers, pki, revoked))
 }
 
-async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>) -> Result<()> {
+type Pki = Option<(Arc<ike::Credentials>, Arc<pki::verify::TrustStore>)>;
+
+async fn run(
+    opts: ServeOptions,
+    hub_cfg: crate::registry::Hub,
+    peers: Vec<Peer>,
+    pki: Pki,
+    revoked: HashMap<String, String>,
+) -> Result<()> {
     let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
+    if let Some((credentials, trust)) = pki {
+        config.credentials = Some(credentials);
+        config.trust = Some(trust);
+    } else if peers.iter().any(|p| matches!(p.auth, ike::PeerAuth::Cert)) {
+        warn!(
+            "this state directory has no CA: facilities configured for certificates cannot connect"
+        );
+    }
     config.retransmit_timeout = opts.retransmit_timeout;
     config.retransmit_tries = opts.retransmit_tries;
     config.fragment_size = opts.ike_fragment_size;
@@ -265,6 +295,7 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
+        revoked,
     };
     hub.audit.record(
         &crate::audit::actor(),
@@ -296,6 +327,9 @@ async fn run(opts: ServeOptions, hub_cfg: crate::registry::Hub, peers: Vec<Peer>
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        // The endpoint has no clock; certificate validity needs the time.
+        hub.endpoint
+            .set_wall_clock(Instant::now(), crate::certs::unix_now());
         hub.run_reconnects(Instant::now());
         hub.flush().await;
         let deadline = [
@@ -751,6 +785,27 @@ impl Hub {
                 }
             }
         }
+        // Revocations: refuse the certificates from now on, and close the
+        // tunnels of facilities whose certificate was just revoked.
+        let revoked = revoked_serials(&registry)?;
+        self.endpoint
+            .set_trust(crate::certs::trust(&self.state, &registry)?);
+        let newly: std::collections::BTreeSet<&String> = revoked
+            .iter()
+            .filter(|(serial, _)| !self.revoked.contains_key(*serial))
+            .map(|(_, name)| name)
+            .collect();
+        for name in newly {
+            let ids = self.endpoint.ike_sas_of(name);
+            if !ids.is_empty() {
+                info!(peer = %name, "certificate revoked; closing its tunnel");
+                for id in ids {
+                    self.endpoint.close(now, id);
+                }
+                changed.push(json!({ "name": name, "action": "revoked" }));
+            }
+        }
+        self.revoked = revoked;
         self.peers = fresh;
         for name in gone.iter().filter(|n| !self.peers.contains_key(*n)) {
             self.status.remove(name);

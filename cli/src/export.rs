@@ -45,16 +45,35 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
     let _ = writeln!(out, "    rekey_time = {}s", l.ike.as_secs());
     let _ = writeln!(out, "    dpd_delay = {}s", l.dpd.as_secs());
     let _ = writeln!(out, "    encap = yes");
-    let _ = writeln!(
-        out,
-        "    local {{\n      auth = psk\n      id = {}\n    }}",
-        p.id
-    );
-    let _ = writeln!(
-        out,
-        "    remote {{\n      auth = psk\n      id = {}\n    }}",
-        hub.id
-    );
+    let cert = matches!(p.auth, ike::PeerAuth::Cert);
+    if cert {
+        let _ = writeln!(
+            out,
+            "    # From `renkei cert issue {n}`: {n}.pem in x509/, {n}.key in private/,\n    # ca.pem in x509ca/ of the swanctl directory.",
+            n = p.name
+        );
+        let _ = writeln!(
+            out,
+            "    local {{\n      auth = pubkey\n      certs = {}.pem\n      id = {}\n    }}",
+            p.name, p.id
+        );
+        let _ = writeln!(
+            out,
+            "    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = {}\n    }}",
+            hub.id
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "    local {{\n      auth = psk\n      id = {}\n    }}",
+            p.id
+        );
+        let _ = writeln!(
+            out,
+            "    remote {{\n      auth = psk\n      id = {}\n    }}",
+            hub.id
+        );
+    }
     let _ = writeln!(out, "    children {{");
     let _ = writeln!(out, "      hub {{");
     let _ = writeln!(out, "        local_ts = {}", join(&p.remote_ts));
@@ -70,6 +89,10 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
         if p.start { "none" } else { "start" }
     );
     let _ = writeln!(out, "      }}\n    }}\n  }}\n}}");
+    let ike::PeerAuth::Psk(psk) = &p.auth else {
+        // The private key is a file of its own (private/), not a secret here.
+        return Ok(out);
+    };
     let _ = writeln!(
         out,
         "secrets {{\n  ike-renkei-hub {{\n    id-1 = {}\n    id-2 = {}",
@@ -80,7 +103,7 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
         let _ = writeln!(
             out,
             "    secret = 0s{}",
-            base64::engine::general_purpose::STANDARD.encode(&p.psk[..])
+            base64::engine::general_purpose::STANDARD.encode(&psk[..])
         );
     } else {
         let _ = writeln!(

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod certs;
 mod control;
 mod daemon;
 mod export;
@@ -61,7 +62,14 @@ enum Command {
         /// Cryptographic profile; only "cryptrec" exists.
         #[arg(long, default_value = "cryptrec")]
         profile: String,
+        /// Key type of the CA and of the hub's certificate: ecdsa-p384 or
+        /// rsa-3072 (for routers that only take RSA certificates).
+        #[arg(long, default_value = "ecdsa-p384", value_name = "KEY")]
+        ca_key: pki::ca::KeyKind,
     },
+    /// Issue, revoke and list facility certificates from the hub's CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Add, list, show, remove, enable or disable facilities.
     #[command(subcommand)]
     Peer(PeerCommand),
@@ -125,6 +133,43 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Issue a key and certificate for a facility: writes NAME.key (0600),
+    /// NAME.pem, ca.pem, and NAME.p12 with its password in
+    /// NAME.p12.password (both 0600) into DIR. The facility's identity goes
+    /// in the certificate's subjectAltName.
+    Issue {
+        /// The facility (as registered with `peer add`).
+        name: String,
+        /// Key type.
+        #[arg(
+            long,
+            default_value = "ecdsa-p256",
+            value_name = "ecdsa-p256|ecdsa-p384|rsa-3072|ed25519"
+        )]
+        key: pki::ca::KeyKind,
+        /// Directory to write the files to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Revoke every current certificate of a facility: the CRL
+    /// (STATE/ca/crl.pem) is rewritten, the running hub refuses the
+    /// certificates from now on and closes the facility's tunnel.
+    Revoke {
+        /// The facility.
+        name: String,
+    },
+    /// List issued certificates.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check that no record was edited, removed or inserted; prints the
     /// number of records and the head hash (keep it elsewhere to detect a
@@ -179,8 +224,8 @@ struct PeerAdd {
     /// newline is ignored).
     #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
     psk_file: Option<PathBuf>,
-    /// Authenticate with a certificate from the hub's CA. Not available in
-    /// this version: refused with an error, nothing is stored.
+    /// Authenticate with a certificate from the hub's CA (issue it with
+    /// `renkei cert issue NAME`); the hub answers with its own certificate.
     #[arg(long)]
     cert: bool,
     /// The facility's prefixes, comma-separated CIDRs.
@@ -225,9 +270,12 @@ struct PeerSet {
     /// A new identity.
     #[arg(long)]
     id: Option<String>,
-    /// A new pre-shared key file.
-    #[arg(long)]
+    /// A new pre-shared key file (switches a certificate facility to PSK).
+    #[arg(long, conflicts_with = "cert")]
     psk_file: Option<PathBuf>,
+    /// Switch to certificate authentication.
+    #[arg(long)]
+    cert: bool,
     /// New prefixes of the facility.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     remote_ts: Option<String>,
@@ -313,12 +361,13 @@ fn run(cli: Cli) -> Result<()> {
             hub_id,
             public_addr,
             profile,
+            ca_key,
         } => {
             if profile != "cryptrec" {
                 bail!("profile: '{profile}' is unknown; the only profile is 'cryptrec'");
             }
             let id = Identity::parse(&hub_id).map_err(|e| anyhow::anyhow!("hub-id: {e}"))?;
-            Registry::init(
+            let mut reg = Registry::init(
                 &state,
                 &Hub {
                     id: id.clone(),
@@ -326,16 +375,28 @@ fn run(cli: Cli) -> Result<()> {
                     profile: profile.clone(),
                 },
             )?;
+            if let Err(e) = certs::create(&state, &mut reg, &id, ca_key) {
+                // Nothing half-made stays behind: without the registry a
+                // new `renkei init` can start over.
+                drop(reg);
+                registry::remove_files(&state);
+                return Err(e);
+            }
             audit::append(
                 &state,
                 &audit::actor(),
                 "hub.init",
                 json!({ "hub_id": id.to_string(), "public_addrs": public_addr, "profile": profile }),
             )?;
-            println!("initialized hub {id} in {}", state.display());
+            println!(
+                "initialized hub {id} in {} (CA key {ca_key}; CA certificate {})",
+                state.display(),
+                state.join("ca/ca.pem").display()
+            );
             Ok(())
         }
         Command::Peer(cmd) => peer(&state, cmd),
+        Command::Cert(cmd) => cert(&state, cmd),
         Command::Serve {
             listen,
             tun,
@@ -573,7 +634,7 @@ fn peer_json(p: &registry::Peer) -> Value {
     json!({
         "name": p.name,
         "id": p.id.to_string(),
-        "auth": "psk",
+        "auth": match p.auth { ike::PeerAuth::Psk(_) => "psk", ike::PeerAuth::Cert => "cert" },
         "remote_ts": p.remote_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "local_ts": p.local_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "remote_addr": p.remote_addr.map(|a| a.to_string()),
@@ -695,7 +756,7 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                     name: c.name.clone(),
                     id: c.id.clone().unwrap_or_default(),
                     psk_file: c.psk_file.clone(),
-                    cert: false,
+                    cert: c.cert,
                     remote_ts: c.remote_ts.clone().unwrap_or_default(),
                     local_ts: c.local_ts.clone(),
                     remote_addr: c.remote_addr.clone(),
@@ -751,6 +812,94 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 json!({ "name": name }),
             )?;
             notify_daemon(state);
+        }
+    }
+    Ok(())
+}
+
+fn cert(state: &std::path::Path, cmd: CertCommand) -> Result<()> {
+    match cmd {
+        CertCommand::Issue {
+            name,
+            key,
+            out,
+            days,
+        } => {
+            let mut reg = Registry::open(state)?;
+            let issued = certs::issue(state, &mut reg, &name, key, &out, days)?;
+            println!(
+                "issued {key} certificate {} for {name}, valid until {}",
+                issued.serial,
+                pki::verify::iso(issued.not_after)
+            );
+            for f in &issued.files {
+                println!("  {}", f.display());
+            }
+            audit::append(
+                state,
+                &audit::actor(),
+                "cert.issue",
+                json!({ "name": name, "serial": issued.serial, "key": key.to_string(), "not_after": pki::verify::iso(issued.not_after) }),
+            )?;
+        }
+        CertCommand::Revoke { name } => {
+            let mut reg = Registry::open(state)?;
+            let serials = certs::revoke(state, &mut reg, &name)?;
+            println!(
+                "revoked {} of {name}: {}",
+                if serials.len() == 1 {
+                    "the certificate"
+                } else {
+                    "the certificates"
+                },
+                serials.join(", ")
+            );
+            audit::append(
+                state,
+                &audit::actor(),
+                "cert.revoke",
+                json!({ "name": name, "serials": serials }),
+            )?;
+            drop(reg);
+            notify_daemon(state);
+        }
+        CertCommand::List { json } => {
+            let reg = Registry::open(state)?;
+            let list: Vec<Value> = reg
+                .certs()?
+                .iter()
+                .map(|c| {
+                    json!({
+                        "serial": c.serial,
+                        "name": c.name,
+                        "identity": c.identity,
+                        "key": c.key_type,
+                        "not_after": pki::verify::iso(c.not_after),
+                        "issued": c.issued,
+                        "revoked": c.revoked.map(pki::verify::iso),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<34} {:<16} {:<28} {:<11} {:<21} REVOKED",
+                    "SERIAL", "NAME", "IDENTITY", "KEY", "NOT-AFTER"
+                );
+                for c in &list {
+                    let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{:<34} {:<16} {:<28} {:<11} {:<21} {}",
+                        s("serial"),
+                        s("name"),
+                        s("identity"),
+                        s("key"),
+                        s("not_after"),
+                        s("revoked")
+                    );
+                }
+            }
         }
     }
     Ok(())

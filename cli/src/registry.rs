@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS peers (
     name        TEXT PRIMARY KEY,
     identity    TEXT NOT NULL UNIQUE,
-    auth        TEXT NOT NULL CHECK (auth IN ('psk')),
+    auth        TEXT NOT NULL CHECK (auth IN ('psk', 'cert')),
     psk         BLOB,
     remote_ts   TEXT NOT NULL,
     local_ts    TEXT NOT NULL,
@@ -32,6 +32,15 @@ CREATE TABLE IF NOT EXISTS peers (
     esp         TEXT NOT NULL,
     enabled     INTEGER NOT NULL DEFAULT 1,
     created     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certs (
+    serial      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    identity    TEXT NOT NULL,
+    key_type    TEXT NOT NULL,
+    not_after   INTEGER NOT NULL,
+    issued      TEXT NOT NULL,
+    revoked     INTEGER
 );
 ";
 
@@ -67,7 +76,7 @@ pub(crate) struct Hub {
 pub(crate) struct Peer {
     pub(crate) name: String,
     pub(crate) id: Identity,
-    pub(crate) psk: Zeroizing<Vec<u8>>,
+    pub(crate) auth: ike::PeerAuth,
     pub(crate) remote_ts: Vec<Subnet>,
     pub(crate) local_ts: Vec<Subnet>,
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -93,7 +102,11 @@ impl Peer {
     /// (identity, key, selectors, address or proposals; not lifetimes).
     pub(crate) fn tunnel_differs(&self, other: &Peer) -> bool {
         self.id != other.id
-            || *self.psk != *other.psk
+            || match (&self.auth, &other.auth) {
+                (ike::PeerAuth::Psk(a), ike::PeerAuth::Psk(b)) => **a != **b,
+                (ike::PeerAuth::Cert, ike::PeerAuth::Cert) => false,
+                _ => true,
+            }
             || self.remote_ts != other.remote_ts
             || self.local_ts != other.local_ts
             || self.remote_addr != other.remote_addr
@@ -106,7 +119,7 @@ impl Peer {
         ike::PeerConfig {
             name: self.name.clone(),
             remote_id: self.id.clone(),
-            psk: self.psk.clone(),
+            auth: self.auth.clone(),
             local_ts: self.local_ts.clone(),
             remote_ts: self.remote_ts.clone(),
             remote_addr: self.remote_addr,
@@ -115,6 +128,23 @@ impl Peer {
             lifetimes: self.lifetimes,
         }
     }
+}
+
+/// A certificate issued by the hub's CA, as recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct CertRecord {
+    /// Serial number, lower-case hex.
+    pub(crate) serial: String,
+    /// The facility (or "hub") it was issued to.
+    pub(crate) name: String,
+    pub(crate) identity: String,
+    pub(crate) key_type: String,
+    /// notAfter, seconds since the epoch.
+    pub(crate) not_after: i64,
+    /// When it was issued (RFC 3339).
+    pub(crate) issued: String,
+    /// When it was revoked, seconds since the epoch.
+    pub(crate) revoked: Option<i64>,
 }
 
 /// What `peer add` asks for, before validation.
@@ -140,6 +170,16 @@ pub(crate) struct NewPeer {
 
 pub(crate) struct Registry {
     conn: Connection,
+}
+
+/// Removes the registry database of `state` (after a failed `init`).
+pub(crate) fn remove_files(state: &Path) {
+    let db = db_path(state);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn db_path(state: &Path) -> PathBuf {
@@ -257,6 +297,29 @@ impl Registry {
                 conn.execute_batch(&format!("ALTER TABLE peers ADD COLUMN {name} {def}"))?;
             }
         }
+        // Registries made before certificate support allow only 'psk' in
+        // `auth`; SQLite cannot change a CHECK, so the table is rebuilt
+        // (same columns and rows) in one transaction.
+        let sql: String = conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'peers'",
+            [],
+            |r| r.get(0),
+        )?;
+        if sql.contains("IN ('psk'))") {
+            let open = sql.find('(').context("registry: peers table definition")?;
+            let new_sql = format!(
+                "CREATE TABLE peers_v2 {}",
+                sql[open..].replace("IN ('psk'))", "IN ('psk', 'cert'))")
+            );
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 {new_sql};
+                 INSERT INTO peers_v2 SELECT * FROM peers;
+                 DROP TABLE peers;
+                 ALTER TABLE peers_v2 RENAME TO peers;
+                 COMMIT;"
+            ))?;
+        }
         Ok(Registry { conn })
     }
 
@@ -329,24 +392,32 @@ impl Registry {
             child_bytes: change.child_bytes.or(old.lifetimes.child_bytes),
             dpd: change.dpd.or(Some(old.lifetimes.dpd.as_secs())),
         };
-        self.store_peer(&merged, Some(old.psk.clone()))
+        self.store_peer(&merged, Some(old.auth.clone()))
     }
 
-    /// Inserts a new facility, or with `keep_psk` replaces an existing one
-    /// (whose PSK stays unless a new PSK file is given).
-    fn store_peer(&mut self, new: &NewPeer, keep_psk: Option<Zeroizing<Vec<u8>>>) -> Result<Peer> {
+    /// Inserts a new facility, or with `keep` replaces an existing one
+    /// (whose authentication stays unless `--psk-file` or `--cert` is given).
+    fn store_peer(&mut self, new: &NewPeer, keep: Option<ike::PeerAuth>) -> Result<Peer> {
         check_name(&new.name)?;
         let id = Identity::parse(&new.id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
-        if new.cert {
-            bail!(
-                "cert: certificate authentication is not available in this version; use --psk-file"
-            );
-        }
-        let replacing = keep_psk.is_some();
-        let psk = match (&new.psk_file, keep_psk) {
-            (Some(p), _) => read_psk(p)?,
-            (None, Some(kept)) => kept,
-            (None, None) => bail!("psk-file: a pre-shared key file is required (--psk-file FILE)"),
+        let replacing = keep.is_some();
+        let auth = match (&new.psk_file, new.cert, keep) {
+            (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
+            (Some(p), false, _) => ike::PeerAuth::Psk(read_psk(p)?),
+            (None, true, _) => {
+                if matches!(id, Identity::KeyId(_) | Identity::DerDn(_)) {
+                    bail!("id: certificate facilities need an FQDN, email or address identity (it goes in the certificate)");
+                }
+                ike::PeerAuth::Cert
+            }
+            (None, false, Some(kept)) => kept,
+            (None, false, None) => {
+                bail!("psk-file: a pre-shared key file (--psk-file FILE) or --cert is required")
+            }
+        };
+        let (auth_kind, psk): (&str, Option<&[u8]>) = match &auth {
+            ike::PeerAuth::Psk(k) => ("psk", Some(&k[..])),
+            ike::PeerAuth::Cert => ("cert", None),
         };
         let remote_ts =
             parse_subnets(&new.remote_ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))?;
@@ -433,16 +504,16 @@ impl Registry {
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
                                 ike_lifetime, child_lifetime, child_bytes, dpd)
-             VALUES (?1, ?2, 'psk', ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
+             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (name) DO UPDATE SET
-                 identity = excluded.identity, psk = excluded.psk, remote_ts = excluded.remote_ts,
+                 identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
                  local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
                  ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
                  child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd",
             params![
                 new.name,
                 id.to_string(),
-                &psk[..],
+                psk,
                 join(&remote_ts),
                 join(&local_ts),
                 remote_addr.map(|a| a.to_string()),
@@ -453,7 +524,8 @@ impl Registry {
                 ike_lifetime,
                 child_lifetime,
                 new.child_bytes,
-                dpd
+                dpd,
+                auth_kind
             ],
         )?;
         tx.commit()?;
@@ -482,6 +554,62 @@ impl Registry {
         Ok(())
     }
 
+    /// Records a certificate issued by the hub's CA.
+    pub(crate) fn record_cert(&mut self, c: &CertRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO certs (serial, name, identity, key_type, not_after, issued, revoked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+            params![
+                c.serial,
+                c.name,
+                c.identity,
+                c.key_type,
+                c.not_after,
+                c.issued
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every certificate issued, oldest first.
+    pub(crate) fn certs(&self) -> Result<Vec<CertRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT serial, name, identity, key_type, not_after, issued, revoked FROM certs
+             ORDER BY issued, serial",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CertRecord {
+                serial: r.get(0)?,
+                name: r.get(1)?,
+                identity: r.get(2)?,
+                key_type: r.get(3)?,
+                not_after: r.get(4)?,
+                issued: r.get(5)?,
+                revoked: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks every unrevoked certificate of `name` revoked at `now`;
+    /// returns their serials. Refuses when there is none.
+    pub(crate) fn revoke_certs(&mut self, name: &str, now: i64) -> Result<Vec<String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let serials: Vec<String> = tx
+            .prepare("SELECT serial FROM certs WHERE name = ?1 AND revoked IS NULL")?
+            .query_map([name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if serials.is_empty() {
+            bail!("name: '{name}' has no certificate that is not already revoked");
+        }
+        tx.execute(
+            "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+            params![name, now],
+        )?;
+        tx.commit()?;
+        Ok(serials)
+    }
+
     pub(crate) fn peer(&self, name: &str) -> Result<Peer> {
         Self::load_peers(&self.conn)?
             .into_iter()
@@ -495,27 +623,27 @@ impl Registry {
 
     fn load_peers(conn: &Connection) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
-            "SELECT name, identity, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
+            "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
                     ike_lifetime, child_lifetime, child_bytes, dpd FROM peers ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, String>(3)?,
+                (r.get::<_, String>(2)?, r.get::<_, Option<Vec<u8>>>(3)?),
                 r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, String>(7)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, bool>(7)?,
                 r.get::<_, String>(8)?,
-                r.get::<_, bool>(9)?,
-                r.get::<_, String>(10)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, bool>(10)?,
+                r.get::<_, String>(11)?,
                 (
-                    r.get::<_, u64>(11)?,
                     r.get::<_, u64>(12)?,
-                    r.get::<_, Option<u64>>(13)?,
-                    r.get::<_, u64>(14)?,
+                    r.get::<_, u64>(13)?,
+                    r.get::<_, Option<u64>>(14)?,
+                    r.get::<_, u64>(15)?,
                 ),
             ))
         })?;
@@ -524,7 +652,7 @@ impl Registry {
             let (
                 name,
                 id,
-                psk,
+                (auth, psk),
                 remote_ts,
                 local_ts,
                 remote_addr,
@@ -540,7 +668,11 @@ impl Registry {
             };
             out.push(Peer {
                 id: Identity::parse(&id).map_err(|_| bad("identity"))?,
-                psk: Zeroizing::new(psk),
+                auth: match (auth.as_str(), psk) {
+                    ("cert", _) => ike::PeerAuth::Cert,
+                    ("psk", Some(k)) => ike::PeerAuth::Psk(Zeroizing::new(k)),
+                    _ => return Err(bad("authentication")),
+                },
                 remote_ts: parse_subnets(&remote_ts).map_err(|_| bad("remote-ts"))?,
                 local_ts: parse_subnets(&local_ts).map_err(|_| bad("local-ts"))?,
                 remote_addr: remote_addr
@@ -620,6 +752,104 @@ mod tests {
         u64::from_ne_bytes(b)
     }
 
+    fn psk_of(p: &Peer) -> &[u8] {
+        match &p.auth {
+            ike::PeerAuth::Psk(k) => k,
+            ike::PeerAuth::Cert => panic!("{} has no PSK", p.name),
+        }
+    }
+
+    #[test]
+    fn certificate_facilities_and_revocations_are_recorded() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let cert = NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            cert: true,
+            remote_ts: "198.51.100.0/26".into(),
+            ..Default::default()
+        };
+        let p = reg.add_peer(&cert).unwrap();
+        assert!(matches!(p.auth, ike::PeerAuth::Cert));
+        let psk = state.join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        // Both at once is refused; switching either way works and keeps
+        // the rest.
+        let both = NewPeer {
+            psk_file: Some(psk.clone()),
+            ..cert.clone()
+        };
+        assert!(reg.change_peer("kyoto", &both).is_err());
+        let to_psk = NewPeer {
+            psk_file: Some(psk),
+            ..Default::default()
+        };
+        let p = reg.change_peer("kyoto", &to_psk).unwrap();
+        assert_eq!(psk_of(&p), b"0123456789abcdef0123");
+        let to_cert = NewPeer {
+            cert: true,
+            ..Default::default()
+        };
+        let p = reg.change_peer("kyoto", &to_cert).unwrap();
+        assert!(matches!(p.auth, ike::PeerAuth::Cert));
+        assert!(!p.tunnel_differs(&reg.peer("kyoto").unwrap()));
+        let record = |serial: &str| CertRecord {
+            serial: serial.into(),
+            name: "kyoto".into(),
+            identity: "kyoto.example".into(),
+            key_type: "ecdsa-p256".into(),
+            not_after: 2_000_000_000,
+            issued: now_rfc3339(),
+            revoked: None,
+        };
+        reg.record_cert(&record("0a")).unwrap();
+        reg.record_cert(&record("0b")).unwrap();
+        assert!(reg.record_cert(&record("0a")).is_err(), "serials are unique");
+        assert_eq!(reg.revoke_certs("kyoto", 1_800_000_000).unwrap(), ["0a", "0b"]);
+        assert!(reg.revoke_certs("kyoto", 1_800_000_001).is_err(), "nothing left");
+        assert!(reg.certs().unwrap().iter().all(|c| c.revoked == Some(1_800_000_000)));
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn a_registry_from_before_certificates_is_migrated() {
+        let state = temp_state();
+        drop(Registry::init(&state, &hub()).unwrap());
+        let db = db_path(&state);
+        {
+            // Rebuild the peers table as the first version made it.
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "DROP TABLE peers;
+                 CREATE TABLE peers (
+                    name TEXT PRIMARY KEY, identity TEXT NOT NULL UNIQUE,
+                    auth TEXT NOT NULL CHECK (auth IN ('psk')), psk BLOB,
+                    remote_ts TEXT NOT NULL, local_ts TEXT NOT NULL, remote_addr TEXT,
+                    start INTEGER NOT NULL, ike TEXT NOT NULL, esp TEXT NOT NULL,
+                    enabled INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
+                 INSERT INTO peers VALUES ('old', 'old.example', 'psk', x'30313233343536373839616263646566',
+                    '198.51.100.128/26', '0.0.0.0/0', NULL, 0,
+                    'aes256gcm16-prfsha256-ecp256', 'aes256gcm16', 1, '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let mut reg = Registry::open(&state).unwrap();
+        let old = reg.peer("old").unwrap();
+        assert_eq!(psk_of(&old), b"0123456789abcdef");
+        assert_eq!(old.lifetimes.child.as_secs(), 3600, "added columns");
+        reg.add_peer(&NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            cert: true,
+            remote_ts: "198.51.100.0/26".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(reg.peers().unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
     fn hub() -> Hub {
         Hub {
             id: Identity::parse("hub.example").unwrap(),
@@ -644,7 +874,7 @@ mod tests {
             ..Default::default()
         };
         let p = reg.add_peer(&good).unwrap();
-        assert_eq!(&p.psk[..], b"0123456789abcdef0123");
+        assert_eq!(psk_of(&p), b"0123456789abcdef0123");
         // Each case is a valid second facility with one thing wrong.
         let osaka = NewPeer {
             name: "osaka".into(),
@@ -746,7 +976,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(p.remote_ts[0].to_string(), "198.51.100.64/27");
-        assert_eq!(&p.psk[..], b"0123456789abcdef0123", "the key is kept");
+        assert_eq!(psk_of(&p), b"0123456789abcdef0123", "the key is kept");
         assert!(!p.enabled, "a change keeps a facility disabled");
         assert_eq!(p.created, created);
         let before = reg.peer("osaka").unwrap();

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let peer = PeerConfig {
         name: "kyoto".into(),
         remote_id: Identity::parse("kyoto.example").expect("id"),
-        psk: zeroize::Zeroizing::new(b"fuzzing-pre-shared-key".to_vec()),
+        auth: ike::PeerAuth::Psk(zeroize::Zeroizing::new(b"fuzzing-pre-shared-key".to_vec())),
         local_ts: parse_subnets("203.0.113.0/25").expect("ts"),
         remote_ts: parse_subnets("198.51.100.0/26").expect("ts"),
         remote_addr: None,

@@ -6,6 +6,7 @@ use crate::ts::Subnet;
 use pki::Identity;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -47,6 +48,40 @@ pub struct Config {
     /// Largest IKE datagram sent when the peer supports fragmentation
     /// (RFC 7383); larger encrypted messages are fragmented.
     pub fragment_size: usize,
+    /// The hub's key and certificate, for facilities that authenticate
+    /// with certificates. Without them such facilities cannot connect.
+    pub credentials: Option<Arc<Credentials>>,
+    /// The CA facility certificates must chain to, with its revocations.
+    /// Replaced at run time by [`Endpoint::set_trust`](crate::Endpoint::set_trust).
+    pub trust: Option<Arc<pki::verify::TrustStore>>,
+}
+
+/// The hub's own certificate credentials.
+#[derive(Debug)]
+pub struct Credentials {
+    /// The private key (its Debug output is redacted).
+    pub key: pki::sig::SigningKey,
+    /// The hub's certificate, DER, with the hub's identity in its
+    /// subjectAltName.
+    pub cert_der: Vec<u8>,
+}
+
+/// How a facility authenticates (and how the hub authenticates to it).
+#[derive(Clone)]
+pub enum PeerAuth {
+    /// Both sides prove the same pre-shared key (RFC 7296 §2.15).
+    Psk(Zeroizing<Vec<u8>>),
+    /// Both sides sign with keys certified by the hub's CA (RFC 7427).
+    Cert,
+}
+
+impl fmt::Debug for PeerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAuth::Psk(_) => f.write_str("Psk(<redacted>)"),
+            PeerAuth::Cert => f.write_str("Cert"),
+        }
+    }
 }
 
 impl Config {
@@ -69,6 +104,8 @@ impl Config {
             max_half_open_per_ip: 64,
             error_replies_per_sec: 100,
             fragment_size: 1280,
+            credentials: None,
+            trust: None,
         }
     }
 }
@@ -111,8 +148,8 @@ pub struct PeerConfig {
     pub name: String,
     /// The identity the facility authenticates as (unique).
     pub remote_id: Identity,
-    /// The pre-shared key.
-    pub psk: Zeroizing<Vec<u8>>,
+    /// How it authenticates.
+    pub auth: PeerAuth,
     /// The hub side's prefixes (TSr when the facility initiates).
     pub local_ts: Vec<Subnet>,
     /// The facility's prefixes (TSi when the facility initiates).
@@ -133,7 +170,7 @@ impl fmt::Debug for PeerConfig {
         f.debug_struct("PeerConfig")
             .field("name", &self.name)
             .field("remote_id", &self.remote_id)
-            .field("psk", &"<redacted>")
+            .field("auth", &self.auth)
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
             .field("remote_addr", &self.remote_addr)

@@ -109,9 +109,29 @@ pub enum Topology {
     Nat,
 }
 
+/// What is wrong with a facility's certificate, for refusal tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFault {
+    /// Nothing: issued by `renkei cert issue`.
+    None,
+    /// Issued, then revoked with `renkei cert revoke` before the hub starts.
+    Revoked,
+    /// Issued by another CA (another hub's `renkei init`, same names).
+    OtherCa,
+    /// Issued by the hub's CA but expired (made with the pki crate).
+    Expired,
+    /// Issued by the hub's CA for another identity (osaka.example).
+    WrongIdentity,
+}
+
 /// How a facility is configured.
 #[derive(Debug, Clone)]
 pub struct Facility {
+    /// Authenticate with a certificate of this key type (`renkei cert
+    /// issue --key`) instead of the PSK.
+    pub cert: Option<String>,
+    /// What is wrong with that certificate.
+    pub cert_fault: CertFault,
     /// strongSwan IKE proposal.
     pub ike: String,
     /// strongSwan ESP proposal.
@@ -127,6 +147,8 @@ pub struct Facility {
     pub hub_peer_args: Vec<String>,
     /// Extra arguments of `renkei serve`.
     pub serve_args: Vec<String>,
+    /// Extra arguments of `renkei init` (e.g. `--ca-key rsa-3072`).
+    pub hub_init_args: Vec<String>,
     /// The prefixes strongSwan claims as its own, if not its real LAN.
     pub swan_local_ts: Option<String>,
     /// Extra settings of strongSwan's charon (e.g. `fragment_size = 300`).
@@ -138,6 +160,8 @@ pub struct Facility {
 impl Facility {
     pub fn new(ike: &str, esp: &str, role: Role) -> Facility {
         Facility {
+            cert: None,
+            cert_fault: CertFault::None,
             ike: ike.into(),
             esp: esp.into(),
             psk: PSK.into(),
@@ -146,6 +170,7 @@ impl Facility {
             swan_child: Vec::new(),
             hub_peer_args: Vec::new(),
             serve_args: Vec::new(),
+            hub_init_args: Vec::new(),
             swan_local_ts: None,
             swan_charon: Vec::new(),
             swan_second_child: None,
@@ -421,6 +446,19 @@ impl Lab {
         }
     }
 
+    /// Sets the MTU of the direct link between the hub and facility 0
+    /// (both ends), so larger datagrams cannot cross it.
+    pub fn set_path_mtu(&self, mtu: u32) {
+        assert!(matches!(self.topology, Topology::Direct | Topology::Ipv6));
+        let mtu = mtu.to_string();
+        for (ns, dev) in [
+            (&self.hub_ns, format!("rkh{}", self.id)),
+            (&self.site_ns, format!("rks{}", self.id)),
+        ] {
+            must(Command::new("ip").args(["-n", ns, "link", "set", &dev, "mtu", &mtu]));
+        }
+    }
+
     /// `renkei --state <lab>/hub ARGS` in the hub namespace.
     pub fn renkei(&self, args: &[&str]) -> Output {
         run(Command::new("ip")
@@ -434,13 +472,21 @@ impl Lab {
     fn start_hub(&mut self) {
         let psk = self.dir.join("psk");
         std::fs::write(&psk, format!("{PSK}\n")).unwrap();
-        let out = self.renkei(&[
+        let mut init = vec![
             "init",
             "--hub-id",
             "hub.example",
             "--public-addr",
             self.hub_outer(),
-        ]);
+        ];
+        init.extend(
+            self.sites[0]
+                .facility
+                .hub_init_args
+                .iter()
+                .map(String::as_str),
+        );
+        let out = self.renkei(&init);
         assert!(out.status.success(), "init: {out:?}");
         for s in &self.sites {
             let id = format!("{}.example", s.name);
@@ -450,19 +496,14 @@ impl Lab {
                 remote_ts = format!("{remote_ts},{net6}");
                 local_ts = format!("{local_ts},{HUB_NET6}");
             }
-            let mut add = vec![
-                "peer",
-                "add",
-                &s.name,
-                "--id",
-                &id,
-                "--psk-file",
-                psk.to_str().unwrap(),
-                "--remote-ts",
-                &remote_ts,
-                "--local-ts",
-                &local_ts,
-            ];
+            let auth: &[&str] = if s.facility.cert.is_some() {
+                &["--cert"]
+            } else {
+                &["--psk-file", psk.to_str().unwrap()]
+            };
+            let mut add = vec!["peer", "add", &s.name, "--id", &id];
+            add.extend(auth);
+            add.extend(["--remote-ts", &remote_ts, "--local-ts", &local_ts]);
             let remote = if s.outer.contains(':') {
                 format!("[{}]:500", s.outer)
             } else {
@@ -475,7 +516,105 @@ impl Lab {
             let out = self.renkei(&add);
             assert!(out.status.success(), "peer add: {out:?}");
         }
+        for i in 0..self.sites.len() {
+            if self.sites[i].facility.cert.is_some() {
+                self.issue_site_cert(i);
+            }
+        }
         self.spawn_hub();
+    }
+
+    /// Issues facility `i`'s certificate as its [`CertFault`] says and
+    /// puts key, certificate and the hub's CA where swanctl loads them.
+    fn issue_site_cert(&self, i: usize) {
+        let s = &self.sites[i];
+        let key = s.facility.cert.clone().unwrap();
+        let issued = s.dir.join("issued");
+        let issue = |state: &Path| {
+            let out = run(Command::new(renkei_bin())
+                .arg("--state")
+                .arg(state)
+                .args(["cert", "issue", &s.name, "--key", &key, "--out"])
+                .arg(&issued));
+            assert!(out.status.success(), "cert issue: {out:?}");
+        };
+        let hub_state = self.dir.join("hub");
+        match s.facility.cert_fault {
+            CertFault::None | CertFault::Revoked => issue(&hub_state),
+            CertFault::OtherCa => {
+                let other = self.dir.join("other-ca");
+                for args in [
+                    vec!["init", "--hub-id", "hub.example"],
+                    vec![
+                        "peer",
+                        "add",
+                        &s.name,
+                        "--id",
+                        &format!("{}.example", s.name),
+                        "--cert",
+                        "--remote-ts",
+                        &s.net,
+                    ],
+                ] {
+                    let out = run(Command::new(renkei_bin())
+                        .arg("--state")
+                        .arg(&other)
+                        .args(&args));
+                    assert!(out.status.success(), "other CA: {out:?}");
+                }
+                issue(&other);
+            }
+            CertFault::Expired | CertFault::WrongIdentity => {
+                // Made with the pki crate from the hub's own CA files: a
+                // genuine certificate, only expired or for someone else.
+                let ca = pki::ca::Ca::load(
+                    &std::fs::read_to_string(hub_state.join("ca/ca.key")).unwrap(),
+                    &std::fs::read_to_string(hub_state.join("ca/ca.pem")).unwrap(),
+                )
+                .unwrap();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let (id, from) = if s.facility.cert_fault == CertFault::Expired {
+                    (format!("{}.example", s.name), now - 400 * 86_400)
+                } else {
+                    ("osaka.example".to_string(), now)
+                };
+                let cert = ca
+                    .issue(
+                        &pki::Identity::parse(&id).unwrap(),
+                        key.parse().unwrap(),
+                        from,
+                        30,
+                    )
+                    .unwrap();
+                std::fs::create_dir_all(&issued).unwrap();
+                std::fs::write(issued.join(format!("{}.key", s.name)), &*cert.key_pem).unwrap();
+                std::fs::write(issued.join(format!("{}.pem", s.name)), &cert.cert_pem).unwrap();
+            }
+        }
+        if s.facility.cert_fault == CertFault::Revoked {
+            let out = self.renkei(&["cert", "revoke", &s.name]);
+            assert!(out.status.success(), "cert revoke: {out:?}");
+        }
+        let swanctl = s.dir.join("swanctl");
+        for sub in ["x509", "x509ca", "private"] {
+            std::fs::create_dir_all(swanctl.join(sub)).unwrap();
+        }
+        let name = &s.name;
+        std::fs::copy(
+            issued.join(format!("{name}.pem")),
+            swanctl.join(format!("x509/{name}.pem")),
+        )
+        .unwrap();
+        std::fs::copy(
+            issued.join(format!("{name}.key")),
+            swanctl.join(format!("private/{name}.key")),
+        )
+        .unwrap();
+        // strongSwan trusts the hub's CA, whoever issued its own certificate.
+        std::fs::copy(hub_state.join("ca/ca.pem"), swanctl.join("x509ca/ca.pem")).unwrap();
     }
 
     fn spawn_hub(&mut self) {
@@ -562,14 +701,7 @@ swanctl {{
     remote_addrs = {hub}
     proposals = {ike}
     {conn_extra}
-    local {{
-      auth = psk
-      id = {name}.example
-    }}
-    remote {{
-      auth = psk
-      id = hub.example
-    }}
+    {auth}
     children {{
       net {{
         local_ts = {local_ts}
@@ -582,20 +714,22 @@ swanctl {{
     }}
   }}
 }}
-secrets {{
-  ike-hub {{
-    id-1 = {name}.example
-    id-2 = hub.example
-    secret = "{psk}"
-  }}
-}}
+{secrets}
 "#,
+            auth = if f.cert.is_some() {
+                format!("local {{\n      auth = pubkey\n      certs = {name}.pem\n      id = {name}.example\n    }}\n    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = hub.example\n    }}", name = s.name)
+            } else {
+                format!("local {{\n      auth = psk\n      id = {name}.example\n    }}\n    remote {{\n      auth = psk\n      id = hub.example\n    }}", name = s.name)
+            },
+            secrets = if f.cert.is_some() {
+                String::new()
+            } else {
+                format!("secrets {{\n  ike-hub {{\n    id-1 = {name}.example\n    id-2 = hub.example\n    secret = \"{psk}\"\n  }}\n}}", name = s.name, psk = f.psk)
+            },
             local_addr = s.outer,
             hub = self.hub_outer(),
-            name = s.name,
             ike = f.ike,
             esp = f.esp,
-            psk = f.psk,
             conn_extra = f.swan_conn.join("\n    "),
             child_extra = f.swan_child.join("\n        "),
             second_child = match &f.swan_second_child {

@@ -432,7 +432,9 @@ mod tests {
             CertError::IsCa
         );
         assert_eq!(
-            store.validate(&issued.cert_der[..50], &id, NOW).unwrap_err(),
+            store
+                .validate(&issued.cert_der[..50], &id, NOW)
+                .unwrap_err(),
             CertError::Malformed
         );
     }

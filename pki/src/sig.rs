@@ -32,7 +32,7 @@ pub enum Hash {
 
 impl Hash {
     /// Output length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha256 => 32,
             Hash::Sha384 => 48,
@@ -41,13 +41,13 @@ impl Hash {
     }
 
     fn from_oid(oid: &Oid<'_>) -> Result<Hash, SigError> {
-        if *oid == oid!(2.16.840.1.101.3.4.2.1) {
+        if *oid == oid!(2.16.840 .1 .101 .3 .4 .2 .1) {
             Ok(Hash::Sha256)
-        } else if *oid == oid!(2.16.840.1.101.3.4.2.2) {
+        } else if *oid == oid!(2.16.840 .1 .101 .3 .4 .2 .2) {
             Ok(Hash::Sha384)
-        } else if *oid == oid!(2.16.840.1.101.3.4.2.3) {
+        } else if *oid == oid!(2.16.840 .1 .101 .3 .4 .2 .3) {
             Ok(Hash::Sha512)
-        } else if *oid == oid!(1.3.14.3.2.26) {
+        } else if *oid == oid!(1.3.14 .3 .2 .26) {
             Err(SigError::Sha1)
         } else {
             Err(SigError::Unsupported(format!("hash {oid}")))
@@ -118,16 +118,20 @@ fn pss_identifier(hash: Hash) -> Vec<u8> {
         0x05,
         0x00,
     ];
-    let mut mgf = vec![0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+    let mut mgf = vec![
+        0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08,
+    ];
     mgf.extend_from_slice(&hash_ai);
     let mut params = vec![0xa0, hash_ai.len() as u8];
     params.extend_from_slice(&hash_ai);
     params.extend_from_slice(&[0xa1, mgf.len() as u8]);
     params.extend_from_slice(&mgf);
-    params.extend_from_slice(&[0xa2, 0x03, 0x02, 0x01, hash.len() as u8]);
+    params.extend_from_slice(&[0xa2, 0x03, 0x02, 0x01, hash.output_len() as u8]);
     let mut seq = vec![0x30, params.len() as u8];
     seq.extend_from_slice(&params);
-    let oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+    let oid = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a,
+    ];
     let mut ai = vec![0x30, (oid.len() + seq.len()) as u8];
     ai.extend_from_slice(&oid);
     ai.extend_from_slice(&seq);
@@ -168,21 +172,21 @@ impl Scheme {
 
     fn from_parsed(ai: &AlgorithmIdentifier<'_>) -> Result<Scheme, SigError> {
         let a = &ai.algorithm;
-        let scheme = if *a == oid!(1.2.840.10045.4.3.2) {
+        let scheme = if *a == oid!(1.2.840 .10045 .4 .3 .2) {
             Scheme::Ecdsa(Hash::Sha256)
-        } else if *a == oid!(1.2.840.10045.4.3.3) {
+        } else if *a == oid!(1.2.840 .10045 .4 .3 .3) {
             Scheme::Ecdsa(Hash::Sha384)
-        } else if *a == oid!(1.2.840.10045.4.3.4) {
+        } else if *a == oid!(1.2.840 .10045 .4 .3 .4) {
             Scheme::Ecdsa(Hash::Sha512)
-        } else if *a == oid!(1.2.840.113549.1.1.11) {
+        } else if *a == oid!(1.2.840 .113549 .1 .1 .11) {
             Scheme::RsaPkcs1(Hash::Sha256)
-        } else if *a == oid!(1.2.840.113549.1.1.12) {
+        } else if *a == oid!(1.2.840 .113549 .1 .1 .12) {
             Scheme::RsaPkcs1(Hash::Sha384)
-        } else if *a == oid!(1.2.840.113549.1.1.13) {
+        } else if *a == oid!(1.2.840 .113549 .1 .1 .13) {
             Scheme::RsaPkcs1(Hash::Sha512)
-        } else if *a == oid!(1.3.101.112) {
+        } else if *a == oid!(1.3.101 .112) {
             Scheme::Ed25519
-        } else if *a == oid!(1.2.840.113549.1.1.10) {
+        } else if *a == oid!(1.2.840 .113549 .1 .1 .10) {
             let params = ai
                 .parameters
                 .as_ref()
@@ -193,22 +197,22 @@ impl Scheme {
             let mgf = params
                 .mask_gen_algorithm()
                 .map_err(|_| SigError::Malformed("RSASSA-PSS mask generation"))?;
-            if mgf.mgf != oid!(1.2.840.113549.1.1.8) || Hash::from_oid(&mgf.hash)? != hash {
+            if mgf.mgf != oid!(1.2.840 .113549 .1 .1 .8) || Hash::from_oid(&mgf.hash)? != hash {
                 return Err(SigError::Unsupported(
                     "RSASSA-PSS whose MGF1 hash differs from the message hash".into(),
                 ));
             }
-            if params.salt_length() as usize != hash.len() {
+            if params.salt_length() as usize != hash.output_len() {
                 return Err(SigError::Unsupported(format!(
                     "RSASSA-PSS salt of {} bytes (only the hash length, {}, is accepted)",
                     params.salt_length(),
-                    hash.len()
+                    hash.output_len()
                 )));
             }
             Scheme::RsaPss(hash)
-        } else if *a == oid!(1.2.840.113549.1.1.5)
-            || *a == oid!(1.2.840.10045.4.1)
-            || *a == oid!(1.3.14.3.2.29)
+        } else if *a == oid!(1.2.840 .113549 .1 .1 .5)
+            || *a == oid!(1.2.840 .10045 .4 .1)
+            || *a == oid!(1.3.14 .3 .2 .29)
         {
             return Err(SigError::Sha1);
         } else {
@@ -361,23 +365,23 @@ impl PublicKey {
     pub fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKey, SigError> {
         let alg = &spki.algorithm.algorithm;
         let raw = spki.subject_public_key.data.to_vec();
-        let kind = if *alg == oid!(1.2.840.10045.2.1) {
+        let kind = if *alg == oid!(1.2.840 .10045 .2 .1) {
             let curve = spki
                 .algorithm
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok())
                 .ok_or(SigError::Malformed("EC public key without a named curve"))?;
-            if curve == oid!(1.2.840.10045.3.1.7) {
+            if curve == oid!(1.2.840 .10045 .3 .1 .7) {
                 KeyType::Ecdsa(Curve::P256)
-            } else if curve == oid!(1.3.132.0.34) {
+            } else if curve == oid!(1.3.132 .0 .34) {
                 KeyType::Ecdsa(Curve::P384)
-            } else if curve == oid!(1.3.132.0.35) {
+            } else if curve == oid!(1.3.132 .0 .35) {
                 KeyType::Ecdsa(Curve::P521)
             } else {
                 return Err(SigError::Unsupported(format!("elliptic curve {curve}")));
             }
-        } else if *alg == oid!(1.2.840.113549.1.1.1) {
+        } else if *alg == oid!(1.2.840 .113549 .1 .1 .1) {
             let parsed = spki
                 .parsed()
                 .map_err(|_| SigError::Malformed("RSA public key"))?;
@@ -386,7 +390,7 @@ impl PublicKey {
                 return Err(SigError::WeakRsaKey(bits));
             }
             KeyType::Rsa(bits)
-        } else if *alg == oid!(1.3.101.112) {
+        } else if *alg == oid!(1.3.101 .112) {
             if raw.len() != 32 {
                 return Err(SigError::Malformed("Ed25519 public key"));
             }
@@ -465,7 +469,10 @@ impl PublicKey {
 }
 
 enum Signer {
-    Ecdsa { curve: Curve, pkcs8: Zeroizing<Vec<u8>> },
+    Ecdsa {
+        curve: Curve,
+        pkcs8: Zeroizing<Vec<u8>>,
+    },
     Rsa(RsaKeyPair),
     Ed25519(Ed25519KeyPair),
 }
@@ -536,7 +543,9 @@ impl SigningKey {
                 kind: KeyType::Ed25519,
             });
         }
-        Err(SigError::Malformed("private key (expected PKCS#8 ECDSA, RSA or Ed25519)"))
+        Err(SigError::Malformed(
+            "private key (expected PKCS#8 ECDSA, RSA or Ed25519)",
+        ))
     }
 
     /// What kind of key this is.
@@ -554,7 +563,8 @@ impl SigningKey {
         match (&self.signer, scheme) {
             (Signer::Ecdsa { curve, pkcs8 }, Scheme::Ecdsa(h)) => {
                 let alg = ecdsa_signing(*curve, h).ok_or_else(wrong)?;
-                let k = EcdsaKeyPair::from_pkcs8(alg, pkcs8).map_err(|_| SigError::SigningFailed)?;
+                let k =
+                    EcdsaKeyPair::from_pkcs8(alg, pkcs8).map_err(|_| SigError::SigningFailed)?;
                 let s = k.sign(&rng, message).map_err(|_| SigError::SigningFailed)?;
                 Ok(s.as_ref().to_vec())
             }
@@ -581,12 +591,10 @@ impl SigningKey {
     /// The public half, as raw key bytes (for tests and key matching).
     pub fn public_key_bytes(&self) -> Vec<u8> {
         match &self.signer {
-            Signer::Ecdsa { curve, pkcs8 } => {
-                ecdsa_signing(*curve, natural_hash(*curve))
-                    .and_then(|alg| EcdsaKeyPair::from_pkcs8(alg, pkcs8).ok())
-                    .map(|k| k.public_key().as_ref().to_vec())
-                    .unwrap_or_default()
-            }
+            Signer::Ecdsa { curve, pkcs8 } => ecdsa_signing(*curve, natural_hash(*curve))
+                .and_then(|alg| EcdsaKeyPair::from_pkcs8(alg, pkcs8).ok())
+                .map(|k| k.public_key().as_ref().to_vec())
+                .unwrap_or_default(),
             Signer::Rsa(k) => k.public_key().as_ref().to_vec(),
             Signer::Ed25519(k) => k.public_key().as_ref().to_vec(),
         }
@@ -620,9 +628,17 @@ mod tests {
             0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05,
             0x00,
         ];
-        let ecdsa_sha1 = [0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
-        assert_eq!(Scheme::from_algorithm_identifier(&rsa_sha1), Err(SigError::Sha1));
-        assert_eq!(Scheme::from_algorithm_identifier(&ecdsa_sha1), Err(SigError::Sha1));
+        let ecdsa_sha1 = [
+            0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01,
+        ];
+        assert_eq!(
+            Scheme::from_algorithm_identifier(&rsa_sha1),
+            Err(SigError::Sha1)
+        );
+        assert_eq!(
+            Scheme::from_algorithm_identifier(&ecdsa_sha1),
+            Err(SigError::Sha1)
+        );
         // RSA-PSS with a salt that is not the hash length (the last byte).
         let mut pss = Scheme::RsaPss(Hash::Sha256).algorithm_identifier();
         *pss.last_mut().unwrap() = 20;
@@ -630,7 +646,9 @@ mod tests {
             Scheme::from_algorithm_identifier(&pss),
             Err(SigError::Unsupported(_))
         ));
-        let sm2 = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x75];
+        let sm2 = [
+            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x75,
+        ];
         assert!(matches!(
             Scheme::from_algorithm_identifier(&sm2),
             Err(SigError::Unsupported(_))

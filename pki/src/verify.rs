@@ -140,15 +140,17 @@ impl TrustStore {
         let mut ca_spki_sha1 = [0; 20];
         // RFC 7296 §3.7: a CERTREQ names a CA by the SHA-1 hash of its
         // public key. This is an identifier, not a signature.
-        ca_spki_sha1.copy_from_slice(
-            digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki_key).as_ref(),
-        );
+        ca_spki_sha1
+            .copy_from_slice(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki_key).as_ref());
         Ok(TrustStore {
             ca_der: ca_der.to_vec(),
             ca_subject: ca.subject().as_raw().to_vec(),
             ca_key,
             ca_spki_sha1,
-            revoked: revoked.into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+            revoked: revoked
+                .into_iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
         })
     }
 

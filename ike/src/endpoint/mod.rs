@@ -14,16 +14,15 @@
 //! `InitSent → AuthSent → Established`, a responder `InitDone → Established`;
 //! each transition consumes the previous state.
 
-use crate::config::{Config, PeerConfig};
+use crate::config::{Config, PeerAuth, PeerConfig};
 use crate::crypto::{constant_time_eq, nat_detection_hash, KeyExchange};
 use crate::error::Error;
-use crate::keys::{derive_child, psk_auth, ChildKeys, IkeKeys};
+use crate::keys::{derive_child, ChildKeys, IkeKeys};
 use crate::proposal::{describe_offer, EspSuite, IkeSuite};
 use crate::ts::{all_within, describe, narrow};
 use crate::wire::{
-    emit_chain, parse_chain, AuthMethod, Delete, ExchangeType, Flags, HeaderRepr, KeId, Notify,
-    NotifyType, Payload, PayloadType, PayloadsExt, Proposal, ProtocolId, TrafficSelector,
-    HEADER_LEN,
+    emit_chain, parse_chain, Delete, ExchangeType, Flags, HeaderRepr, KeId, Notify, NotifyType,
+    Payload, PayloadType, PayloadsExt, Proposal, ProtocolId, TrafficSelector, HEADER_LEN,
 };
 use pki::Identity;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -34,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+mod auth;
 mod fragment;
 mod rekey;
 
@@ -371,6 +371,8 @@ struct IkeSa {
     half_open_key: Option<(SocketAddr, u64)>,
     /// Both sides announced IKE fragmentation (RFC 7383).
     fragmentation: bool,
+    /// The signature hashes the peer announced (RFC 7427).
+    sig_hashes: auth::SigHashes,
     /// A fragmented message being received.
     reassembly: Option<fragment::Reassembly>,
 }
@@ -498,6 +500,9 @@ pub struct Endpoint {
     /// next `decrypt` (which then has nothing left to decrypt).
     reassembled: Option<Vec<Payload>>,
     child_spis: HashSet<u32>,
+    /// A moment on the monotonic clock and the wall-clock time (seconds
+    /// since the epoch) then, for certificate validity checks.
+    wall_clock: Option<(Instant, i64)>,
     rng: ChaCha20Rng,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -539,6 +544,7 @@ impl Endpoint {
             reply_tokens: (0.0, None),
             reassembled: None,
             child_spis: HashSet::new(),
+            wall_clock: None,
             rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -551,6 +557,28 @@ impl Endpoint {
     }
 
     // ---- configuration -------------------------------------------------
+
+    /// Tells the endpoint the wall-clock time (seconds since the epoch) at
+    /// `now`, for certificate validity periods. The endpoint keeps no clock
+    /// of its own; the daemon calls this as it runs, so clock corrections
+    /// are followed. Until it is called, certificates are refused.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_secs: i64) {
+        self.wall_clock = Some((now, unix_secs));
+    }
+
+    fn unix_now(&self, now: Instant) -> Option<i64> {
+        let (at, unix) = self.wall_clock?;
+        let ahead = now.saturating_duration_since(at).as_secs() as i64;
+        let behind = at.saturating_duration_since(now).as_secs() as i64;
+        Some(unix + ahead - behind)
+    }
+
+    /// Replaces the CA and revocation list that facility certificates are
+    /// checked against (after `renkei cert revoke`). Established SAs are
+    /// not touched; the caller tears down those of a revoked facility.
+    pub fn set_trust(&mut self, trust: Option<Arc<pki::verify::TrustStore>>) {
+        self.config.trust = trust;
+    }
 
     /// Adds a facility, or replaces the one of the same name (its existing
     /// SAs keep the configuration they were made with).
@@ -699,6 +727,7 @@ impl Endpoint {
             last_sent: now,
             half_open_key: None,
             fragmentation: false,
+            sig_hashes: auth::SigHashes::default(),
             reassembly: None,
         };
         self.send_init(now, &mut sa, group, None, false, None)?;
@@ -1521,6 +1550,9 @@ impl Endpoint {
             NotifyType::Ikev2FragmentationSupported,
             vec![],
         )));
+        if matches!(peer.auth, PeerAuth::Cert) {
+            payloads.push(auth::SigHashes::announcement());
+        }
         let message1 = Self::plain_message(
             sa.spi_i,
             0,
@@ -1728,6 +1760,15 @@ impl Endpoint {
                 vec![],
             )));
         }
+        if let Some(trust) = &self.config.trust {
+            // Ask for the facility's certificate (strongSwan sends its own
+            // only when asked) and say which signatures the hub checks.
+            reply.push(Payload::CertReq {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: trust.certreq_hash().to_vec(),
+            });
+            reply.push(auth::SigHashes::announcement());
+        }
         let message2 = Self::plain_message(
             hdr.spi_i,
             spi_r,
@@ -1762,6 +1803,7 @@ impl Endpoint {
             last_sent: now,
             half_open_key: Some((remote, hdr.spi_i)),
             fragmentation: peer_fragments,
+            sig_hashes: auth::SigHashes::from_payloads(&payloads),
             reassembly: None,
         };
         sa.timers
@@ -1883,6 +1925,7 @@ impl Endpoint {
         sa.fragmentation = payloads
             .notifies()
             .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
+        sa.sig_hashes = auth::SigHashes::from_payloads(&payloads);
         sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
         if sa.encap {
             // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on.
@@ -1900,33 +1943,54 @@ impl Endpoint {
         );
         let child_spi = self.new_child_spi();
         let local_id = self.config.local_id.clone();
-        let auth = psk_auth(
-            suite.prf,
-            &peer.psk,
-            &init.message1,
-            &nonce_r,
-            &keys.sk_pi,
-            local_id.id_type(),
-            &local_id.data(),
-        );
-        let payloads = vec![
-            Payload::IdI {
+        let id_data = local_id.data();
+        let proof = auth::make(
+            &peer.auth,
+            self.config.credentials.as_deref(),
+            sa.sig_hashes,
+            &auth::AuthInput {
+                prf: suite.prf,
+                message: &init.message1,
+                nonce: &nonce_r,
+                sk_p: &keys.sk_pi,
                 id_type: local_id.id_type(),
-                data: local_id.data(),
+                id_data: &id_data,
             },
-            Payload::IdR {
-                id_type: peer.remote_id.id_type(),
-                data: peer.remote_id.data(),
-            },
-            Payload::Auth {
-                method: AuthMethod::SharedKeyMic,
-                data: auth.to_vec(),
-            },
+        );
+        let proof = match proof {
+            Ok(p) => p,
+            Err(e) => {
+                self.refuse(
+                    sa.remote,
+                    Some(peer.name.clone()),
+                    NotifyType::AuthenticationFailed,
+                    e.to_string(),
+                );
+                self.fail(sa, format!("cannot authenticate to the facility: {e}"));
+                return Ok(());
+            }
+        };
+        let mut payloads = vec![Payload::IdI {
+            id_type: local_id.id_type(),
+            data: id_data.clone(),
+        }];
+        if let (PeerAuth::Cert, Some(trust)) = (&peer.auth, &self.config.trust) {
+            payloads.push(Payload::CertReq {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: trust.certreq_hash().to_vec(),
+            });
+        }
+        payloads.push(Payload::IdR {
+            id_type: peer.remote_id.id_type(),
+            data: peer.remote_id.data(),
+        });
+        payloads.extend(proof);
+        payloads.extend([
             Payload::Notify(Notify::new(NotifyType::InitialContact, vec![])),
             Payload::Sa(peer.esp.to_wire(&child_spi.to_be_bytes(), false)),
             Payload::TsI(peer.local_ts.iter().map(|s| s.to_selector()).collect()),
             Payload::TsR(peer.remote_ts.iter().map(|s| s.to_selector()).collect()),
-        ];
+        ]);
         if let Err(e) = self.send_request(
             now,
             sa,
@@ -1980,7 +2044,7 @@ impl Endpoint {
         sa.remote = remote;
         sa.local = local;
         self.forget_half_open(sa);
-        match self.authenticate_initiator(&payloads, &init) {
+        match self.authenticate_initiator(now, &payloads, &init) {
             Ok(peer) => {
                 sa.peer = Some(peer.clone());
                 self.complete_responder_auth(now, sa, hdr, &payloads, init, peer)
@@ -2013,16 +2077,13 @@ impl Endpoint {
 
     fn authenticate_initiator(
         &self,
+        now: Instant,
         payloads: &[Payload],
         init: &InitDone,
     ) -> Result<Arc<PeerConfig>, (Error, Option<String>)> {
         let (id_type, id_data) = payloads
             .id_i()
             .ok_or((Error::Missing("no IDi payload"), None))?;
-        let (method, auth) = payloads.auth().ok_or((
-            Error::Missing("no AUTH payload (EAP is not supported)"),
-            None,
-        ))?;
         let identity = Identity::from_wire(id_type, id_data)
             .map_err(|e| (Error::AuthenticationFailed(format!("identity: {e}")), None))?;
         let peer = self
@@ -2047,30 +2108,22 @@ impl Endpoint {
                 name,
             ));
         }
-        if method != AuthMethod::SharedKeyMic {
-            return Err((
-                Error::AuthenticationFailed(format!(
-                    "{method} authentication is not configured for {}",
-                    peer.name
-                )),
-                name,
-            ));
-        }
-        let expected = psk_auth(
-            suite.prf,
-            &peer.psk,
-            &init.message1,
-            &init.nonce_r,
-            &init.keys.sk_pi,
-            id_type,
-            id_data,
-        );
-        if !constant_time_eq(&expected, auth) {
-            return Err((
-                Error::AuthenticationFailed(format!("pre-shared key of {identity} does not match")),
-                name,
-            ));
-        }
+        auth::verify(
+            &peer.auth,
+            self.config.trust.as_deref(),
+            self.unix_now(now),
+            &identity,
+            payloads,
+            &auth::AuthInput {
+                prf: suite.prf,
+                message: &init.message1,
+                nonce: &init.nonce_r,
+                sk_p: &init.keys.sk_pi,
+                id_type,
+                id_data,
+            },
+        )
+        .map_err(|e| (e, name))?;
         Ok(peer)
     }
 
@@ -2083,27 +2136,33 @@ impl Endpoint {
         init: InitDone,
         peer: Arc<PeerConfig>,
     ) -> Result<(), Error> {
-        let suite = init.keys.suite;
-        let local_id = self.config.local_id.clone();
-        let auth = psk_auth(
-            suite.prf,
-            &peer.psk,
-            &init.message2,
-            &init.nonce_i,
-            &init.keys.sk_pr,
-            local_id.id_type(),
-            &local_id.data(),
-        );
-        let mut reply = vec![
-            Payload::IdR {
+        let local_id = &self.config.local_id;
+        let proof = auth::make(
+            &peer.auth,
+            self.config.credentials.as_deref(),
+            sa.sig_hashes,
+            &auth::AuthInput {
+                prf: init.keys.suite.prf,
+                message: &init.message2,
+                nonce: &init.nonce_i,
+                sk_p: &init.keys.sk_pr,
                 id_type: local_id.id_type(),
-                data: local_id.data(),
+                id_data: &local_id.data(),
             },
-            Payload::Auth {
-                method: AuthMethod::SharedKeyMic,
-                data: auth.to_vec(),
-            },
-        ];
+        );
+        let proof = match proof {
+            Ok(p) => p,
+            Err(e) => {
+                let n = NotifyType::AuthenticationFailed;
+                self.refuse(sa.remote, Some(peer.name.clone()), n, e.to_string());
+                return self.reject_auth(now, sa, &init.keys, hdr.message_id, n);
+            }
+        };
+        let mut reply = vec![Payload::IdR {
+            id_type: local_id.id_type(),
+            data: local_id.data(),
+        }];
+        reply.extend(proof);
         let child = self.negotiate_first_child(sa, payloads, &init, &peer);
         let mut installed = None;
         match child {
@@ -2228,21 +2287,22 @@ impl Endpoint {
                     peer.remote_id
                 )));
             }
-            let (method, value) = payloads.auth().ok_or(Error::Missing("no AUTH"))?;
-            let expected = psk_auth(
-                auth.keys.suite.prf,
-                &peer.psk,
-                &auth.message2,
-                &auth.nonce_i,
-                &auth.keys.sk_pr,
-                id_type,
-                id_data,
-            );
-            if method != AuthMethod::SharedKeyMic || !constant_time_eq(&expected, value) {
-                return Err(Error::AuthenticationFailed(format!(
-                    "{identity} did not prove the pre-shared key"
-                )));
-            }
+            let now_unix = self.unix_now(now);
+            auth::verify(
+                &peer.auth,
+                self.config.trust.as_deref(),
+                now_unix,
+                &identity,
+                &payloads,
+                &auth::AuthInput {
+                    prf: auth.keys.suite.prf,
+                    message: &auth.message2,
+                    nonce: &auth.nonce_i,
+                    sk_p: &auth.keys.sk_pr,
+                    id_type,
+                    id_data,
+                },
+            )?;
             Ok(())
         })();
         if let Err(e) = verified {

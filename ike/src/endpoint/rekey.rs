@@ -640,6 +640,7 @@ impl Endpoint {
             last_sent: now,
             half_open_key: None,
             fragmentation: sa.fragmentation,
+            sig_hashes: sa.sig_hashes,
             reassembly: None,
         };
         est.superseded = true;

@@ -78,7 +78,7 @@ pub fn peer(
     PeerConfig {
         name: name.into(),
         remote_id: Identity::parse(id).unwrap(),
-        psk: Zeroizing::new(psk.as_bytes().to_vec()),
+        auth: ike::PeerAuth::Psk(Zeroizing::new(psk.as_bytes().to_vec())),
         local_ts: parse_subnets(local).unwrap(),
         remote_ts: parse_subnets(remote).unwrap(),
         remote_addr: addr.map(|a| format!("{a}:500").parse().unwrap()),

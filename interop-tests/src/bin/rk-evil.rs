@@ -57,7 +57,7 @@ fn run(a: &[String]) -> Result<(), String> {
     ep.set_peer(PeerConfig {
         name: "hub".into(),
         remote_id: pki::Identity::parse("hub.example").map_err(|e| err(&e))?,
-        psk: zeroize::Zeroizing::new(a[3].as_bytes().to_vec()),
+        auth: ike::PeerAuth::Psk(zeroize::Zeroizing::new(a[3].as_bytes().to_vec())),
         local_ts: parse_subnets(&a[4]).map_err(|e| err(&e))?,
         remote_ts: parse_subnets(&a[5]).map_err(|e| err(&e))?,
         remote_addr: Some(hub),

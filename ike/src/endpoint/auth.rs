@@ -1,0 +1,258 @@
+//! Authentication in IKE_AUTH: pre-shared keys (RFC 7296 §2.15) and
+//! certificate signatures (RFC 7427 "Digital Signature", and the fixed
+//! ECDSA methods 9–11 of RFC 4754 when a facility uses them).
+//!
+//! Both sides of one facility authenticate the same way: a facility
+//! configured for certificates must present one from the hub's CA, and the
+//! hub answers with its own certificate; a PSK facility proves the PSK.
+
+use pki::sig::{Curve, Hash, Scheme};
+use pki::verify::{TrustStore, ValidCert};
+use pki::Identity;
+
+use crate::config::{Credentials, PeerAuth};
+use crate::crypto::{constant_time_eq, Prf};
+use crate::error::Error;
+use crate::keys::psk_auth;
+use crate::wire::{AuthMethod, Notify, NotifyType, Payload, PayloadsExt};
+
+/// Certificate encoding "X.509 Certificate - Signature" (RFC 7296 §3.6).
+pub(super) const CERT_X509_SIGNATURE: u8 = 4;
+
+/// Hash algorithm numbers of SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4,
+/// RFC 8420 for "Identity", used by Ed25519).
+const HASH_SHA2_256: u16 = 2;
+const HASH_SHA2_384: u16 = 3;
+const HASH_SHA2_512: u16 = 4;
+const HASH_IDENTITY: u16 = 5;
+
+/// The signature hashes a peer announced in IKE_SA_INIT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SigHashes {
+    sha256: bool,
+    sha384: bool,
+    sha512: bool,
+    identity: bool,
+}
+
+impl SigHashes {
+    /// Reads the peer's SIGNATURE_HASH_ALGORITHMS notify, if any.
+    pub(super) fn from_payloads(payloads: &[Payload]) -> SigHashes {
+        let mut h = SigHashes::default();
+        for n in payloads
+            .notifies()
+            .filter(|n| n.kind == NotifyType::SignatureHashAlgorithms)
+        {
+            for pair in n.data.chunks_exact(2) {
+                match u16::from_be_bytes([pair[0], pair[1]]) {
+                    HASH_SHA2_256 => h.sha256 = true,
+                    HASH_SHA2_384 => h.sha384 = true,
+                    HASH_SHA2_512 => h.sha512 = true,
+                    HASH_IDENTITY => h.identity = true,
+                    _ => {}
+                }
+            }
+        }
+        h
+    }
+
+    /// The notify the hub sends: every hash it verifies with.
+    pub(super) fn announcement() -> Payload {
+        let data = [HASH_SHA2_256, HASH_SHA2_384, HASH_SHA2_512, HASH_IDENTITY]
+            .iter()
+            .flat_map(|h| h.to_be_bytes())
+            .collect();
+        Payload::Notify(Notify::new(NotifyType::SignatureHashAlgorithms, data))
+    }
+
+    fn hashes(self) -> Vec<Hash> {
+        [
+            (self.sha256, Hash::Sha256),
+            (self.sha384, Hash::Sha384),
+            (self.sha512, Hash::Sha512),
+        ]
+        .into_iter()
+        .filter_map(|(on, h)| on.then_some(h))
+        .collect()
+    }
+}
+
+/// What an AUTH payload covers (RFC 7296 §2.15): the sender's first
+/// message, the other side's nonce and the MAC of the sender's ID payload.
+pub(super) struct AuthInput<'a> {
+    pub(super) prf: Prf,
+    pub(super) message: &'a [u8],
+    pub(super) nonce: &'a [u8],
+    pub(super) sk_p: &'a [u8],
+    pub(super) id_type: u8,
+    pub(super) id_data: &'a [u8],
+}
+
+impl AuthInput<'_> {
+    /// `RealMessage | NonceOfOtherSide | prf(SK_p, RestOfIDPayload)`.
+    fn octets(&self) -> Vec<u8> {
+        let maced_id = self
+            .prf
+            .prf(self.sk_p, &[&[self.id_type, 0, 0, 0], self.id_data]);
+        [self.message, self.nonce, &maced_id].concat()
+    }
+
+    fn psk(&self, psk: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+        psk_auth(
+            self.prf,
+            psk,
+            self.message,
+            self.nonce,
+            self.sk_p,
+            self.id_type,
+            self.id_data,
+        )
+    }
+}
+
+/// The payloads that authenticate the hub to a facility: AUTH, preceded by
+/// the hub's CERT for certificate facilities.
+pub(super) fn make(
+    auth: &PeerAuth,
+    credentials: Option<&Credentials>,
+    peer_hashes: SigHashes,
+    input: &AuthInput<'_>,
+) -> Result<Vec<Payload>, Error> {
+    let creds = match auth {
+        PeerAuth::Psk(psk) => {
+            return Ok(vec![Payload::Auth {
+                method: AuthMethod::SharedKeyMic,
+                data: input.psk(psk).to_vec(),
+            }])
+        }
+        PeerAuth::Cert => credentials.ok_or_else(|| {
+            Error::AuthenticationFailed(
+                "the hub has no certificate of its own (re-run `renkei init` or restore hub.key/hub.pem)".into(),
+            )
+        })?,
+    };
+    let key_type = creds.key.key_type();
+    let scheme = key_type
+        .preferred_scheme(&peer_hashes.hashes(), true)
+        .filter(|s| *s != Scheme::Ed25519 || peer_hashes.identity)
+        .ok_or_else(|| {
+            Error::AuthenticationFailed(format!(
+                "the facility announced no signature hash the hub's {key_type} key can sign with (RFC 7427 SIGNATURE_HASH_ALGORITHMS)"
+            ))
+        })?;
+    let signature = creds
+        .key
+        .sign(scheme, &input.octets())
+        .map_err(|e| Error::AuthenticationFailed(format!("signing AUTH: {e}")))?;
+    let ai = scheme.algorithm_identifier();
+    let mut data = Vec::with_capacity(1 + ai.len() + signature.len());
+    data.push(ai.len() as u8);
+    data.extend_from_slice(&ai);
+    data.extend_from_slice(&signature);
+    Ok(vec![
+        Payload::Cert {
+            encoding: CERT_X509_SIGNATURE,
+            data: creds.cert_der.clone(),
+        },
+        Payload::Auth {
+            method: AuthMethod::DigitalSignature,
+            data,
+        },
+    ])
+}
+
+/// Checks that a facility claiming `identity` proved it as configured.
+/// Returns the validated certificate for certificate facilities.
+pub(super) fn verify(
+    auth: &PeerAuth,
+    trust: Option<&TrustStore>,
+    unix_now: Option<i64>,
+    identity: &Identity,
+    payloads: &[Payload],
+    input: &AuthInput<'_>,
+) -> Result<Option<ValidCert>, Error> {
+    let fail = |why: String| Error::AuthenticationFailed(why);
+    let (method, value) = payloads
+        .auth()
+        .ok_or(Error::Missing("no AUTH payload (EAP is not supported)"))?;
+    match auth {
+        PeerAuth::Psk(psk) => {
+            if method != AuthMethod::SharedKeyMic {
+                return Err(fail(format!(
+                    "{identity} used {method} authentication; it is configured for a pre-shared key"
+                )));
+            }
+            if !constant_time_eq(&input.psk(psk), value) {
+                return Err(fail(format!("pre-shared key of {identity} does not match")));
+            }
+            Ok(None)
+        }
+        PeerAuth::Cert => {
+            let curve = match method {
+                AuthMethod::DigitalSignature => None,
+                AuthMethod::EcdsaSha256P256 => Some(Curve::P256),
+                AuthMethod::EcdsaSha384P384 => Some(Curve::P384),
+                AuthMethod::EcdsaSha512P521 => Some(Curve::P521),
+                AuthMethod::RsaSig => {
+                    return Err(fail(format!(
+                        "{identity} signed with RSA authentication method 1, which implies SHA-1; refused (RFC 7427 signatures are required)"
+                    )))
+                }
+                other => {
+                    return Err(fail(format!(
+                        "{identity} used {other} authentication; it is configured for a certificate"
+                    )))
+                }
+            };
+            let trust = trust.ok_or_else(|| {
+                fail("the hub has no CA to check certificates with (run `renkei init`)".into())
+            })?;
+            let now = unix_now.ok_or_else(|| fail("the hub's wall clock is not set".into()))?;
+            let cert = payloads
+                .iter()
+                .find_map(|p| match p {
+                    Payload::Cert { encoding, data } if *encoding == CERT_X509_SIGNATURE => {
+                        Some(data)
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| fail(format!("{identity} sent no X.509 certificate")))?;
+            let valid = trust
+                .validate(cert, identity, now)
+                .map_err(|e| fail(format!("certificate of {identity} refused: {e}")))?;
+            let octets = input.octets();
+            let mut scheme_name = String::new();
+            let checked = match curve {
+                Some(c) => {
+                    scheme_name = format!("{method} (RFC 4754)");
+                    valid.key.verify_ecdsa_fixed(c, &octets, value)
+                }
+                None => {
+                    let len = *value.first().ok_or(Error::Missing("empty AUTH"))? as usize;
+                    let ai = value
+                        .get(1..1 + len)
+                        .ok_or(Error::Missing("AUTH shorter than its algorithm identifier"))?;
+                    match Scheme::from_algorithm_identifier(ai) {
+                        Ok((scheme, used)) if used == len => {
+                            scheme_name = scheme.to_string();
+                            valid.key.verify(scheme, &octets, &value[1 + len..])
+                        }
+                        Ok(_) => Err(pki::sig::SigError::Malformed(
+                            "AUTH algorithm identifier length",
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            checked.map_err(|e| fail(format!("AUTH signature of {identity} refused: {e}")))?;
+            tracing::info!(
+                %identity,
+                serial = %valid.serial,
+                not_after = %pki::verify::iso(valid.not_after),
+                "certificate accepted: {} key, AUTH signed with {scheme_name}",
+                valid.key.key_type()
+            );
+            Ok(Some(valid))
+        }
+    }
+}

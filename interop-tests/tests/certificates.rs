@@ -1,0 +1,169 @@
+//! Certificate authentication against real strongSwan: facilities hold
+//! keys and certificates issued by `renkei cert issue`, the hub answers
+//! with its own certificate from `renkei init`. Every key type renkei
+//! issues, both directions, RSA with PSS and with PKCS#1 v1.5, and each
+//! reason a certificate must be refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use renkei_interop_tests::{CertFault, Facility, Lab, Role};
+use std::time::Duration;
+
+const SUITE: (&str, &str) = ("aes256gcm16-prfsha384-ecp384", "aes256gcm16-ecp384");
+
+fn facility(key: &str, role: Role) -> Facility {
+    let mut f = Facility::new(SUITE.0, SUITE.1, role);
+    f.cert = Some(key.into());
+    f
+}
+
+/// The tunnel comes up with certificates and carries traffic; the hub
+/// logs the scheme the facility signed with.
+fn connects(f: Facility, expect_scheme: &str) {
+    let role = f.role;
+    let key = f.cert.clone().unwrap();
+    let lab = Lab::start(f);
+    if role == Role::SwanInitiates {
+        assert!(lab.swan_initiate(), "strongSwan could not initiate ({key})");
+    }
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 1372, 3), "facility → hub ping ({key})");
+    assert!(lab.ping(true, 56, 3), "hub → facility ping ({key})");
+    let log = lab.hub_log();
+    assert!(
+        log.contains("certificate accepted") && log.contains(expect_scheme),
+        "hub log does not show a {expect_scheme} signature"
+    );
+    let charon = lab.charon_log();
+    assert!(
+        charon.contains("authentication of 'hub.example' with"),
+        "strongSwan did not authenticate the hub"
+    );
+    eprintln!("{key} ({role:?}): up, AUTH {expect_scheme}");
+}
+
+#[test]
+fn ecdsa_p256_facility_initiates() {
+    connects(
+        facility("ecdsa-p256", Role::SwanInitiates),
+        "ECDSA with SHA-256",
+    );
+}
+
+#[test]
+fn ecdsa_p384_facility_initiates() {
+    connects(
+        facility("ecdsa-p384", Role::SwanInitiates),
+        "ECDSA with SHA-384",
+    );
+}
+
+#[test]
+fn rsa_3072_pkcs1_facility_initiates() {
+    connects(
+        facility("rsa-3072", Role::SwanInitiates),
+        "RSA PKCS#1 v1.5 with SHA-",
+    );
+}
+
+#[test]
+fn rsa_3072_pss_facility_initiates() {
+    let mut f = facility("rsa-3072", Role::SwanInitiates);
+    f.swan_charon.push("rsa_pss = yes".into());
+    connects(f, "RSA-PSS with SHA-");
+}
+
+#[test]
+fn ed25519_facility_initiates() {
+    connects(facility("ed25519", Role::SwanInitiates), "Ed25519");
+}
+
+#[test]
+fn hub_initiates_to_each_key_type() {
+    for (key, pss, scheme) in [
+        ("ecdsa-p256", false, "ECDSA with SHA-256"),
+        ("ecdsa-p384", false, "ECDSA with SHA-384"),
+        ("rsa-3072", false, "RSA PKCS#1 v1.5 with SHA-"),
+        ("rsa-3072", true, "RSA-PSS with SHA-"),
+        ("ed25519", false, "Ed25519"),
+    ] {
+        let mut f = facility(key, Role::RenkeiInitiates);
+        if pss {
+            f.swan_charon.push("rsa_pss = yes".into());
+        }
+        connects(f, scheme);
+    }
+}
+
+/// The facility is refused with AUTHENTICATION_FAILED, no SA on either
+/// side, and the hub's log says why.
+fn refused(fault: CertFault, why: &str) {
+    let mut f = facility("ecdsa-p256", Role::SwanInitiates);
+    f.cert_fault = fault;
+    let lab = Lab::start(f);
+    assert!(!lab.swan_initiate(), "strongSwan connected with {fault:?}");
+    let charon = lab.charon_log();
+    assert!(
+        charon.contains("received AUTHENTICATION_FAILED"),
+        "{fault:?}: strongSwan was not told AUTHENTICATION_FAILED"
+    );
+    assert_eq!(lab.swan_sa_count(), 0, "{fault:?}: strongSwan kept an SA");
+    let st = lab.facility_status();
+    assert_ne!(st["state"], "up", "{fault:?}: {st}");
+    assert!(
+        st["child_sas"].as_array().is_none_or(|c| c.is_empty()),
+        "{st}"
+    );
+    let log = lab.hub_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("authentication failed"))
+        .unwrap_or_else(|| panic!("{fault:?}: the hub logged no authentication failure"));
+    assert!(
+        line.contains(why),
+        "{fault:?}: '{line}' does not say '{why}'"
+    );
+    eprintln!("{fault:?}: refused: {line}");
+}
+
+#[test]
+fn revoked_certificate_is_refused() {
+    refused(CertFault::Revoked, "is revoked");
+}
+
+#[test]
+fn certificate_from_another_ca_is_refused() {
+    refused(CertFault::OtherCa, "certificate signature refused");
+}
+
+#[test]
+fn expired_certificate_is_refused() {
+    refused(CertFault::Expired, "certificate expired");
+}
+
+#[test]
+fn identity_not_in_the_certificate_is_refused() {
+    refused(CertFault::WrongIdentity, "not in the certificate");
+}
+
+#[test]
+fn rsa_exchange_at_path_mtu_1280_needs_fragmentation() {
+    // An RSA-3072 IKE_AUTH is larger than 1280 bytes; both sides fragment
+    // at 1280 (renkei's default, strongSwan's fragment_size).
+    let mut f = facility("rsa-3072", Role::SwanInitiates);
+    f.hub_init_args = vec!["--ca-key".into(), "rsa-3072".into()];
+    f.swan_charon.push("fragment_size = 1280".into());
+    f.serve_args = vec!["--ike-fragment-size".into(), "1280".into()];
+    let lab = Lab::start(f);
+    lab.set_path_mtu(1280);
+    assert!(
+        lab.swan_initiate(),
+        "strongSwan could not initiate at MTU 1280"
+    );
+    lab.wait_up(Duration::from_secs(30));
+    let charon = lab.charon_log();
+    assert!(
+        charon.contains("splitting IKE message") && charon.contains("received fragment"),
+        "no IKE fragments either way"
+    );
+}

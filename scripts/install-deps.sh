@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what renkei's build, demo and tests need on Debian 12 (as root):
-# strongSwan with kernel-libipsec (the interop peer), iproute2, ping, iperf3.
+# strongSwan with kernel-libipsec (the interop peer), iproute2, ping, iperf3,
+# and openssl (an independent reader of the PKCS#12 files and CRLs renkei makes).
 # The Rust toolchain comes with the machine.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ packages=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
   iproute2 iputils-ping iperf3 procps ca-certificates nftables conntrack
+  openssl
 )
 
 if [ "$(id -u)" -ne 0 ]; then

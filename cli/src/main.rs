@@ -497,6 +497,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!("{}", report["summary"].as_str().unwrap_or(""));
+                println!("hub: {}", report["hub_certificate"].as_str().unwrap_or("-"));
+                for note in report["hub_findings"].as_array().into_iter().flatten() {
+                    println!("    - {}", note.as_str().unwrap_or(""));
+                }
                 for f in report["facilities"].as_array().into_iter().flatten() {
                     println!(
                         "{:<16} {:<22} {}",
@@ -539,6 +543,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Certificates expiring within this many days are reported.
+const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
+
 /// The end of 2030 (2031-01-01T00:00:00Z): 112-bit security (MODP-2048,
 /// RSA-2048) is acceptable until then under CRYPTREC's key-length criteria.
 const END_OF_2030: u64 = 1_924_992_000;
@@ -555,9 +562,48 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
     let days_left = END_OF_2030.saturating_sub(now) / 86_400;
     let mut facilities = Vec::new();
     let (mut ok, mut until_2030, mut bad) = (0, 0, 0);
+    let certs = reg.certs()?;
+    // The newest unrevoked certificate of `name`, with notes on its expiry.
+    let cert_of = |name: &str, findings: &mut Vec<String>, level: &mut usize| -> String {
+        let Some(c) = certs
+            .iter()
+            .filter(|c| c.name == name && c.revoked.is_none())
+            .max_by_key(|c| c.not_after)
+        else {
+            findings.push("no current certificate (issue one with `renkei cert issue`)".into());
+            return "certificate (none issued)".into();
+        };
+        let left = (c.not_after - now as i64).div_euclid(86_400);
+        if left < 0 {
+            findings.push(format!(
+                "certificate {} expired on {}",
+                c.serial,
+                pki::verify::iso(c.not_after)
+            ));
+            *level = 2;
+        } else if left < CERT_EXPIRY_WARNING_DAYS {
+            findings.push(format!(
+                "certificate {} expires on {} ({left} days left)",
+                c.serial,
+                pki::verify::iso(c.not_after)
+            ));
+        }
+        format!(
+            "certificate {} ({}, until {})",
+            c.serial,
+            c.key_type,
+            pki::verify::iso(c.not_after)
+        )
+    };
+    let mut hub_findings = Vec::new();
+    let hub_cert = cert_of(certs::HUB_CERT_NAME, &mut hub_findings, &mut 0);
     for p in reg.peers()? {
         let mut findings = Vec::new();
         let mut level = 0; // 0 compliant, 1 until 2030, 2 non-compliant
+        let auth = match p.auth {
+            ike::PeerAuth::Psk(_) => "pre-shared key".to_string(),
+            ike::PeerAuth::Cert => cert_of(&p.name, &mut findings, &mut level),
+        };
         if p.ike.weak_groups().contains(&ike::wire::KeId::Modp2048) {
             findings.push(format!("IKE proposals allow MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
             level = level.max(1);
@@ -607,7 +653,7 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
         facilities.push(json!({
             "name": p.name,
             "status": status,
-            "auth": "pre-shared key (no certificate)",
+            "auth": auth,
             "ike_proposals": p.ike.to_string(),
             "esp_proposals": p.esp.to_string(),
             "negotiated_ike": negotiated_ike,
@@ -619,7 +665,13 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
         "CRYPTREC profile (LS-0001-2022): {ok} compliant, {until_2030} compliant only until 2030-12-31, {bad} non-compliant{}",
         if live.is_none() { " (hub not running: configuration only)" } else { "" }
     );
-    Ok(json!({ "profile": "cryptrec", "summary": summary, "facilities": facilities }))
+    Ok(json!({
+        "profile": "cryptrec",
+        "summary": summary,
+        "hub_certificate": hub_cert,
+        "hub_findings": hub_findings,
+        "facilities": facilities,
+    }))
 }
 
 /// Tells a running daemon to re-read the registry.

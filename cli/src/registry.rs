@@ -805,10 +805,23 @@ mod tests {
         };
         reg.record_cert(&record("0a")).unwrap();
         reg.record_cert(&record("0b")).unwrap();
-        assert!(reg.record_cert(&record("0a")).is_err(), "serials are unique");
-        assert_eq!(reg.revoke_certs("kyoto", 1_800_000_000).unwrap(), ["0a", "0b"]);
-        assert!(reg.revoke_certs("kyoto", 1_800_000_001).is_err(), "nothing left");
-        assert!(reg.certs().unwrap().iter().all(|c| c.revoked == Some(1_800_000_000)));
+        assert!(
+            reg.record_cert(&record("0a")).is_err(),
+            "serials are unique"
+        );
+        assert_eq!(
+            reg.revoke_certs("kyoto", 1_800_000_000).unwrap(),
+            ["0a", "0b"]
+        );
+        assert!(
+            reg.revoke_certs("kyoto", 1_800_000_001).is_err(),
+            "nothing left"
+        );
+        assert!(reg
+            .certs()
+            .unwrap()
+            .iter()
+            .all(|c| c.revoked == Some(1_800_000_000)));
         let _ = std::fs::remove_dir_all(&state);
     }
 

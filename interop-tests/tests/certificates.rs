@@ -167,3 +167,160 @@ fn rsa_exchange_at_path_mtu_1280_needs_fragmentation() {
         "no IKE fragments either way"
     );
 }
+
+/// `renkei cert issue` writes keys 0600 and a PKCS#12 bundle that OpenSSL
+/// opens with the written password; `cert revoke` puts the serial in a CRL
+/// that OpenSSL verifies against the CA; both are in the registry.
+#[test]
+fn issued_files_are_private_and_readable_by_openssl() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("renkei-certcli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let renkei = |args: &[&str]| {
+        let o = Command::new(renkei_interop_tests::renkei_bin())
+            .arg("--state")
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "renkei {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    renkei(&["init", "--hub-id", "hub.example", "--ca-key", "rsa-3072"]);
+    renkei(&[
+        "peer",
+        "add",
+        "kyoto",
+        "--id",
+        "kyoto.example",
+        "--cert",
+        "--remote-ts",
+        "198.51.100.0/26",
+    ]);
+    renkei(&[
+        "cert",
+        "issue",
+        "kyoto",
+        "--key",
+        "ecdsa-p384",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in ["kyoto.key", "kyoto.p12", "kyoto.p12.password"] {
+        assert_eq!(mode(&out.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&state.join("ca/ca.key")), 0o600);
+    assert_eq!(mode(&state.join("hub.key")), 0o600);
+    let p12 = Command::new("openssl")
+        .args(["pkcs12", "-in"])
+        .arg(out.join("kyoto.p12"))
+        .arg("-passin")
+        .arg(format!("file:{}", out.join("kyoto.p12.password").display()))
+        .args(["-nokeys", "-clcerts"])
+        .output()
+        .unwrap();
+    assert!(p12.status.success(), "openssl pkcs12: {p12:?}");
+    assert!(String::from_utf8_lossy(&p12.stdout).contains("CN=kyoto.example"));
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(out.join("ca.pem"))
+        .arg(out.join("kyoto.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "openssl verify: {verify:?}");
+    let list: serde_json::Value =
+        serde_json::from_str(&renkei(&["cert", "list", "--json"])).unwrap();
+    let serial = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "kyoto")
+        .unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let compliance = |renkei: &dyn Fn(&[&str]) -> String| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&renkei(&["compliance", "--json"])).unwrap();
+        v["facilities"][0].clone()
+    };
+    let c = compliance(&renkei);
+    assert!(
+        c["auth"].as_str().unwrap().contains(&serial)
+            && c["auth"].as_str().unwrap().contains("ecdsa-p384"),
+        "{c}"
+    );
+    renkei(&["cert", "revoke", "kyoto"]);
+    let c = compliance(&renkei);
+    assert!(
+        c["findings"].to_string().contains("no current certificate"),
+        "{c}"
+    );
+    let crl = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-CAfile"])
+        .arg(state.join("ca/ca.pem"))
+        .arg("-in")
+        .arg(state.join("ca/crl.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&crl.stdout).to_lowercase();
+    assert!(crl.status.success(), "openssl crl: {crl:?}");
+    assert!(
+        String::from_utf8_lossy(&crl.stderr).contains("verify OK"),
+        "CRL signature: {crl:?}"
+    );
+    assert!(
+        text.contains(&serial),
+        "serial {serial} not in the CRL:\n{text}"
+    );
+    let audit = renkei(&["audit", "show", "--json"]);
+    assert!(audit.contains("cert.issue") && audit.contains("cert.revoke"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Revoking a connected facility's certificate closes its tunnel at once,
+/// and it cannot come back.
+#[test]
+fn revoking_a_connected_facility_closes_its_tunnel() {
+    let lab = Lab::start(facility("ecdsa-p256", Role::SwanInitiates));
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    let out = lab.renkei(&["cert", "revoke", "kyoto"]);
+    assert!(out.status.success(), "{out:?}");
+    lab.wait_for("the tunnel to close", Duration::from_secs(15), |lab| {
+        lab.facility_status()["state"] != "up" && lab.swan_sa_count() == 0
+    });
+    assert!(!lab.swan_initiate(), "a revoked facility connected again");
+    assert!(lab.hub_log().contains("is revoked"));
+}
+
+/// The swanctl configuration `renkei export` writes for a certificate
+/// facility loads unchanged next to the files `cert issue` wrote, and
+/// connects.
+#[test]
+fn exported_swanctl_config_for_a_certificate_facility_connects() {
+    let lab = Lab::start(facility("ecdsa-p256", Role::SwanInitiates));
+    let out = lab.renkei(&["export", "kyoto", "--format", "swanctl"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("auth = pubkey") && !text.contains("secrets"),
+        "{text}"
+    );
+    let conf = lab.dir.join("exported-swanctl.conf");
+    std::fs::write(&conf, &text).unwrap();
+    let loaded = lab.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "strongSwan loads the export: {}",
+        String::from_utf8_lossy(&loaded.stdout)
+    );
+    // start_action = start: strongSwan connects by itself once loaded.
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 56, 3));
+}

@@ -354,6 +354,35 @@ mod tests {
         Ca::create(KeyKind::EcdsaP384, "Test Network", NOW, 3650).unwrap()
     }
 
+    /// The SubjectPublicKeyInfo of an RSA-1024 key (made with `openssl genrsa 1024`).
+    const RSA_1024_SPKI: &str = concat!(
+        "30819f300d06092a864886f70d010101050003818d0030818902818100be2b3e3ff6a8559d51dbc4",
+        "4c0741de88a3a9719fb1b913349576eaff667e245f23c325d03af5d770231b95ba3c3cfbee9b0f39",
+        "4a4bba652498957110f4dabe7ce43a53e6e8340fc221edb36178850e9023a87ffebc73f480caa144",
+        "54b178cec5ed84dde77e7bfddb01d26cd642bb0d45ea8f09f939d7e139274305308eb4e49f020301",
+        "0001",
+    );
+
+    #[test]
+    fn a_certificate_with_an_rsa_key_under_2048_bits_is_refused() {
+        let ca = ca();
+        let spki: Vec<u8> = (0..RSA_1024_SPKI.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&RSA_1024_SPKI[i..i + 2], 16).unwrap())
+            .collect();
+        let key = rcgen::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+        let id = Identity::parse("kyoto.example").unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![san_for(&id).unwrap()];
+        params.not_before = to_time(NOW - 10).unwrap();
+        params.not_after = to_time(NOW + 86_400).unwrap();
+        let cert = params.signed_by(&key, &ca.issuer().unwrap()).unwrap();
+        let store = TrustStore::new(ca.cert_der(), []).unwrap();
+        let err = store.validate(cert.der(), &id, NOW).unwrap_err();
+        assert_eq!(err, CertError::Key(crate::sig::SigError::WeakRsaKey(1024)));
+        assert!(err.to_string().contains("RSA key of 1024 bits is refused"));
+    }
+
     #[test]
     fn issued_certificates_validate_and_sign_for_every_key_kind() {
         let ca = ca();

@@ -256,3 +256,195 @@ pub(super) fn verify(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pki::ca::{Ca, KeyKind};
+    use pki::sig::SigningKey;
+
+    const NOW: i64 = 1_790_000_000;
+
+    struct Fixture {
+        trust: TrustStore,
+        creds: Credentials,
+        key_der: Vec<u8>,
+        id: Identity,
+    }
+
+    fn fixture(kind: KeyKind) -> Fixture {
+        let ca = Ca::create(KeyKind::EcdsaP384, "Test Network", NOW, 3650).unwrap();
+        let id = Identity::parse("kyoto.example").unwrap();
+        let issued = ca.issue(&id, kind, NOW, 30).unwrap();
+        Fixture {
+            trust: TrustStore::new(ca.cert_der(), []).unwrap(),
+            creds: Credentials {
+                key: SigningKey::from_pkcs8(&issued.key_der).unwrap(),
+                cert_der: issued.cert_der.clone(),
+            },
+            key_der: issued.key_der.to_vec(),
+            id,
+        }
+    }
+
+    fn auth_input(id: &Identity) -> (Vec<u8>, AuthInput<'static>) {
+        let data = id.data();
+        let leaked: &'static [u8] = Box::leak(data.clone().into_boxed_slice());
+        (
+            data,
+            AuthInput {
+                prf: Prf::HmacSha256,
+                message: b"the first message",
+                nonce: b"the other side's nonce",
+                sk_p: b"SK_p of this side of the SA.....",
+                id_type: id.id_type(),
+                id_data: leaked,
+            },
+        )
+    }
+
+    fn all_hashes() -> SigHashes {
+        let n = SigHashes::announcement();
+        SigHashes::from_payloads(&[n])
+    }
+
+    fn check(f: &Fixture, payloads: &[Payload]) -> Result<Option<ValidCert>, Error> {
+        let (_, input) = auth_input(&f.id);
+        verify(
+            &PeerAuth::Cert,
+            Some(&f.trust),
+            Some(NOW + 60),
+            &f.id,
+            payloads,
+            &input,
+        )
+    }
+
+    fn cert_payload(f: &Fixture) -> Payload {
+        Payload::Cert {
+            encoding: CERT_X509_SIGNATURE,
+            data: f.creds.cert_der.clone(),
+        }
+    }
+
+    fn refusal(r: Result<Option<ValidCert>, Error>) -> String {
+        match r {
+            Err(Error::AuthenticationFailed(why)) => why,
+            other => panic!("not refused: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn what_make_produces_verify_accepts() {
+        for kind in KeyKind::ALL {
+            let f = fixture(kind);
+            let (_, input) = auth_input(&f.id);
+            let proof = make(&PeerAuth::Cert, Some(&f.creds), all_hashes(), &input).unwrap();
+            assert!(check(&f, &proof).unwrap().is_some(), "{kind}");
+            // The same proof does not cover other octets.
+            let other = AuthInput {
+                message: b"another first message",
+                ..input
+            };
+            let r = verify(
+                &PeerAuth::Cert,
+                Some(&f.trust),
+                Some(NOW),
+                &f.id,
+                &proof,
+                &other,
+            );
+            assert!(refusal(r).contains("signature does not verify"), "{kind}");
+        }
+    }
+
+    #[test]
+    fn rfc4754_fixed_ecdsa_is_accepted() {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let f = fixture(KeyKind::EcdsaP256);
+        let (_, input) = auth_input(&f.id);
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &f.key_der).unwrap();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let sig = key.sign(&rng, &input.octets()).unwrap().as_ref().to_vec();
+        assert_eq!(sig.len(), 64);
+        let auth = |method, data: Vec<u8>| Payload::Auth { method, data };
+        let ok = [
+            cert_payload(&f),
+            auth(AuthMethod::EcdsaSha256P256, sig.clone()),
+        ];
+        assert!(check(&f, &ok).unwrap().is_some());
+        // The wrong curve's method, or a flipped bit, is refused.
+        let wrong = [
+            cert_payload(&f),
+            auth(AuthMethod::EcdsaSha384P384, sig.clone()),
+        ];
+        assert!(refusal(check(&f, &wrong)).contains("cannot come from"));
+        let mut bad = sig;
+        bad[10] ^= 1;
+        let flipped = [cert_payload(&f), auth(AuthMethod::EcdsaSha256P256, bad)];
+        assert!(refusal(check(&f, &flipped)).contains("does not verify"));
+    }
+
+    #[test]
+    fn sha1_and_wrong_methods_are_refused_with_the_reason() {
+        let f = fixture(KeyKind::Rsa3072);
+        let auth = |method, data: Vec<u8>| Payload::Auth { method, data };
+        // Method 1 (RSA, SHA-1 implied).
+        let m1 = [cert_payload(&f), auth(AuthMethod::RsaSig, vec![0; 384])];
+        assert!(refusal(check(&f, &m1)).contains("SHA-1"));
+        // Method 14 naming sha1WithRSAEncryption.
+        let ai = [
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05,
+            0x00,
+        ];
+        let mut data = vec![ai.len() as u8];
+        data.extend_from_slice(&ai);
+        data.extend_from_slice(&[0; 384]);
+        let m14 = [cert_payload(&f), auth(AuthMethod::DigitalSignature, data)];
+        assert!(refusal(check(&f, &m14)).contains("SHA-1"));
+        // A PSK where a certificate is configured, and no certificate.
+        let psk = [auth(AuthMethod::SharedKeyMic, vec![0; 32])];
+        assert!(refusal(check(&f, &psk)).contains("configured for a certificate"));
+        let (_, input) = auth_input(&f.id);
+        let mut proof = make(&PeerAuth::Cert, Some(&f.creds), all_hashes(), &input).unwrap();
+        proof.remove(0);
+        assert!(refusal(check(&f, &proof)).contains("sent no X.509 certificate"));
+        // An AUTH whose identifier length runs past its end.
+        let short = [
+            cert_payload(&f),
+            auth(AuthMethod::DigitalSignature, vec![200, 0x30]),
+        ];
+        assert!(check(&f, &short).is_err());
+        // A signature where a PSK is configured.
+        let (_, input) = auth_input(&f.id);
+        let proof = make(&PeerAuth::Cert, Some(&f.creds), all_hashes(), &input).unwrap();
+        let r = verify(
+            &PeerAuth::Psk(zeroize::Zeroizing::new(b"a pre-shared key".to_vec())),
+            Some(&f.trust),
+            Some(NOW),
+            &f.id,
+            &proof,
+            &input,
+        );
+        assert!(refusal(r).contains("configured for a pre-shared key"));
+    }
+
+    #[test]
+    fn the_hub_signs_only_with_hashes_the_facility_announced() {
+        let f = fixture(KeyKind::EcdsaP384);
+        let (_, input) = auth_input(&f.id);
+        let none = SigHashes::default();
+        assert!(make(&PeerAuth::Cert, Some(&f.creds), none, &input).is_err());
+        let only256 = SigHashes::from_payloads(&[Payload::Notify(Notify::new(
+            NotifyType::SignatureHashAlgorithms,
+            vec![0, 2],
+        ))]);
+        // P-384 signs with SHA-384 only; a facility offering SHA-256 alone
+        // gets a clear refusal rather than a signature it cannot check.
+        assert!(make(&PeerAuth::Cert, Some(&f.creds), only256, &input).is_err());
+        let ed = fixture(KeyKind::Ed25519);
+        assert!(make(&PeerAuth::Cert, Some(&ed.creds), only256, &input).is_err());
+        assert!(make(&PeerAuth::Cert, None, all_hashes(), &input).is_err());
+    }
+}

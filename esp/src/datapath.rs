@@ -1,15 +1,15 @@
 //! Packet processing and the worker threads that run it.
 //!
 //! ```text
-//!  TUN ──read──▶ encapsulate: LPM(dst) → selector check → seq → seal ──sendto──▶ UDP 4500
-//!  UDP 4500 ──recv──▶ 0xff: keepalive │ 0000: IKE → control plane
+//!  TUN ──read×N──▶ encapsulate: LPM(dst) → selector check → seq → seal ──GSO train──▶ UDP 4500
+//!  UDP 4500 ──GRO train──▶ 0xff: keepalive │ 0000: IKE → control plane
 //!                     else decapsulate: SPI → replay pre-check → open → replay update
 //!                                       → selector check ──write──▶ TUN
 //! ```
 
 use crate::packet::{header_seq, header_spi, HEADROOM, TAILROOM};
 use crate::selector::{flow_allowed, Flow};
-use crate::sys::Tun;
+use crate::sys::{udp, Tun};
 use crate::table::{Counters, DropReason, SaTable, Snapshot};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -181,8 +181,30 @@ impl DataPlane {
     }
 }
 
+/// Packets read from the TUN device, sealed and sent per batch.
+const BATCH: usize = 64;
+/// The most UDP payload bytes in one GSO train (an IPv4 datagram's limit,
+/// 65507, less room for rounding).
+const MAX_TRAIN_BYTES: usize = 65_000;
+
+fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// Reads a batch of packets from the TUN device (waiting only for the
+/// first), seals each in its own slot, and sends them in GSO trains: runs
+/// of packets to one facility, all as long as the first but the last
+/// (`sys::udp::send_train`). One `read` per packet, one `sendmsg` per train.
 fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop: &AtomicBool) {
-    let mut buf = vec![0u8; HEADROOM + MAX_PACKET + TAILROOM];
+    let mtu = (tun.mtu() as usize).min(MAX_PACKET);
+    let slot = HEADROOM + mtu + TAILROOM;
+    let mut bufs = vec![0u8; slot * BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut sealed: Vec<(usize, Range<usize>, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut gso = true;
     let mut iv_source = |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
     // One socket per address family, chosen once (not per packet).
     let by_family = |v4: bool| {
@@ -193,30 +215,96 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
     };
     let (v4, v6) = (by_family(true), by_family(false));
     while !stop.load(Ordering::Relaxed) {
-        let n = match tun.recv(&mut buf[HEADROOM..HEADROOM + MAX_PACKET], POLL_MS) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!("TUN read failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        let snapshot = table.snapshot();
-        match encapsulate(&snapshot, &mut buf, HEADROOM..HEADROOM + n, &mut iv_source) {
-            Ok((range, remote)) => {
-                let socket = if remote.is_ipv4() { &v4 } else { &v6 };
-                let sent = socket.as_ref().map(|s| s.send_to(&buf[range], remote));
-                if !matches!(sent, Some(Ok(_))) {
-                    debug!(%remote, "ESP send failed: {sent:?}");
-                    table.global.drop(DropReason::Io);
+        let mut count = 0;
+        while count < BATCH {
+            let data = &mut bufs[count * slot + HEADROOM..count * slot + HEADROOM + mtu];
+            let read = if count == 0 {
+                tun.recv(data, POLL_MS)
+            } else {
+                tun.try_read(data)
+            };
+            match read {
+                Ok(Some(n)) => {
+                    lens[count] = n;
+                    count += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("TUN read failed: {e}");
+                    if count == 0 {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    break;
                 }
             }
-            Err(d) => charge(table, &d),
+        }
+        if count == 0 {
+            continue;
+        }
+        let snapshot = table.snapshot();
+        sealed.clear();
+        for (i, len) in lens.iter().enumerate().take(count) {
+            let chunk = &mut bufs[i * slot..(i + 1) * slot];
+            match encapsulate(&snapshot, chunk, HEADROOM..HEADROOM + len, &mut iv_source) {
+                Ok((range, remote)) => sealed.push((i, range, remote)),
+                Err(d) => charge(table, &d),
+            }
+        }
+        let mut j = 0;
+        while j < sealed.len() {
+            let remote = sealed[j].2;
+            let segment = sealed[j].1.len();
+            let mut k = j + 1;
+            let mut total = segment;
+            while gso && k < sealed.len() && k - j < udp::MAX_SEGMENTS {
+                let (_, r, to) = &sealed[k];
+                if *to != remote || r.len() > segment || total + r.len() > MAX_TRAIN_BYTES {
+                    break;
+                }
+                total += r.len();
+                k += 1;
+                if r.len() < segment {
+                    break;
+                }
+            }
+            let mut train: [&[u8]; udp::MAX_SEGMENTS] = [&[]; udp::MAX_SEGMENTS];
+            for (t, (i, r, _)) in train.iter_mut().zip(&sealed[j..k]) {
+                *t = &bufs[i * slot..(i + 1) * slot][r.clone()];
+            }
+            let train = &train[..k - j];
+            let socket = if remote.is_ipv4() { &v4 } else { &v6 };
+            let Some(socket) = socket else {
+                for _ in train {
+                    table.global.drop(DropReason::Io);
+                }
+                j = k;
+                continue;
+            };
+            match udp::send_train(socket, remote, train) {
+                Ok(_) => {}
+                Err(e) if train.len() > 1 && is_gso_refusal(&e) => {
+                    warn!("UDP segmentation offload refused ({e}); sending packet by packet");
+                    gso = false;
+                    for p in train {
+                        if socket.send_to(p, remote).is_err() {
+                            table.global.drop(DropReason::Io);
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(%remote, "ESP send failed: {e}");
+                    for _ in train {
+                        table.global.drop(DropReason::Io);
+                    }
+                }
+            }
+            j = k;
         }
     }
 }
 
+/// Receives datagrams (with GRO, trains of them in one `recvmsg`) on a
+/// NAT-T socket and hands each to IKE or decapsulates it to the TUN device.
 fn inbound_worker(
     tun: &Tun,
     socket: &UdpSocket,
@@ -228,8 +316,11 @@ fn inbound_worker(
     let local = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if !udp::enable_gro(socket) {
+        debug!(%local, "UDP GRO not available; one datagram per receive");
+    }
     while !stop.load(Ordering::Relaxed) {
-        let (n, remote) = match socket.recv_from(&mut buf) {
+        let (n, remote, segment) = match udp::recv_train(socket, &mut buf) {
             Ok(r) => r,
             Err(e)
                 if matches!(
@@ -247,24 +338,25 @@ fn inbound_worker(
                 continue;
             }
         };
-        let packet = &mut buf[..n];
-        // RFC 3948 §2: a one-byte 0xff is a NAT keepalive, a zero "SPI" is
-        // the non-ESP marker of IKE.
-        if packet == [0xff] {
-            continue;
-        }
-        if packet.len() >= 4 && packet[..4] == [0, 0, 0, 0] {
-            on_ike(remote, local, packet);
-            continue;
-        }
         let snapshot = table.snapshot();
-        match decapsulate(&snapshot, packet) {
-            Ok(range) => {
-                if tun.send(&packet[range]).is_err() {
-                    table.global.drop(DropReason::Io);
-                }
+        for packet in buf[..n].chunks_mut(segment) {
+            // RFC 3948 §2: a one-byte 0xff is a NAT keepalive, a zero "SPI"
+            // is the non-ESP marker of IKE.
+            if packet == [0xff] {
+                continue;
             }
-            Err(d) => charge(table, &d),
+            if packet.len() >= 4 && packet[..4] == [0, 0, 0, 0] {
+                on_ike(remote, local, packet);
+                continue;
+            }
+            match decapsulate(&snapshot, packet) {
+                Ok(range) => {
+                    if tun.send(&packet[range]).is_err() {
+                        table.global.drop(DropReason::Io);
+                    }
+                }
+                Err(d) => charge(table, &d),
+            }
         }
     }
 }

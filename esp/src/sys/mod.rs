@@ -1,5 +1,5 @@
 //! Everything that talks to the kernel directly: the TUN device, routes
-//! over rtnetlink, and the host's addresses. All of the crate's `unsafe`
+//! over rtnetlink, batched UDP, and the host's addresses. All of the crate's `unsafe`
 //! lives here, each block with the reason it is sound.
 //!
 //! Written by hand because each piece is a handful of well-known system
@@ -9,6 +9,7 @@
 
 mod route;
 mod tun;
+pub mod udp;
 
 pub use route::{add_route, delete_route};
 pub use tun::Tun;

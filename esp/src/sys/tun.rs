@@ -14,6 +14,7 @@ pub struct Tun {
     file: File,
     name: String,
     index: u32,
+    mtu: u32,
 }
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
@@ -94,6 +95,7 @@ impl Tun {
             file,
             name: actual,
             index,
+            mtu,
         })
     }
 
@@ -102,9 +104,19 @@ impl Tun {
         &self.name
     }
 
+    /// The MTU it was created with: no packet read from it is longer.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
     /// The interface index (for routes).
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// Reads one packet if one is queued, without waiting.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.try_recv(buf)
     }
 
     /// Reads one packet; waits at most `timeout_ms` for one (None if none came).

@@ -36,7 +36,14 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
         env!("CARGO_PKG_VERSION"),
         hub.id
     );
-    let _ = writeln!(out, "# Load with: swanctl --load-all --file <this file>");
+    if matches!(p.auth, ike::PeerAuth::Cert) {
+        let _ = writeln!(
+            out,
+            "# Save it in the swanctl directory (e.g. /etc/swanctl/swanctl.conf): the\n# certificate and key below are found relative to it. Then: swanctl --load-all"
+        );
+    } else {
+        let _ = writeln!(out, "# Load with: swanctl --load-all --file <this file>");
+    }
     let _ = writeln!(out, "connections {{");
     let _ = writeln!(out, "  renkei-hub {{");
     let _ = writeln!(out, "    version = 2");

@@ -7,6 +7,7 @@
 //!                                       → selector check ──write──▶ TUN
 //! ```
 
+use crate::offload::{self, OffloadError, VnetHdr, VNET_HDR_LEN};
 use crate::packet::{header_seq, header_spi, HEADROOM, TAILROOM};
 use crate::selector::{flow_allowed, Flow};
 use crate::sys::{udp, Tun};
@@ -181,8 +182,9 @@ impl DataPlane {
     }
 }
 
-/// Packets read from the TUN device, sealed and sent per batch.
-const BATCH: usize = 64;
+/// Packets sealed and sent per batch (a TSO super-packet of 64 KiB at the
+/// smallest MSS worth offloading fills half).
+const BATCH: usize = 128;
 /// The most UDP payload bytes in one GSO train (an IPv4 datagram's limit,
 /// 65507, less room for rounding).
 const MAX_TRAIN_BYTES: usize = 65_000;
@@ -203,6 +205,8 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
     let slot = HEADROOM + mtu + TAILROOM;
     let mut bufs = vec![0u8; slot * BATCH];
     let mut lens = [0usize; BATCH];
+    let mut raw = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+    let vnet = tun.vnet_hdr();
     let mut sealed: Vec<(usize, Range<usize>, SocketAddr)> = Vec::with_capacity(BATCH);
     let mut gso = true;
     let mut iv_source = |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
@@ -214,28 +218,60 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
             .cloned()
     };
     let (v4, v6) = (by_family(true), by_family(false));
+    // A packet read but not yet cut into the batch (it did not fit).
+    let mut pending: Option<usize> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut count = 0;
-        while count < BATCH {
-            let data = &mut bufs[count * slot + HEADROOM..count * slot + HEADROOM + mtu];
-            let read = if count == 0 {
-                tun.recv(data, POLL_MS)
-            } else {
-                tun.try_read(data)
-            };
-            match read {
-                Ok(Some(n)) => {
-                    lens[count] = n;
-                    count += 1;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("TUN read failed: {e}");
-                    if count == 0 {
-                        std::thread::sleep(Duration::from_millis(100));
+        loop {
+            let n = match pending.take() {
+                Some(n) => n,
+                None if count >= BATCH => break,
+                None => {
+                    let read = if count == 0 {
+                        tun.recv(&mut raw, POLL_MS)
+                    } else {
+                        tun.try_read(&mut raw)
+                    };
+                    match read {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!("TUN read failed: {e}");
+                            if count == 0 {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            break;
+                        }
                     }
+                }
+            };
+            let (hdr, packet) = if vnet {
+                match VnetHdr::parse(&raw[..n]) {
+                    Some(h) => (h, &mut raw[VNET_HDR_LEN..n]),
+                    None => {
+                        table.global.drop(DropReason::Malformed);
+                        continue;
+                    }
+                }
+            } else {
+                (VnetHdr::NONE, &mut raw[..n])
+            };
+            match offload::prepare(
+                &hdr,
+                packet,
+                &mut bufs[count * slot..],
+                slot,
+                HEADROOM,
+                mtu,
+                &mut lens[count..],
+            ) {
+                Ok(k) => count += k,
+                Err(OffloadError::TooManySegments) if count > 0 => {
+                    // Seal and send what we have, then this packet.
+                    pending = Some(n);
                     break;
                 }
+                Err(_) => table.global.drop(DropReason::Malformed),
             }
         }
         if count == 0 {
@@ -319,6 +355,13 @@ fn inbound_worker(
     if !udp::enable_gro(socket) {
         debug!(%local, "UDP GRO not available; one datagram per receive");
     }
+    let vnet = tun.vnet_hdr();
+    let mut coalescer = offload::Coalescer::default();
+    let mut write = |b: &[u8]| {
+        if tun.write_with_hdr(b).is_err() {
+            table.global.drop(DropReason::Io);
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let (n, remote, segment) = match udp::recv_train(socket, &mut buf) {
             Ok(r) => r,
@@ -350,14 +393,23 @@ fn inbound_worker(
                 continue;
             }
             match decapsulate(&snapshot, packet) {
+                // Segments of one TCP flow merge into one write (GRO).
+                Ok(range) if vnet => {
+                    let inner = &packet[range];
+                    if !coalescer.push(inner) {
+                        coalescer.flush(&mut write);
+                        coalescer.push(inner);
+                    }
+                }
                 Ok(range) => {
-                    if tun.send(&packet[range]).is_err() {
+                    if tun.send_in_place(packet, range).is_err() {
                         table.global.drop(DropReason::Io);
                     }
                 }
                 Err(d) => charge(table, &d),
             }
         }
+        coalescer.flush(&mut write);
     }
 }
 

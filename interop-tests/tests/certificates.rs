@@ -312,7 +312,9 @@ fn exported_swanctl_config_for_a_certificate_facility_connects() {
         text.contains("auth = pubkey") && !text.contains("secrets"),
         "{text}"
     );
-    let conf = lab.dir.join("exported-swanctl.conf");
+    // Next to the x509/, private/ and x509ca/ folders, whose files
+    // swanctl finds relative to the configuration it loads.
+    let conf = lab.dir.join("swanctl/exported-swanctl.conf");
     std::fs::write(&conf, &text).unwrap();
     let loaded = lab.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
     assert!(

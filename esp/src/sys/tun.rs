@@ -7,6 +7,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 208, unsigned int)`
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO6: libc::c_ulong = 0x04;
+const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
 
 /// An open TUN device; it disappears (with its routes) when dropped.
 #[derive(Debug)]
@@ -15,6 +22,10 @@ pub struct Tun {
     name: String,
     index: u32,
     mtu: u32,
+    /// Every read and write carries a virtio-net header, and the kernel
+    /// may hand over TCP super-packets and partial checksums
+    /// (`crate::offload`).
+    vnet_hdr: bool,
 }
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
@@ -56,10 +67,17 @@ impl Tun {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
         let mut req = ifreq_with_name(name)?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | IFF_VNET_HDR) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one ifreq we own.
         if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
+        }
+        // Checksum offload and TSO: the kernel may then give us up to 64 KiB
+        // of TCP in one read. Without them the header stays, unused.
+        let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
+            tracing::debug!("TUN offloads refused: {}", io::Error::last_os_error());
         }
         // SAFETY: the kernel NUL-terminates ifr_name within IFNAMSIZ.
         let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
@@ -96,6 +114,7 @@ impl Tun {
             name: actual,
             index,
             mtu,
+            vnet_hdr: true,
         })
     }
 
@@ -138,8 +157,36 @@ impl Tun {
         }
     }
 
-    /// Writes one packet.
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
+    /// Writes bytes that begin with a virtio-net header (a device opened
+    /// with one, see [`Tun::vnet_hdr`]).
+    pub fn write_with_hdr(&self, bytes: &[u8]) -> io::Result<usize> {
+        (&self.file).write(bytes)
+    }
+
+    /// Whether reads and writes carry a virtio-net header.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    /// Writes the packet at `buf[packet]`, using the bytes before it for
+    /// the virtio-net header (so `packet.start` must be at least
+    /// [`crate::offload::VNET_HDR_LEN`]).
+    pub fn send_in_place(
+        &self,
+        buf: &mut [u8],
+        packet: std::ops::Range<usize>,
+    ) -> io::Result<usize> {
+        let start = if self.vnet_hdr {
+            let h = packet
+                .start
+                .checked_sub(crate::offload::VNET_HDR_LEN)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no headroom"))?;
+            // No offload asked: flags and GSO type zero.
+            buf[h..packet.start].fill(0);
+            h
+        } else {
+            packet.start
+        };
+        (&self.file).write(&buf[start..packet.end])
     }
 }

@@ -40,16 +40,9 @@ fi
 
 log() { echo "e2e: $*" >&2; }
 
-cleanup() {
-  for ns in "$NS_A" "$NS_B"; do
-    if ip netns list | grep -qw "$ns"; then
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
-      sleep 0.3
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-      ip netns del "$ns" 2>/dev/null || true
-    fi
-  done
-}
+# shellcheck source=benches/netns.sh
+. "$ROOT/benches/netns.sh"
+cleanup() { ns_remove "$NS_A" "$NS_B"; }
 
 finish() {
   cleanup
@@ -84,17 +77,7 @@ done
 # ---- the two namespaces -------------------------------------------------------
 
 net_up() {
-  cleanup
-  ip netns add "$NS_A"
-  ip netns add "$NS_B"
-  ip link add "${ID}va" netns "$NS_A" type veth peer name "${ID}vb" netns "$NS_B"
-  ip -n "$NS_A" addr add "$A_OUT/24" dev "${ID}va"
-  ip -n "$NS_B" addr add "$B_OUT/24" dev "${ID}vb"
-  for ns in "$NS_A" "$NS_B"; do
-    ip -n "$ns" link set lo up
-  done
-  ip -n "$NS_A" link set "${ID}va" up
-  ip -n "$NS_B" link set "${ID}vb" up
+  ns_pair "$NS_A" "$NS_B" "${ID}v" "$A_OUT/24" "$B_OUT/24"
   ip -n "$NS_A" addr add "$A_IN/32" dev lo
   ip -n "$NS_B" addr add "$B_IN/32" dev lo
 }

@@ -483,16 +483,25 @@ impl Registry {
         {
             bail!("id: identity {id} already belongs to facility '{other}'");
         }
-        for p in Self::load_peers(&tx)?
-            .into_iter()
-            .filter(|p| p.name != new.name)
-        {
+        // Only the other facilities' selectors are read: with thousands of
+        // facilities, parsing every stored record per change is what
+        // made adding them slow.
+        let mut others = tx.prepare("SELECT name, remote_ts FROM peers WHERE name != ?1")?;
+        let rows = others.query_map([&new.name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (name, theirs) = row?;
+            let theirs = parse_subnets(&theirs).map_err(|_| {
+                anyhow::anyhow!("registry: facility '{name}' has an invalid stored remote-ts")
+            })?;
             for mine in &remote_ts {
-                if let Some(theirs) = p.remote_ts.iter().find(|t| t.overlaps(mine)) {
-                    bail!("remote-ts: {mine} overlaps {theirs} of facility '{}' (its traffic would be routed to this one)", p.name);
+                if let Some(t) = theirs.iter().find(|t| t.overlaps(mine)) {
+                    bail!("remote-ts: {mine} overlaps {t} of facility '{name}' (its traffic would be routed to this one)");
                 }
             }
         }
+        drop(others);
         let join = |v: &[Subnet]| {
             v.iter()
                 .map(ToString::to_string)

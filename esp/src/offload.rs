@@ -273,6 +273,31 @@ impl Default for Coalescer {
     }
 }
 
+/// Whether a TCP/IP packet is exactly as long as its IP header says and
+/// its IPv4 header and TCP checksums verify: only such packets may merge,
+/// since the merged one gets new checksums (a NIC's GRO, too, merges only
+/// what it verified).
+fn intact(p: &[u8], ip_len: usize, v4: bool) -> bool {
+    let claimed = if v4 {
+        usize::from(u16::from_be_bytes([p[2], p[3]]))
+    } else {
+        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
+    };
+    if claimed != p.len() || (v4 && fold(sum(0, &p[..ip_len])) != 0xffff) {
+        return false;
+    }
+    let pseudo = if v4 {
+        sum(0, &p[12..20])
+    } else {
+        sum(0, &p[8..40])
+    };
+    let acc = sum(
+        pseudo + u32::from(IPPROTO_TCP) + (p.len() - ip_len) as u32,
+        &p[ip_len..],
+    );
+    fold(acc) == 0xffff
+}
+
 fn tcp_flags_plain(flags: u8) -> bool {
     // Only ACK, optionally PSH: no SYN, FIN, RST, URG, ECE, CWR.
     flags & !0x18 == 0 && flags & 0x10 != 0
@@ -328,7 +353,7 @@ impl Coalescer {
             }
             let payload = packet.len() - ip_len - tcp_len;
             let flags = packet[ip_len + 13];
-            if payload == 0 || !tcp_flags_plain(flags) {
+            if payload == 0 || !tcp_flags_plain(flags) || !intact(packet, ip_len, v4) {
                 return None;
             }
             let seq = u32::from_be_bytes(packet[ip_len + 4..ip_len + 8].try_into().ok()?);
@@ -382,6 +407,7 @@ impl Coalescer {
         let t = ip_len;
         let seq = u32::from_be_bytes([p[t + 4], p[t + 5], p[t + 6], p[t + 7]]);
         same_ip
+            && intact(p, ip_len, v4)
             && held[t..t + 4] == p[t..t + 4] // ports
             && seq == st.next_seq
             && held[t + 8..t + 13] == p[t + 8..t + 13] // ack, data offset
@@ -652,6 +678,16 @@ mod tests {
             {
                 let mut p = seg(1000 + 1400, 1400, 0x10);
                 p[19] = 2; // another destination
+                p
+            },
+            {
+                let mut p = seg(1000 + 1400, 1400, 0x10);
+                p[500] ^= 1; // a TCP checksum that does not verify
+                p
+            },
+            {
+                let mut p = seg(1000 + 1400, 1400, 0x10);
+                p.extend_from_slice(&[0; 7]); // bytes beyond the IP length
                 p
             },
         ] {

@@ -177,6 +177,15 @@ fn refused_certificates() {
     assert_refused(&s, "not by this hub's CA");
 }
 
+/// The hub refused the facility with AUTHENTICATION_FAILED; no Child SA.
+fn assert_hub_refused(p: &Pair) {
+    assert!(child_ups(&p.hub.events).is_empty());
+    assert_eq!(
+        refusals(&p.hub.events),
+        vec![NotifyType::AuthenticationFailed]
+    );
+}
+
 #[test]
 fn a_facility_must_use_the_method_it_is_configured_for() {
     // The hub expects a certificate; the facility proves a PSK.
@@ -190,21 +199,13 @@ fn a_facility_must_use_the_method_it_is_configured_for() {
         ))
         .unwrap();
     p.establish();
-    assert!(child_ups(&p.hub.events).is_empty());
-    assert_eq!(
-        refusals(&p.hub.events),
-        vec![NotifyType::AuthenticationFailed]
-    );
+    assert_hub_refused(&p);
 
     // The hub expects a PSK; the facility signs.
     let mut p = pair(&s);
     p.hub.ep.set_peer(kyoto_at_hub()).unwrap();
     p.establish();
-    assert!(child_ups(&p.hub.events).is_empty());
-    assert_eq!(
-        refusals(&p.hub.events),
-        vec![NotifyType::AuthenticationFailed]
-    );
+    assert_hub_refused(&p);
 }
 
 #[test]
@@ -228,11 +229,7 @@ fn a_signature_over_other_octets_is_refused() {
     at_site.auth = PeerAuth::Cert;
     p.site.ep.set_peer(at_site).unwrap();
     p.establish();
-    assert!(child_ups(&p.hub.events).is_empty());
-    assert_eq!(
-        refusals(&p.hub.events),
-        vec![NotifyType::AuthenticationFailed]
-    );
+    assert_hub_refused(&p);
 }
 
 #[test]

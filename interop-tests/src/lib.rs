@@ -790,6 +790,21 @@ swanctl {{
             .env("SWANCTL_DIR", s.dir.join("swanctl")))
     }
 
+    /// Saves a swanctl.conf (e.g. from `renkei export`) in facility 0's
+    /// swanctl directory, next to its x509/, private/ and x509ca/ folders
+    /// (swanctl finds certificates and keys relative to it), and loads it;
+    /// panics if strongSwan refuses it.
+    pub fn load_swanctl_conf(&self, name: &str, text: &[u8]) {
+        let conf = self.sites[0].dir.join("swanctl").join(name);
+        std::fs::write(&conf, text).unwrap();
+        let loaded = self.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
+        assert!(
+            loaded.status.success(),
+            "strongSwan loads {name}: {}",
+            String::from_utf8_lossy(&loaded.stdout)
+        );
+    }
+
     /// Runs swanctl against facility 0's charon.
     pub fn swanctl(&self, args: &[&str]) -> Output {
         self.swanctl_of(0, args)

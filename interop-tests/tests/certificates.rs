@@ -312,16 +312,7 @@ fn exported_swanctl_config_for_a_certificate_facility_connects() {
         text.contains("auth = pubkey") && !text.contains("secrets"),
         "{text}"
     );
-    // Next to the x509/, private/ and x509ca/ folders, whose files
-    // swanctl finds relative to the configuration it loads.
-    let conf = lab.dir.join("swanctl/exported-swanctl.conf");
-    std::fs::write(&conf, &text).unwrap();
-    let loaded = lab.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
-    assert!(
-        loaded.status.success(),
-        "strongSwan loads the export: {}",
-        String::from_utf8_lossy(&loaded.stdout)
-    );
+    lab.load_swanctl_conf("exported-swanctl.conf", text.as_bytes());
     // start_action = start: strongSwan connects by itself once loaded.
     lab.wait_up(Duration::from_secs(30));
     assert!(lab.ping(false, 56, 3));

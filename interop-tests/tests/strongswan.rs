@@ -155,14 +155,7 @@ fn exported_swanctl_config_connects_unchanged() {
     ));
     let out = lab.renkei(&["export", "kyoto", "--format", "swanctl", "--with-secret"]);
     assert!(out.status.success(), "{out:?}");
-    let conf = lab.dir.join("exported-swanctl.conf");
-    std::fs::write(&conf, &out.stdout).unwrap();
-    let loaded = lab.swanctl(&["--load-all", "--file", conf.to_str().unwrap()]);
-    assert!(
-        loaded.status.success(),
-        "strongSwan loads the export: {}",
-        String::from_utf8_lossy(&loaded.stdout)
-    );
+    lab.load_swanctl_conf("exported-swanctl.conf", &out.stdout);
     // start_action = start: strongSwan connects by itself once loaded.
     lab.wait_up(Duration::from_secs(30));
     assert!(lab.ping(false, 56, 3));

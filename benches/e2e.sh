@@ -12,6 +12,7 @@
 #   bash benches/e2e.sh            # as root; E2E_SECS=8 per measurement
 #   E2E_KEEP=1 bash benches/e2e.sh # keep logs and configs in /tmp/renkei-e2e.*
 #   RENKEI_BIN=/path/to/renkei bash benches/e2e.sh  # measure another build
+#   E2E_ONLY=veth,rr bash benches/e2e.sh            # some cases (veth rr ss bb rs)
 #
 # Cases: plain veth; renkei <-> renkei; strongSwan <-> strongSwan
 # (kernel-libipsec, userspace ESP); boringtun <-> boringtun (boringtun-cli
@@ -204,6 +205,11 @@ bt() {
 declare -A RESULT
 run_case() { # KEY LABEL SETUP-FUNCTION
   local key=$1 label=$2 setup=$3
+  # E2E_ONLY=rr,bb runs only those cases (keys: rr ss bb rs).
+  if [ -n "${E2E_ONLY:-}" ] && [[ ",$E2E_ONLY," != *",$key,"* ]]; then
+    RESULT[$key]="- - -"
+    return
+  fi
   log "$label"
   net_up
   if $setup && wait_ping; then
@@ -216,6 +222,10 @@ run_case() { # KEY LABEL SETUP-FUNCTION
 }
 
 case_veth() {
+  if [ -n "${E2E_ONLY:-}" ] && [[ ",$E2E_ONLY," != *",veth,"* ]]; then
+    RESULT[veth]="- - -"
+    return
+  fi
   net_up
   log "plain veth"
   RESULT[veth]=$(measure "$B_OUT" "$A_OUT")

@@ -206,7 +206,6 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
     let mut bufs = vec![0u8; slot * BATCH];
     let mut lens = [0usize; BATCH];
     let mut raw = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
-    let vnet = tun.vnet_hdr();
     let mut sealed: Vec<(usize, Range<usize>, SocketAddr)> = Vec::with_capacity(BATCH);
     let mut gso = true;
     let mut iv_source = |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
@@ -245,17 +244,11 @@ fn outbound_worker(tun: &Tun, sockets: &[Arc<UdpSocket>], table: &SaTable, stop:
                     }
                 }
             };
-            let (hdr, packet) = if vnet {
-                match VnetHdr::parse(&raw[..n]) {
-                    Some(h) => (h, &mut raw[VNET_HDR_LEN..n]),
-                    None => {
-                        table.global.drop(DropReason::Malformed);
-                        continue;
-                    }
-                }
-            } else {
-                (VnetHdr::NONE, &mut raw[..n])
+            let Some(hdr) = VnetHdr::parse(&raw[..n]) else {
+                table.global.drop(DropReason::Malformed);
+                continue;
             };
+            let packet = &mut raw[VNET_HDR_LEN..n];
             match offload::prepare(
                 &hdr,
                 packet,
@@ -355,7 +348,6 @@ fn inbound_worker(
     if !udp::enable_gro(socket) {
         debug!(%local, "UDP GRO not available; one datagram per receive");
     }
-    let vnet = tun.vnet_hdr();
     let mut coalescer = offload::Coalescer::default();
     let mut write = |b: &[u8]| {
         if tun.write_with_hdr(b).is_err() {
@@ -393,17 +385,13 @@ fn inbound_worker(
                 continue;
             }
             match decapsulate(&snapshot, packet) {
-                // Segments of one TCP flow merge into one write (GRO).
-                Ok(range) if vnet => {
+                // Segments of one TCP flow merge into one write (GRO);
+                // anything else is written as it is.
+                Ok(range) => {
                     let inner = &packet[range];
                     if !coalescer.push(inner) {
                         coalescer.flush(&mut write);
                         coalescer.push(inner);
-                    }
-                }
-                Ok(range) => {
-                    if tun.send_in_place(packet, range).is_err() {
-                        table.global.drop(DropReason::Io);
                     }
                 }
                 Err(d) => charge(table, &d),

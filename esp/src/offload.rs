@@ -32,15 +32,6 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
-    /// No offload: a complete packet with a complete checksum.
-    pub const NONE: VnetHdr = VnetHdr {
-        flags: 0,
-        gso_type: GSO_NONE,
-        gso_size: 0,
-        csum_start: 0,
-        csum_offset: 0,
-    };
-
     /// Reads the header (native byte order, as TUN uses by default).
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;

@@ -1,4 +1,7 @@
-//! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI`).
+//! A layer-3 TUN device (`IFF_TUN | IFF_NO_PI | IFF_VNET_HDR`): every
+//! packet read or written begins with a virtio-net header, and with TSO
+//! on the kernel may hand over TCP super-packets and partial checksums
+//! (`crate::offload`).
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
@@ -22,10 +25,6 @@ pub struct Tun {
     name: String,
     index: u32,
     mtu: u32,
-    /// Every read and write carries a virtio-net header, and the kernel
-    /// may hand over TCP super-packets and partial checksums
-    /// (`crate::offload`).
-    vnet_hdr: bool,
 }
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
@@ -114,7 +113,6 @@ impl Tun {
             name: actual,
             index,
             mtu,
-            vnet_hdr: true,
         })
     }
 
@@ -157,36 +155,8 @@ impl Tun {
         }
     }
 
-    /// Writes bytes that begin with a virtio-net header (a device opened
-    /// with one, see [`Tun::vnet_hdr`]).
+    /// Writes one packet, which begins with its virtio-net header.
     pub fn write_with_hdr(&self, bytes: &[u8]) -> io::Result<usize> {
         (&self.file).write(bytes)
-    }
-
-    /// Whether reads and writes carry a virtio-net header.
-    pub fn vnet_hdr(&self) -> bool {
-        self.vnet_hdr
-    }
-
-    /// Writes the packet at `buf[packet]`, using the bytes before it for
-    /// the virtio-net header (so `packet.start` must be at least
-    /// [`crate::offload::VNET_HDR_LEN`]).
-    pub fn send_in_place(
-        &self,
-        buf: &mut [u8],
-        packet: std::ops::Range<usize>,
-    ) -> io::Result<usize> {
-        let start = if self.vnet_hdr {
-            let h = packet
-                .start
-                .checked_sub(crate::offload::VNET_HDR_LEN)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no headroom"))?;
-            // No offload asked: flags and GSO type zero.
-            buf[h..packet.start].fill(0);
-            h
-        } else {
-            packet.start
-        };
-        (&self.file).write(&buf[start..packet.end])
     }
 }

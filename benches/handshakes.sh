@@ -6,6 +6,7 @@
 #
 #   bash benches/handshakes.sh                 # as root; 500 facilities
 #   LOAD_FACILITIES=10000 bash benches/handshakes.sh
+#   LOAD_CA_KEY=ecdsa-p256 bash benches/handshakes.sh   # CA and hub key P-256
 #
 #   ns A: responder (renkei serve | strongSwan charon)  192.0.2.1
 #   ns B: rk-load, facility i = f{i}.load.example       192.0.2.2
@@ -64,7 +65,8 @@ net_up() {
 # A hub state with N facilities authenticating by $1 (psk|cert).
 make_hub() {
   local auth=$1 state=$WORK/hub-$1
-  "$RENKEI" --state "$state" init --hub-id hub.example --public-addr "$A" >/dev/null
+  "$RENKEI" --state "$state" init --hub-id hub.example --public-addr "$A" \
+    --ca-key "${LOAD_CA_KEY:-ecdsa-p384}" >/dev/null
   local creds=(--psk-file "$WORK/psk")
   [ "$auth" = cert ] && creds=(--cert)
   local t0=$SECONDS
@@ -120,7 +122,8 @@ swan_case() { # psk|cert
   net_up
   mkdir -p "$d/swanctl/x509" "$d/swanctl/x509ca" "$d/swanctl/private"
   # strongSwan uses the renkei CA and hub certificate of the cert case.
-  [ -d "$WORK/hub-cert" ] || "$RENKEI" --state "$WORK/hub-cert" init --hub-id hub.example >/dev/null
+  [ -d "$WORK/hub-cert" ] || "$RENKEI" --state "$WORK/hub-cert" init --hub-id hub.example \
+    --ca-key "${LOAD_CA_KEY:-ecdsa-p384}" >/dev/null
   cp "$WORK/hub-cert/hub.pem" "$d/swanctl/x509/"
   cp "$WORK/hub-cert/hub.key" "$d/swanctl/private/"
   cp "$WORK/hub-cert/ca/ca.pem" "$d/swanctl/x509ca/"

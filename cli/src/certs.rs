@@ -70,8 +70,11 @@ pub(crate) fn create(
     hub_id: &Identity,
     kind: KeyKind,
 ) -> Result<Vec<PathBuf>> {
-    if !matches!(kind, KeyKind::EcdsaP384 | KeyKind::Rsa3072) {
-        bail!("ca-key: the CA key is ecdsa-p384 (default) or rsa-3072, not {kind}");
+    if !matches!(
+        kind,
+        KeyKind::EcdsaP384 | KeyKind::EcdsaP256 | KeyKind::Rsa3072
+    ) {
+        bail!("ca-key: the CA key is ecdsa-p384 (default), ecdsa-p256 or rsa-3072, not {kind}");
     }
     let now = unix_now();
     let ca = Ca::create(kind, &format!("renkei {hub_id}"), now, CA_DAYS)

@@ -62,8 +62,10 @@ enum Command {
         /// Cryptographic profile; only "cryptrec" exists.
         #[arg(long, default_value = "cryptrec")]
         profile: String,
-        /// Key type of the CA and of the hub's certificate: ecdsa-p384 or
-        /// rsa-3072 (for routers that only take RSA certificates).
+        /// Key type of the CA and of the hub's certificate: ecdsa-p384,
+        /// ecdsa-p256 (about half the hub's CPU per certificate handshake,
+        /// for hubs with very many facilities) or rsa-3072 (for routers
+        /// that only take RSA certificates).
         #[arg(long, default_value = "ecdsa-p384", value_name = "KEY")]
         ca_key: pki::ca::KeyKind,
     },

@@ -280,6 +280,19 @@ fn issued_files_are_private_and_readable_by_openssl() {
     );
     let audit = renkei(&["audit", "show", "--json"]);
     assert!(audit.contains("cert.issue") && audit.contains("cert.revoke"));
+    // A P-256 CA is offered; an Ed25519 CA is refused and leaves nothing.
+    for (key, ok) in [("ecdsa-p256", true), ("ed25519", false)] {
+        let other = dir.join(format!("state-{key}"));
+        let o = Command::new(renkei_interop_tests::renkei_bin())
+            .arg("--state")
+            .arg(&other)
+            .args(["init", "--hub-id", "hub.example", "--ca-key", key])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.success(), ok, "init --ca-key {key}: {o:?}");
+        assert_eq!(other.join("ca/ca.pem").exists(), ok);
+        assert_eq!(other.join("registry.db").exists(), ok, "{key}: registry");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -242,6 +242,14 @@ struct PeerAdd {
     /// Initiate and keep the tunnel up (needs --remote-addr).
     #[arg(long)]
     start: bool,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Proposals, lifetimes and liveness: the same options for `peer add` and
+/// `peer set` (where one not given keeps its stored value).
+#[derive(Debug, Args)]
+struct Tuning {
     /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
     #[arg(long, value_name = "PROPOSALS")]
     ike: Option<String>,
@@ -293,24 +301,8 @@ struct PeerSet {
     /// Stop initiating; wait for the facility.
     #[arg(long)]
     no_start: bool,
-    /// New IKE proposals.
-    #[arg(long, value_name = "PROPOSALS")]
-    ike: Option<String>,
-    /// New ESP proposals.
-    #[arg(long, value_name = "PROPOSALS")]
-    esp: Option<String>,
-    /// New IKE SA lifetime in seconds.
-    #[arg(long, value_name = "SECS")]
-    ike_lifetime: Option<u64>,
-    /// New Child SA lifetime in seconds.
-    #[arg(long, value_name = "SECS")]
-    child_lifetime: Option<u64>,
-    /// New Child SA byte lifetime.
-    #[arg(long, value_name = "BYTES")]
-    child_bytes: Option<u64>,
-    /// New liveness-check interval in seconds.
-    #[arg(long, value_name = "SECS")]
-    dpd: Option<u64>,
+    #[command(flatten)]
+    tuning: Tuning,
 }
 
 #[derive(Debug, Subcommand)]
@@ -735,12 +727,12 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 local_ts: a.local_ts,
                 remote_addr: a.remote_addr,
                 start: a.start,
-                ike: a.ike,
-                esp: a.esp,
-                ike_lifetime: a.ike_lifetime,
-                child_lifetime: a.child_lifetime,
-                child_bytes: a.child_bytes,
-                dpd: a.dpd,
+                ike: a.tuning.ike,
+                esp: a.tuning.esp,
+                ike_lifetime: a.tuning.ike_lifetime,
+                child_lifetime: a.tuning.child_lifetime,
+                child_bytes: a.tuning.child_bytes,
+                dpd: a.tuning.dpd,
                 no_start: false,
             })?;
             println!("added facility {} ({})", p.name, p.id);
@@ -816,12 +808,12 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                     remote_addr: c.remote_addr.clone(),
                     start: c.start,
                     no_start: c.no_start,
-                    ike: c.ike.clone(),
-                    esp: c.esp.clone(),
-                    ike_lifetime: c.ike_lifetime,
-                    child_lifetime: c.child_lifetime,
-                    child_bytes: c.child_bytes,
-                    dpd: c.dpd,
+                    ike: c.tuning.ike.clone(),
+                    esp: c.tuning.esp.clone(),
+                    ike_lifetime: c.tuning.ike_lifetime,
+                    child_lifetime: c.tuning.child_lifetime,
+                    child_bytes: c.tuning.child_bytes,
+                    dpd: c.tuning.dpd,
                 },
             )?;
             println!("changed facility {}", p.name);

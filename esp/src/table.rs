@@ -163,7 +163,7 @@ pub struct InboundSa {
     /// SPI.
     pub spi: u32,
     pub(crate) crypto: SaCrypto,
-    replay: Mutex<ReplayWindow>,
+    replay: ReplayWindow,
     /// Inner bytes delivered through this SA (for byte lifetimes).
     pub bytes: AtomicU64,
     /// Hub-side selectors.
@@ -175,9 +175,9 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
-    /// The replay window (held only for a check or an update).
-    pub fn replay(&self) -> MutexGuard<'_, ReplayWindow> {
-        self.replay.lock().unwrap_or_else(|e| e.into_inner())
+    /// The replay window (lock-free; shared by the inbound workers).
+    pub fn replay(&self) -> &ReplayWindow {
+        &self.replay
     }
 }
 
@@ -323,7 +323,7 @@ impl SaTable {
         let inbound = Arc::new(InboundSa {
             spi: spec.spi_in,
             crypto: inbound_crypto,
-            replay: Mutex::new(ReplayWindow::default()),
+            replay: ReplayWindow::default(),
             bytes: AtomicU64::new(0),
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),

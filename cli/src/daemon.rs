@@ -41,6 +41,8 @@ pub(crate) struct ServeOptions {
     pub(crate) ike_fragment_size: usize,
     /// Where to serve Prometheus metrics, if anywhere.
     pub(crate) metrics: Option<SocketAddr>,
+    /// Data-plane workers each way (TUN queues, NAT-T sockets per address).
+    pub(crate) workers: usize,
 }
 
 struct Datagram {
@@ -112,7 +114,12 @@ fn revoked_serials(registry: &Registry) -> Result<HashMap<String, String>> {
         .collect())
 }
 
-fn bind_udp(ip: IpAddr, port: u16) -> Result<UdpSocket> {
+/// Binds a UDP socket. `shared`: one of a `SO_REUSEPORT` group on the
+/// NAT-T port, over which the kernel spreads facilities (by address and
+/// port, so each facility's packets stay in order on one worker). The IKE
+/// port is bound alone, so a second hub on the same addresses fails here
+/// before it could join the group.
+fn bind_udp(ip: IpAddr, port: u16, shared: bool) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if ip.is_ipv4() {
         Domain::IPV4
@@ -123,7 +130,9 @@ fn bind_udp(ip: IpAddr, port: u16) -> Result<UdpSocket> {
     if ip.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    s.set_reuse_address(true)?;
+    if shared {
+        s.set_reuse_port(true)?;
+    }
     s.bind(&SocketAddr::new(ip, port).into())
         .with_context(|| format!("binding UDP {}", SocketAddr::new(ip, port)))?;
     Ok(s.into())
@@ -211,17 +220,19 @@ async fn run(
             .map_err(|e| anyhow::anyhow!("facility {}: {e}", p.name))?;
     }
     let tun = Arc::new(
-        Tun::create(&opts.tun, opts.mtu)
+        Tun::create(&opts.tun, opts.mtu, opts.workers)
             .with_context(|| format!("creating TUN device {}", opts.tun))?,
     );
     let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
     let mut ike_sockets = Vec::new();
     let mut natt_sockets = Vec::new();
     for ip in &opts.listen {
-        let s500 = bind_udp(*ip, ike_port)?;
+        let s500 = bind_udp(*ip, ike_port, false)?;
         s500.set_nonblocking(true)?;
         ike_sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s500)?));
-        natt_sockets.push(Arc::new(bind_udp(*ip, natt_port)?));
+        for _ in 0..opts.workers {
+            natt_sockets.push(Arc::new(bind_udp(*ip, natt_port, true)?));
+        }
     }
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
     let listener = control::bind(&opts.state)?;
@@ -318,6 +329,7 @@ async fn run(
         hub_id = %hub_cfg.id,
         tun = hub.tun.name(),
         listen = ?opts.listen,
+        workers = opts.workers,
         facilities = hub.peers.len(),
         "renkei hub serving {}",
         hub.state.display()

@@ -101,6 +101,11 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        /// Data-plane workers in each direction: TUN queues, and NAT-T
+        /// sockets per listening address (the kernel spreads facilities
+        /// over them). 0: one per CPU core.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+        workers: u16,
     },
     /// Live state of every facility, from the running hub.
     Status {
@@ -399,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
             retransmit_tries,
             ike_fragment_size,
             metrics,
+            workers,
         } => {
             init_logging(&cli.log)?;
             if !(0.1..=60.0).contains(&retransmit_timeout) {
@@ -418,6 +424,10 @@ fn run(cli: Cli) -> Result<()> {
                 retransmit_tries,
                 ike_fragment_size: ike_fragment_size as usize,
                 metrics,
+                workers: match workers {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
+                    n => usize::from(n),
+                },
             })
         }
         Command::Status { json } => {

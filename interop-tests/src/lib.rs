@@ -292,7 +292,8 @@ impl Lab {
         lab
     }
 
-    fn hub_outer(&self) -> &'static str {
+    /// The hub's outer address (IPv6 in the IPv6 topology).
+    pub fn hub_outer(&self) -> &'static str {
         if self.topology == Topology::Ipv6 {
             HUB_OUTER6
         } else {

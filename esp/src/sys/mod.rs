@@ -12,7 +12,7 @@ mod tun;
 pub mod udp;
 
 pub use route::{add_route, delete_route};
-pub use tun::Tun;
+pub use tun::{Tun, MAX_QUEUES as MAX_TUN_QUEUES};
 
 use std::io;
 use std::net::IpAddr;

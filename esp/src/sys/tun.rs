@@ -2,6 +2,10 @@
 //! packet read or written begins with a virtio-net header, and with TSO
 //! on the kernel may hand over TCP super-packets and partial checksums
 //! (`crate::offload`).
+//!
+//! The device has one or more queues (`IFF_MULTI_QUEUE`), one per data-plane
+//! worker: the kernel hands each flow's packets to one queue (by flow
+//! hash), so workers read in parallel without reordering a flow.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
@@ -13,6 +17,11 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `_IOW('T', 208, unsigned int)`
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const IFF_VNET_HDR: libc::c_int = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_int = 0x0100;
+/// Refuse to attach to a device that already exists.
+const IFF_TUN_EXCL: libc::c_int = 0x8000;
+/// The kernel's limit on queues per device (`MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: usize = 256;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
@@ -21,7 +30,7 @@ const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
 /// An open TUN device; it disappears (with its routes) when dropped.
 #[derive(Debug)]
 pub struct Tun {
-    file: File,
+    queues: Vec<File>,
     name: String,
     index: u32,
     mtu: u32,
@@ -56,32 +65,36 @@ fn control_socket() -> io::Result<std::os::fd::OwnedFd> {
 }
 
 impl Tun {
-    /// Creates (or attaches to) TUN device `name`, sets its MTU and brings it up.
-    pub fn create(name: &str, mtu: u32) -> io::Result<Tun> {
-        // Non-blocking, so that a busy outbound worker reads packet after
-        // packet and only polls (a second syscall) when the queue is empty.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")?;
-        let mut req = ifreq_with_name(name)?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | IFF_VNET_HDR) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes one ifreq we own.
-        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
+    /// Creates TUN device `name` with `queues` queues (1 to [`MAX_QUEUES`]),
+    /// sets its MTU and brings it up. A device of that name that already
+    /// exists is refused (`AlreadyExists`): it belongs to someone else, or
+    /// to another hub still running.
+    pub fn create(name: &str, mtu: u32, queues: usize) -> io::Result<Tun> {
+        if !(1..=MAX_QUEUES).contains(&queues) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a TUN device has 1 to {MAX_QUEUES} queues, not {queues}"),
+            ));
         }
-        // Checksum offload and TSO: the kernel may then give us up to 64 KiB
-        // of TCP in one read. Without them the header stays, unused.
-        let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-        // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
-            tracing::debug!("TUN offloads refused: {}", io::Error::last_os_error());
+        let mut files = Vec::with_capacity(queues);
+        let mut actual = name.to_string();
+        for q in 0..queues {
+            // The first queue creates the device exclusively; the others
+            // attach to it by the name the kernel gave.
+            let exclusive = if q == 0 { IFF_TUN_EXCL } else { 0 };
+            let (file, got) = open_queue(&actual, exclusive).map_err(|e| {
+                if q == 0 && e.raw_os_error() == Some(libc::EBUSY) {
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("TUN device {name} already exists (is another hub running?)"),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            actual = got;
+            files.push(file);
         }
-        // SAFETY: the kernel NUL-terminates ifr_name within IFNAMSIZ.
-        let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
         let sock = control_socket()?;
         let mut req = ifreq_with_name(&actual)?;
         req.ifr_ifru.ifru_mtu =
@@ -109,7 +122,7 @@ impl Tun {
             return Err(io::Error::last_os_error());
         }
         Ok(Tun {
-            file,
+            queues: files,
             name: actual,
             index,
             mtu,
@@ -131,32 +144,70 @@ impl Tun {
         self.index
     }
 
-    /// Reads one packet if one is queued, without waiting.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        self.try_recv(buf)
+    /// How many queues the device has (one per worker).
+    pub fn queues(&self) -> usize {
+        self.queues.len()
     }
 
-    /// Reads one packet; waits at most `timeout_ms` for one (None if none came).
-    pub fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
-        if let Some(n) = self.try_recv(buf)? {
-            return Ok(Some(n));
-        }
-        if !super::poll_readable(self.file.as_raw_fd(), timeout_ms)? {
-            return Ok(None);
-        }
-        self.try_recv(buf)
+    fn queue(&self, q: usize) -> &File {
+        &self.queues[q % self.queues.len()]
     }
 
-    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match (&self.file).read(buf) {
+    /// Reads one packet from queue `q` if one is waiting there, without waiting.
+    pub fn try_read(&self, q: usize, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.queue(q).read(buf) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Writes one packet, which begins with its virtio-net header.
-    pub fn write_with_hdr(&self, bytes: &[u8]) -> io::Result<usize> {
-        (&self.file).write(bytes)
+    /// Reads one packet from queue `q`; waits at most `timeout_ms` for one
+    /// (None if none came).
+    pub fn recv(&self, q: usize, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+        if let Some(n) = self.try_read(q, buf)? {
+            return Ok(Some(n));
+        }
+        if !super::poll_readable(self.queue(q).as_raw_fd(), timeout_ms)? {
+            return Ok(None);
+        }
+        self.try_read(q, buf)
     }
+
+    /// Writes one packet, which begins with its virtio-net header, through
+    /// queue `q` (any queue reaches the kernel's stack alike).
+    pub fn write_with_hdr(&self, q: usize, bytes: &[u8]) -> io::Result<usize> {
+        self.queue(q).write(bytes)
+    }
+}
+
+/// Opens one queue of TUN device `name` (non-blocking, so that a busy
+/// worker reads packet after packet and only polls, a second syscall, when
+/// its queue is empty); returns it with the device's actual name.
+fn open_queue(name: &str, extra_flags: libc::c_int) -> io::Result<(File, String)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let mut req = ifreq_with_name(name)?;
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TUN | libc::IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE | extra_flags)
+            as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq we own.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Checksum offload and TSO: the kernel may then give us up to 64 KiB
+    // of TCP in one read. Without them the header stays, unused.
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
+        tracing::debug!("TUN offloads refused: {}", io::Error::last_os_error());
+    }
+    // SAFETY: the kernel NUL-terminates ifr_name within IFNAMSIZ.
+    let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    Ok((file, actual))
 }

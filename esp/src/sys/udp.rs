@@ -102,135 +102,356 @@ fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Sends `packets` to `dest` in one `sendmsg`. With more than one, they go
-/// as one GSO train: every packet but the last must be exactly as long as
-/// the first, the last no longer, at most [`MAX_SEGMENTS`] of them and at
-/// most 65507 bytes together (the caller groups them so).
-pub fn send_train(socket: &UdpSocket, dest: SocketAddr, packets: &[&[u8]]) -> io::Result<usize> {
-    if packets.is_empty() || packets.len() > MAX_SEGMENTS {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "train size"));
-    }
-    let segment = packets[0].len();
-    if packets[..packets.len() - 1]
-        .iter()
-        .any(|p| p.len() != segment)
-        || packets[packets.len() - 1].len() > segment
-        || u16::try_from(segment).is_err()
-    {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "uneven train"));
-    }
-    let (mut name, name_len) = to_raw(dest);
-    // SAFETY: iovec is plain old data; all-zero is valid.
-    let mut iov: [libc::iovec; MAX_SEGMENTS] = unsafe { zeroed() };
-    for (v, p) in iov.iter_mut().zip(packets) {
-        v.iov_base = p.as_ptr() as *mut libc::c_void;
-        v.iov_len = p.len();
-    }
-    let mut control = CmsgBuf([0; 64]);
-    // SAFETY: msghdr is plain old data; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = name_len;
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = packets.len() as _;
-    if packets.len() > 1 {
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` bytes (< 64) of our aligned
-        // buffer, so CMSG_FIRSTHDR is non-null and its data has room for a u16.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
-        }
-    }
-    // SAFETY: every pointer in `msg` refers to memory that outlives the call.
-    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+/// Trains sent per `sendmmsg` (more are sent in further calls).
+pub const SEND_TRAINS: usize = 32;
+/// Packets, all trains together, per `sendmmsg`.
+const SEND_PACKETS: usize = 256;
+/// Datagrams (or GRO trains) received per `recvmmsg`.
+pub const RECV_TRAINS: usize = 16;
+
+/// One GSO train: `packets[range]` all go to `dest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Train {
+    /// Where to.
+    pub dest: SocketAddr,
+    /// Which of the packets.
+    pub range: std::ops::Range<usize>,
 }
 
-/// Receives one datagram, or with GRO a train of datagrams from one
-/// sender: returns (bytes, sender, segment size). The train is `bytes`
-/// long and splits into datagrams of `segment` bytes (the last may be
-/// shorter); without GRO `segment == bytes`.
-pub fn recv_train(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
-    // SAFETY: sockaddr_storage and msghdr are plain old data; all-zero is valid.
-    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+/// Whether `packets` may go as one GSO train: at most [`MAX_SEGMENTS`],
+/// every one but the last exactly as long as the first, the last no
+/// longer. (The caller also keeps a train under 65,507 bytes.)
+fn even(packets: &[&[u8]]) -> bool {
+    let Some(first) = packets.first() else {
+        return false;
     };
-    let mut control = CmsgBuf([0; 64]);
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
-    // SAFETY: every pointer in `msg` refers to memory we own for the call.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    let segment = first.len();
+    packets.len() <= MAX_SEGMENTS
+        && u16::try_from(segment).is_ok()
+        && packets[..packets.len() - 1]
+            .iter()
+            .all(|p| p.len() == segment)
+        && packets[packets.len() - 1].len() <= segment
+}
+
+/// Sends `trains` (each a run of `packets` to one destination) with one
+/// `sendmmsg` per [`SEND_TRAINS`] trains: a train of more than one packet
+/// goes as one GSO datagram train (`UDP_SEGMENT`). Every train that could
+/// not be sent is reported to `failed` with its index and the error (an
+/// uneven train as `InvalidInput`, before any system call); the others
+/// were handed to the kernel.
+pub fn send_trains(
+    socket: &UdpSocket,
+    packets: &[&[u8]],
+    trains: &[Train],
+    failed: &mut dyn FnMut(usize, io::Error),
+) {
+    let mut first = 0;
+    while first < trains.len() {
+        // This call's share: at most SEND_TRAINS trains and SEND_PACKETS packets.
+        let mut last = first;
+        let mut count = 0;
+        while last < trains.len() && last - first < SEND_TRAINS {
+            let n = trains[last].range.len();
+            if count + n > SEND_PACKETS && last > first {
+                break;
+            }
+            count += n;
+            last += 1;
+        }
+        send_some(socket, packets, &trains[first..last], first, failed);
+        first = last;
+    }
+}
+
+fn send_some(
+    socket: &UdpSocket,
+    packets: &[&[u8]],
+    trains: &[Train],
+    offset: usize,
+    failed: &mut dyn FnMut(usize, io::Error),
+) {
+    // SAFETY: these are plain old data; all-zero is valid for each.
+    let mut names: [libc::sockaddr_storage; SEND_TRAINS] = unsafe { zeroed() };
+    let mut iov: [libc::iovec; SEND_PACKETS] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; SEND_TRAINS] = unsafe { zeroed() };
+    let mut control = [const { CmsgBuf([0; 64]) }; SEND_TRAINS];
+    // Which train each message is (uneven trains get no message).
+    let mut index = [0usize; SEND_TRAINS];
+    let (mut m, mut v) = (0, 0);
+    for (t, train) in trains.iter().enumerate() {
+        let Some(run) = packets.get(train.range.clone()).filter(|r| even(r)) else {
+            failed(
+                offset + t,
+                io::Error::new(io::ErrorKind::InvalidInput, "uneven train"),
+            );
+            continue;
+        };
+        let name_len;
+        (names[m], name_len) = to_raw(train.dest);
+        for p in run {
+            iov[v] = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+            v += 1;
+        }
+        let msg = &mut msgs[m].msg_hdr;
+        msg.msg_name = (&mut names[m] as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = name_len;
+        msg.msg_iov = iov[v - run.len()..].as_mut_ptr();
+        msg.msg_iovlen = run.len() as _;
+        if run.len() > 1 {
+            // SAFETY: CMSG_SPACE is a pure size computation.
+            let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            msg.msg_control = control[m].0.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            // SAFETY: msg_control points to `space` bytes (< 64) of an
+            // aligned buffer of ours, so CMSG_FIRSTHDR is non-null and its
+            // data has room for a u16.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(msg);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), run[0].len() as u16);
+            }
+        }
+        index[m] = offset + t;
+        m += 1;
+    }
+    let mut done = 0;
+    while done < m {
+        // SAFETY: msgs[done..m] point into names, iov, control and the
+        // caller's packets, all alive for the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                msgs[done..m].as_mut_ptr(),
+                (m - done) as libc::c_uint,
+                0,
+            )
+        };
+        if n <= 0 {
+            // The first unsent message failed; report it and go on.
+            failed(index[done], io::Error::last_os_error());
+            done += 1;
+        } else {
+            done += n as usize;
+        }
+    }
+}
+
+/// One datagram received, or with GRO a train of datagrams from one
+/// sender: `len` bytes that split into datagrams of `segment` bytes (the
+/// last may be shorter); without GRO `segment == len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received into the slot.
+    pub len: usize,
+    /// The sender.
+    pub from: SocketAddr,
+    /// Size of each datagram of the train.
+    pub segment: usize,
+}
+
+/// Receives up to [`RECV_TRAINS`] datagrams or GRO trains with one
+/// `recvmmsg`, waiting (up to the socket's read timeout) only for the
+/// first: slot `i` of `buf` (`slot` bytes each, at least 65,535 for a
+/// whole train) receives `out[i]`. Returns how many arrived.
+pub fn recv_trains(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut [Option<Received>; RECV_TRAINS],
+) -> io::Result<usize> {
+    let slots = (buf.len() / slot.max(1)).min(RECV_TRAINS);
+    if slots == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no slot"));
+    }
+    // SAFETY: these are plain old data; all-zero is valid for each.
+    let mut names: [libc::sockaddr_storage; RECV_TRAINS] = unsafe { zeroed() };
+    let mut iov: [libc::iovec; RECV_TRAINS] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; RECV_TRAINS] = unsafe { zeroed() };
+    let mut control = [const { CmsgBuf([0; 64]) }; RECV_TRAINS];
+    for (i, chunk) in buf.chunks_exact_mut(slot).take(slots).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: slot,
+        };
+        let msg = &mut msgs[i].msg_hdr;
+        msg.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov[i];
+        msg.msg_iovlen = 1;
+        msg.msg_control = control[i].0.as_mut_ptr().cast();
+        msg.msg_controllen = control[i].0.len() as _;
+    }
+    // SAFETY: every pointer in msgs[..slots] refers to memory we own for
+    // the call; MSG_WAITFORONE makes every receive after the first
+    // non-blocking.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            slots as libc::c_uint,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
-    let mut segment = n;
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-    // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                if size > 0 {
-                    segment = size as usize;
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = None;
+        if i >= n {
+            continue;
         }
+        let len = msgs[i].msg_len as usize;
+        let msg = &msgs[i].msg_hdr;
+        let mut segment = len;
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes
+        // of well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                    let size =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    if size > 0 {
+                        segment = size as usize;
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+        }
+        // A datagram from an unknown address family is left out.
+        *o = from_raw(&names[i]).map(|from| Received {
+            len,
+            from,
+            segment: segment.min(len).max(1),
+        });
     }
-    let from = from_raw(&name)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender address family"))?;
-    Ok((n, from, segment.min(n).max(1)))
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Everything that arrives at `rx` until `want` datagrams came.
+    fn receive(rx: &UdpSocket, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut got = Vec::new();
+        let slot = 65536;
+        let mut buf = vec![0u8; slot * RECV_TRAINS];
+        let mut out = [None; RECV_TRAINS];
+        while got.len() < want {
+            let n = recv_trains(rx, &mut buf, slot, &mut out).unwrap();
+            for (i, r) in out.iter().take(n).enumerate() {
+                let r = r.unwrap();
+                let bytes = &buf[i * slot..i * slot + r.len];
+                got.extend(bytes.chunks(r.segment).map(|d| (r.from, d.to_vec())));
+            }
+        }
+        got
+    }
+
     #[test]
-    fn a_train_arrives_as_its_datagrams() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn trains_arrive_as_their_datagrams() {
+        let rx = [
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        ];
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let gro = enable_gro(&rx);
-        let packets: Vec<Vec<u8>> = (0..5u8)
+        for r in &rx {
+            r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            enable_gro(r);
+        }
+        // Five to the first receiver (four of 1000 bytes, one of 300),
+        // one to the second, three more to the first: three trains, one
+        // sendmmsg.
+        let packets: Vec<Vec<u8>> = (0..9u8)
             .map(|i| vec![i; if i == 4 { 300 } else { 1000 }])
             .collect();
         let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
-        let sent = send_train(&tx, rx.local_addr().unwrap(), &refs).unwrap();
-        assert_eq!(sent, 4300);
-        // Whether the kernel hands them over as one train or five, the
-        // receiver sees the same five datagrams in order.
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while got.len() < 5 {
-            let (n, from, seg) = recv_train(&rx, &mut buf).unwrap();
-            assert_eq!(from, tx.local_addr().unwrap());
-            got.extend(buf[..n].chunks(seg).map(<[u8]>::to_vec));
-        }
-        assert_eq!(got, packets, "gro={gro}");
-        // Uneven trains are refused before any system call.
-        let bad: Vec<&[u8]> = vec![&[1; 10], &[2; 20]];
-        assert!(send_train(&tx, rx.local_addr().unwrap(), &bad).is_err());
+        let to = |r: &UdpSocket| r.local_addr().unwrap();
+        let trains = [
+            Train {
+                dest: to(&rx[0]),
+                range: 0..5,
+            },
+            Train {
+                dest: to(&rx[1]),
+                range: 5..6,
+            },
+            Train {
+                dest: to(&rx[0]),
+                range: 6..9,
+            },
+        ];
+        let mut failures = Vec::new();
+        send_trains(&tx, &refs, &trains, &mut |i, e| {
+            failures.push((i, e.kind()))
+        });
+        assert!(failures.is_empty(), "{failures:?}");
+        // Whether the kernel hands them over as trains or one by one, each
+        // receiver sees its datagrams in order.
+        let from = tx.local_addr().unwrap();
+        let first: Vec<_> = [0, 1, 2, 3, 4, 6, 7, 8]
+            .iter()
+            .map(|&i| (from, packets[i].clone()))
+            .collect();
+        assert_eq!(receive(&rx[0], 8), first);
+        assert_eq!(receive(&rx[1], 1), vec![(from, packets[5].clone())]);
+    }
+
+    #[test]
+    fn uneven_trains_are_refused_and_the_rest_still_sent() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = rx.local_addr().unwrap();
+        let refs: Vec<&[u8]> = vec![&[1; 10], &[2; 20], &[3; 30]];
+        let trains = [
+            Train { dest, range: 0..2 },
+            Train { dest, range: 2..3 },
+            Train { dest, range: 2..9 },
+        ];
+        let mut failures = Vec::new();
+        send_trains(&tx, &refs, &trains, &mut |i, e| {
+            failures.push((i, e.kind()))
+        });
+        assert_eq!(
+            failures,
+            vec![
+                (0, io::ErrorKind::InvalidInput),
+                (2, io::ErrorKind::InvalidInput)
+            ]
+        );
+        let from = tx.local_addr().unwrap();
+        assert_eq!(receive(&rx, 1), vec![(from, vec![3; 30])]);
+    }
+
+    #[test]
+    fn many_trains_take_several_calls() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = rx.local_addr().unwrap();
+        let packets: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100]).collect();
+        let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+        let trains: Vec<Train> = (0..100)
+            .map(|i| Train {
+                dest,
+                range: i..i + 1,
+            })
+            .collect();
+        send_trains(&tx, &refs, &trains, &mut |i, e| panic!("train {i}: {e}"));
+        let got: Vec<Vec<u8>> = receive(&rx, 100).into_iter().map(|(_, d)| d).collect();
+        assert_eq!(got, packets);
     }
 }

@@ -323,6 +323,63 @@ fn liveness_checks_are_answered_and_keep_the_sa() {
 }
 
 #[test]
+fn half_a_day_of_liveness_checks_and_rekeys_keeps_every_timer_and_a_bounded_queue() {
+    let l = lifetimes(3600, 1200, 10);
+    let mut p = Pair::with_lifetimes(GCM, l, l);
+    p.establish();
+    let start = p.now;
+    let mut most = 0;
+    for hour in 1..=12 {
+        p.run_until(start + Duration::from_secs(3600 * hour));
+        most = most.max(p.hub.ep.timer_queue_len());
+        most = most.max(p.site.ep.timer_queue_len());
+    }
+    // Thousands of liveness checks, each moving an SA's next deadline
+    // back and forth: the stale entries they leave are dropped as they
+    // come due, and the queue stays at about one entry per IKE SA.
+    assert!(most <= 8, "timer queue grew to {most}");
+    // And no deadline was lost: the rekeys all happened, nothing died.
+    assert_eq!(downs(&p.hub) + downs(&p.site), 0);
+    assert!(rekeyed(&p.hub) + rekeyed(&p.site) >= 30, "Child SA rekeys");
+    assert!(
+        ike_rekeyed(&p.hub) + ike_rekeyed(&p.site) >= 10,
+        "IKE SA rekeys"
+    );
+    assert_eq!(p.hub.live.len(), 1);
+    p.assert_consistent();
+}
+
+#[test]
+fn the_timer_queue_forgets_closed_sas() {
+    let mut p = Pair::with_lifetimes(
+        GCM,
+        lifetimes(LONG, LONG, LONG),
+        lifetimes(LONG, LONG, LONG),
+    );
+    let now = p.now;
+    // 3,000 attempts nobody answers, each with a retransmission deadline;
+    // all but the last closed again.
+    let ids: Vec<_> = (0..3000)
+        .map(|_| p.site.ep.initiate(now, "hub").unwrap())
+        .collect();
+    let last = p.site.ep.poll_timeout().unwrap();
+    for id in &ids[..ids.len() - 1] {
+        p.site.ep.close(now, *id);
+    }
+    // The closed SAs' deadlines are not reported, and their entries do
+    // not outlive the next look at the queue by much.
+    assert_eq!(p.site.ep.poll_timeout(), Some(last));
+    assert!(
+        p.site.ep.timer_queue_len() <= 2 + 1024,
+        "{}",
+        p.site.ep.timer_queue_len()
+    );
+    p.site.ep.close(now, ids[ids.len() - 1]);
+    assert_eq!(p.site.ep.poll_timeout(), None);
+    assert_eq!(p.site.ep.timer_queue_len(), 0);
+}
+
+#[test]
 fn hub_follows_a_changed_nat_mapping() {
     let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, LONG), lifetimes(LONG, 20, LONG));
     p.establish();

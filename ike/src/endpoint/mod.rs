@@ -27,7 +27,8 @@ use crate::wire::{
 use pki::Identity;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -364,6 +365,9 @@ struct IkeSa {
     last_response: Option<(u32, Vec<Vec<u8>>)>,
     pending: Option<Pending>,
     timers: Timers,
+    /// The deadline this SA has in the endpoint's timer queue: its
+    /// `timers.next()` when it was last stored.
+    queued: Option<Instant>,
     encap: bool,
     remote_behind_nat: bool,
     last_sent: Instant,
@@ -491,6 +495,13 @@ pub struct Endpoint {
     peers: HashMap<String, Arc<PeerConfig>>,
     by_id: HashMap<Identity, String>,
     sas: HashMap<u64, IkeSa>,
+    /// Every stored SA's next deadline, earliest first, so that the next
+    /// deadline is found without scanning all SAs. Entries go stale when
+    /// an SA's deadline changes or it goes away; an entry is live only
+    /// while it matches the SA's `queued`. Stale ones are dropped when
+    /// they reach the top, and the queue is rebuilt when they outnumber
+    /// the SAs.
+    timer_queue: BinaryHeap<Reverse<(Instant, u64)>>,
     half_open: HashMap<(SocketAddr, u64), u64>,
     half_open_per_ip: HashMap<IpAddr, usize>,
     cookies: CookieSecrets,
@@ -538,6 +549,7 @@ impl Endpoint {
             peers: HashMap::new(),
             by_id: HashMap::new(),
             sas: HashMap::new(),
+            timer_queue: BinaryHeap::new(),
             half_open: HashMap::new(),
             half_open_per_ip: HashMap::new(),
             cookies: CookieSecrets::default(),
@@ -684,10 +696,34 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// When [`Endpoint::handle_timeout`] must next be called.
+    /// Entries in the timer queue, live and stale (for tests of its bound:
+    /// at most twice the IKE SAs plus 1,024).
+    #[doc(hidden)]
+    pub fn timer_queue_len(&self) -> usize {
+        self.timer_queue.len()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called. From a
+    /// queue of deadlines: O(log n) in the number of IKE SAs, not a scan
+    /// (it takes `&mut self` to drop stale entries on the way).
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(|sa| sa.timers.next()).min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.timer_queue.len() > 2 * self.sas.len() + 1024 {
+            // Every SA is stored here (between calls), so its live entry
+            // is exactly its `queued`.
+            self.timer_queue = self
+                .sas
+                .values()
+                .filter_map(|sa| sa.queued.map(|t| Reverse((t, sa.id.0))))
+                .collect();
+        }
+        while let Some(&Reverse((t, id))) = self.timer_queue.peek() {
+            if self.sas.get(&id).is_some_and(|sa| sa.queued == Some(t)) {
+                return Some(t);
+            }
+            self.timer_queue.pop();
+        }
+        None
     }
 
     // ---- inputs --------------------------------------------------------
@@ -722,6 +758,7 @@ impl Endpoint {
             last_response: None,
             pending: None,
             timers: Timers::default(),
+            queued: None,
             encap: false,
             remote_behind_nat: false,
             last_sent: now,
@@ -733,7 +770,7 @@ impl Endpoint {
         self.send_init(now, &mut sa, group, None, false, None)?;
         info!(peer = name, %remote, ike_sa = %sa.id, "initiating IKE SA");
         let id = sa.id;
-        self.sas.insert(spi_i, sa);
+        self.store(sa);
         Ok(id)
     }
 
@@ -832,12 +869,21 @@ impl Endpoint {
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.timers.next().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        // The live entries due now (a timer set while handling these waits
+        // for the next call, as before).
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, id))) = self.timer_queue.peek() {
+            if t > now {
+                break;
+            }
+            self.timer_queue.pop();
+            // Live: its entry leaves the queue now (so that a duplicate
+            // entry for the same deadline is not taken as live too).
+            if let Some(sa) = self.sas.get_mut(&id).filter(|sa| sa.queued == Some(t)) {
+                sa.queued = None;
+                due.push(id);
+            }
+        }
         for id in due {
             let Some(mut sa) = self.sas.remove(&id) else {
                 continue;
@@ -864,8 +910,20 @@ impl Endpoint {
             }
             debug!(ike_sa = %sa.id, "IKE SA removed");
         } else {
-            self.sas.insert(sa.id.0, sa);
+            self.store(sa);
         }
+    }
+
+    /// Keeps `sa` (new or changed) and queues its next deadline.
+    fn store(&mut self, mut sa: IkeSa) {
+        let next = sa.timers.next();
+        if next != sa.queued {
+            if let Some(t) = next {
+                self.timer_queue.push(Reverse((t, sa.id.0)));
+            }
+            sa.queued = next;
+        }
+        self.sas.insert(sa.id.0, sa);
     }
 
     fn new_ike_spi(&mut self) -> u64 {
@@ -1798,6 +1856,7 @@ impl Endpoint {
             last_response: Some((0, vec![message2.clone()])),
             pending: None,
             timers: Timers::default(),
+            queued: None,
             encap: peer_does_natt && (remote_nat || local_nat || self.config.force_encap),
             remote_behind_nat: remote_nat,
             last_sent: now,
@@ -1812,7 +1871,7 @@ impl Endpoint {
         self.transmit(now, &mut sa, message2);
         self.half_open.insert((remote, hdr.spi_i), spi_r);
         *self.half_open_per_ip.entry(remote.ip()).or_default() += 1;
-        self.sas.insert(spi_r, sa);
+        self.store(sa);
         Ok(())
     }
 

@@ -635,6 +635,7 @@ impl Endpoint {
             last_response: None,
             pending: None,
             timers: Timers::default(),
+            queued: None,
             encap: sa.encap,
             remote_behind_nat: sa.remote_behind_nat,
             last_sent: now,
@@ -656,7 +657,7 @@ impl Endpoint {
             suite,
         });
         self.pump(now, &mut new);
-        self.sas.insert(id, new);
+        self.store(new);
     }
 
     // ---- responses to our requests ----------------------------------------

@@ -79,13 +79,18 @@ make_hub() {
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system, all threads) of a process so far, in ms.
+cpu_ms() {
+  awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"
+}
 
 # Runs rk-load against the responder in A; prints its JSON line. With a
-# PID, also measures that process's RSS before and with all SAs up.
+# PID, also measures that process's RSS before and with all SAs up, and
+# the CPU time it used to bring them up.
 load() {
   local pid=${1:-} auth_args=("${@:2}")
-  local before=0
-  [ -n "$pid" ] && before=$(rss_kib "$pid")
+  local before=0 cpu0=0 cpu=0
+  [ -n "$pid" ] && before=$(rss_kib "$pid") && cpu0=$(cpu_ms "$pid")
   ip netns exec "$NS_B" "$LOAD" --hub "$A" --bind "$B" --count "$N" --window "$WINDOW" \
     "${auth_args[@]}" --hold 3 >"$WORK/load.out" 2>"$WORK/load.err" &
   local lp=$!
@@ -94,9 +99,9 @@ load() {
     sleep 0.25
   done
   local after=0
-  [ -n "$pid" ] && after=$(rss_kib "$pid")
+  [ -n "$pid" ] && after=$(rss_kib "$pid") && cpu=$(($(cpu_ms "$pid") - cpu0))
   wait "$lp" || true
-  echo "$(head -1 "$WORK/load.out") $before $after"
+  echo "$(head -1 "$WORK/load.out") $before $after $cpu"
 }
 
 renkei_case() { # psk|cert
@@ -202,22 +207,29 @@ python3 - "$N" "$WINDOW" "$(nproc)" "$R_PSK" "$R_CERT" "$S_PSK" "$S_CERT" <<'EOF
 import json, sys, datetime
 n, window, cores = sys.argv[1], sys.argv[2], sys.argv[3]
 def parse(s):
-    parts = s.rsplit(" ", 2)
+    parts = s.rsplit(" ", 3)
     try:
-        return json.loads(parts[0]), int(parts[1]), int(parts[2])
+        return json.loads(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
     except (ValueError, IndexError):
-        return None, 0, 0
+        return None, 0, 0, 0
 rows = [("renkei hub", "PSK", sys.argv[4]), ("renkei hub", "ECDSA P-256 cert", sys.argv[5]),
         ("strongSwan (kernel-libipsec)", "PSK", sys.argv[6]), ("strongSwan (kernel-libipsec)", "ECDSA P-256 cert", sys.argv[7])]
 print(f"renkei handshake benchmark, {datetime.date.today()}, {cores} cores shared by responder and generator, {n} facilities, {window} in flight")
 print()
-print(f"| {'responder':<28} | {'auth':<16} | {'up':>6} | {'failed':>6} | {'IKE SAs/s':>9} | {'RSS before':>10} | {'RSS all up':>10} | {'per facility':>12} |")
-print(f"|{'-'*30}|{'-'*18}|{'-'*8}|{'-'*8}|{'-'*11}|{'-'*12}|{'-'*12}|{'-'*14}|")
+print(f"| {'responder':<28} | {'auth':<16} | {'up':>6} | {'failed':>6} | {'IKE SAs/s':>9} | {'CPU per SA':>10} | {'SAs/s/core':>10} | {'RSS before':>10} | {'RSS all up':>10} | {'per facility':>12} |")
+print(f"|{'-'*30}|{'-'*18}|{'-'*8}|{'-'*8}|{'-'*11}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*14}|")
 for who, auth, raw in rows:
-    d, before, after = parse(raw)
+    d, before, after, cpu = parse(raw)
     if d is None:
-        print(f"| {who:<28} | {auth:<16} | {'-':>6} | {'-':>6} | {'-':>9} | {'-':>10} | {'-':>10} | {'-':>12} |")
+        print(f"| {who:<28} | {auth:<16} | {'-':>6} | {'-':>6} | {'-':>9} | {'-':>10} | {'-':>10} | {'-':>10} | {'-':>10} | {'-':>12} |")
         continue
-    per = f"{(after - before) / max(d['up'], 1):.1f} KiB" if after else "-"
-    print(f"| {who:<28} | {auth:<16} | {d['up']:>6} | {d['failed'] + d['timed_out']:>6} | {d['per_second']:>9.1f} | {before:>7} KiB | {after:>7} KiB | {per:>12} |")
+    up = max(d['up'], 1)
+    per = f"{(after - before) / up:.1f} KiB" if after else "-"
+    ms = cpu / up
+    cpu_col = f"{ms:.2f} ms" if cpu else "-"
+    core_col = f"{1000 / ms:.0f}" if cpu else "-"
+    print(f"| {who:<28} | {auth:<16} | {d['up']:>6} | {d['failed'] + d['timed_out']:>6} | {d['per_second']:>9.1f} | {cpu_col:>10} | {core_col:>10} | {before:>7} KiB | {after:>7} KiB | {per:>12} |")
+print()
+print("CPU per SA: the responder's own CPU time (user + system, all threads) from the")
+print("first handshake until all were up, divided by the SAs; SAs/s/core = 1000 ms / that.")
 EOF

@@ -18,6 +18,7 @@ pub mod offload;
 pub mod packet;
 pub mod replay;
 pub mod selector;
+mod shard;
 pub mod sys;
 mod table;
 

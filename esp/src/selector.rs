@@ -1,7 +1,7 @@
 //! Traffic selectors in the data plane: what an SA may carry, and the
 //! longest-prefix match that picks the outbound SA for a packet.
 
-use std::collections::HashMap;
+use crate::shard::Sharded;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One selector: an address range, an IP protocol (0 = any) and a port range.
@@ -196,12 +196,16 @@ pub fn flow_allowed(flow: &Flow, local: &[Selector], remote: &[Selector], inboun
             .any(|s| s.matches(flow.dst, flow.protocol, flow.dst_port))
 }
 
-/// Longest-prefix match from destination prefixes to values.
+/// Longest-prefix match from destination prefixes to values. A prefix may
+/// hold several values (SAs of one facility during a rekey); the one
+/// inserted last is the one found, and removing it uncovers the one
+/// before. Per prefix length one [`Sharded`] map, so a changed copy shares
+/// most of its memory with the original.
 #[derive(Debug, Clone)]
 pub struct PrefixMap<T> {
-    /// Per family, (prefix length, masked address → value), longest first.
-    v4: Vec<(u8, HashMap<u128, T>)>,
-    v6: Vec<(u8, HashMap<u128, T>)>,
+    /// Per family, (prefix length, masked address → values), longest first.
+    v4: Vec<(u8, Sharded<u128, Vec<T>>)>,
+    v6: Vec<(u8, Sharded<u128, Vec<T>>)>,
 }
 
 impl<T> Default for PrefixMap<T> {
@@ -225,7 +229,7 @@ fn mask(addr: IpAddr, len: u8) -> u128 {
 }
 
 impl<T: Clone> PrefixMap<T> {
-    /// Inserts (or replaces) a prefix.
+    /// Adds a value for a prefix, in front of any it already has.
     pub fn insert(&mut self, addr: IpAddr, len: u8, value: T) {
         let table = if addr.is_ipv4() {
             &mut self.v4
@@ -235,31 +239,55 @@ impl<T: Clone> PrefixMap<T> {
         let i = match table.iter().position(|(l, _)| *l <= len) {
             Some(i) if table[i].0 == len => i,
             Some(i) => {
-                table.insert(i, (len, HashMap::new()));
+                table.insert(i, (len, Sharded::default()));
                 i
             }
             None => {
-                table.push((len, HashMap::new()));
+                table.push((len, Sharded::default()));
                 table.len() - 1
             }
         };
-        table[i].1.insert(mask(addr, len), value);
+        let key = mask(addr, len);
+        table[i]
+            .1
+            .shard_mut(&key)
+            .entry(key)
+            .or_default()
+            .push(value);
     }
 
-    /// Removes every entry for which `keep` is false.
-    pub fn retain(&mut self, keep: impl Fn(&T) -> bool) {
-        for table in [&mut self.v4, &mut self.v6] {
-            for (_, m) in table.iter_mut() {
-                m.retain(|_, v| keep(v));
+    /// Removes the values of a prefix for which `gone` is true.
+    pub fn remove(&mut self, addr: IpAddr, len: u8, gone: impl Fn(&T) -> bool) {
+        let table = if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        let Some(i) = table.iter().position(|(l, _)| *l == len) else {
+            return;
+        };
+        let key = mask(addr, len);
+        if !table[i].1.get(&key).is_some_and(|v| v.iter().any(&gone)) {
+            return;
+        }
+        let shard = table[i].1.shard_mut(&key);
+        if let Some(values) = shard.get_mut(&key) {
+            values.retain(|v| !gone(v));
+            if values.is_empty() {
+                shard.remove(&key);
             }
-            table.retain(|(_, m)| !m.is_empty());
+        }
+        if table[i].1.is_empty() {
+            table.remove(i);
         }
     }
 
     /// The value of the longest prefix containing `addr`.
     pub fn lookup(&self, addr: IpAddr) -> Option<&T> {
         let table = if addr.is_ipv4() { &self.v4 } else { &self.v6 };
-        table.iter().find_map(|(len, m)| m.get(&mask(addr, *len)))
+        table
+            .iter()
+            .find_map(|(len, m)| m.get(&mask(addr, *len)).and_then(|v| v.last()))
     }
 
     /// Number of prefixes.
@@ -273,7 +301,7 @@ impl<T: Clone> PrefixMap<T> {
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.v4.is_empty() && self.v6.is_empty()
     }
 }
 
@@ -318,9 +346,18 @@ mod tests {
         assert_eq!(m.lookup("198.51.100.200".parse().unwrap()), Some(&2));
         assert_eq!(m.lookup("192.0.2.1".parse().unwrap()), Some(&3));
         assert_eq!(m.lookup("2001:db8::1".parse().unwrap()), None);
-        m.retain(|v| *v != 2);
+        m.remove("198.51.100.128".parse().unwrap(), 25, |v| *v == 2);
         assert_eq!(m.lookup("198.51.100.200".parse().unwrap()), Some(&1));
         assert_eq!(m.len(), 2);
+        // A prefix with two values: the later wins until it goes.
+        m.insert("198.51.100.0".parse().unwrap(), 24, 4);
+        assert_eq!(m.lookup("198.51.100.1".parse().unwrap()), Some(&4));
+        m.remove("198.51.100.0".parse().unwrap(), 24, |v| *v == 4);
+        assert_eq!(m.lookup("198.51.100.1".parse().unwrap()), Some(&1));
+        m.remove("198.51.100.0".parse().unwrap(), 24, |v| *v == 1);
+        m.remove("0.0.0.0".parse().unwrap(), 0, |v| *v == 3);
+        assert!(m.is_empty());
+        assert_eq!(m.lookup("198.51.100.1".parse().unwrap()), None);
     }
 
     #[test]

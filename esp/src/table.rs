@@ -8,6 +8,7 @@
 use crate::packet::{Cipher, Integrity, KeyError, SaCrypto};
 use crate::replay::ReplayWindow;
 use crate::selector::{PrefixMap, Selector};
+use crate::shard::Sharded;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -215,23 +216,58 @@ impl OutboundSa {
     }
 }
 
-/// One consistent view of all SAs.
+/// One consistent view of all SAs. Its maps are sharded (`crate::shard`),
+/// so that the copy the writer makes per change shares all but a few
+/// shards with the published one.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    inbound: HashMap<u32, Arc<InboundSa>>,
-    /// Outbound SAs in installation order: for a prefix several SAs cover
-    /// (a rekey in progress), the newest wins.
-    outbound_sas: Vec<Arc<OutboundSa>>,
+    inbound: Sharded<u32, Arc<InboundSa>>,
+    /// Outbound SAs carrying traffic by SPI, each with when it began to:
+    /// for a prefix several SAs cover (a rekey in progress), the latest
+    /// wins.
+    outbound_sas: Sharded<u32, (u64, Arc<OutboundSa>)>,
     /// Outbound SAs of rekeys we answered, each waiting for the removal of
     /// the inbound SPI it replaces before it carries traffic.
     pending_outbound: Vec<(u32, Arc<OutboundSa>)>,
     outbound: PrefixMap<Arc<OutboundSa>>,
+    /// Outbound SAs activated so far (orders `outbound_sas`).
+    activations: u64,
 }
 
 impl Snapshot {
+    /// Lets an outbound SA carry traffic: it becomes the latest for its
+    /// prefixes.
+    fn activate(&mut self, sa: Arc<OutboundSa>) {
+        self.activations += 1;
+        for ts in &sa.remote_ts {
+            for (addr, len) in ts.prefixes() {
+                self.outbound.insert(addr, len, sa.clone());
+            }
+        }
+        self.outbound_sas.insert(sa.spi, (self.activations, sa));
+    }
+
+    /// Stops an outbound SA carrying traffic; the SA activated before it
+    /// for a prefix (if any) takes the prefix back.
+    fn deactivate(&mut self, spi_out: u32) {
+        if let Some((_, sa)) = self.outbound_sas.remove(&spi_out) {
+            for ts in &sa.remote_ts {
+                for (addr, len) in ts.prefixes() {
+                    self.outbound
+                        .remove(addr, len, |other| Arc::ptr_eq(other, &sa));
+                }
+            }
+        }
+    }
+
+    /// The routes computed from scratch (what the incremental ones must
+    /// equal; a test checks).
+    #[cfg(test)]
     fn rebuild_routes(&mut self) {
+        let mut active: Vec<_> = self.outbound_sas.iter().map(|(_, v)| v.clone()).collect();
+        active.sort_by_key(|(order, _)| *order);
         let mut map = PrefixMap::default();
-        for sa in &self.outbound_sas {
+        for (_, sa) in active {
             for ts in &sa.remote_ts {
                 for (addr, len) in ts.prefixes() {
                     map.insert(addr, len, sa.clone());
@@ -341,30 +377,15 @@ impl SaTable {
         });
         let mut next = Snapshot::clone(&self.current.load());
         next.inbound.insert(spec.spi_in, inbound);
-        let before = next.outbound_sas.len();
-        next.outbound_sas.retain(|sa| sa.spi != spec.spi_out);
-        let replaced = next.outbound_sas.len() != before;
+        // A reinstall of an outbound SPI replaces the SA.
+        next.deactivate(spec.spi_out);
         next.pending_outbound
             .retain(|(_, sa)| sa.spi != spec.spi_out);
         match old_spi_in {
             Some(old) if next.inbound.contains_key(&old) => {
                 next.pending_outbound.push((old, outbound));
             }
-            _ => {
-                // The newest SA wins its prefixes: adding them to the map
-                // gives what a rebuild would, without an O(SAs) rebuild
-                // per installation (which made bringing up thousands of
-                // facilities quadratic).
-                for ts in &outbound.remote_ts {
-                    for (addr, len) in ts.prefixes() {
-                        next.outbound.insert(addr, len, outbound.clone());
-                    }
-                }
-                next.outbound_sas.push(outbound);
-            }
-        }
-        if replaced {
-            next.rebuild_routes();
+            _ => next.activate(outbound),
         }
         self.current.store(Arc::new(next));
         Ok(())
@@ -379,9 +400,8 @@ impl SaTable {
             .map_or(0, |sa| sa.bytes.load(Ordering::Relaxed));
         let outbound = snap
             .outbound_sas
-            .iter()
-            .find(|sa| sa.spi == spi_out)
-            .map_or(0, |sa| sa.bytes.load(Ordering::Relaxed));
+            .get(&spi_out)
+            .map_or(0, |(_, sa)| sa.bytes.load(Ordering::Relaxed));
         inbound + outbound
     }
 
@@ -389,13 +409,13 @@ impl SaTable {
     /// facility's NAT mapping changed). False if no such SA.
     pub fn update_remote(&self, spi_out: u32, remote: SocketAddr) -> bool {
         let snap = self.current.load();
-        let pending = snap.pending_outbound.iter().map(|(_, sa)| sa);
-        match snap
-            .outbound_sas
-            .iter()
-            .chain(pending)
-            .find(|sa| sa.spi == spi_out)
-        {
+        let active = snap.outbound_sas.get(&spi_out).map(|(_, sa)| sa);
+        match active.or_else(|| {
+            snap.pending_outbound
+                .iter()
+                .map(|(_, sa)| sa)
+                .find(|sa| sa.spi == spi_out)
+        }) {
             Some(sa) => {
                 sa.remote.store(Arc::new(remote));
                 true
@@ -409,16 +429,16 @@ impl SaTable {
         let _guard = self.writer();
         let mut next = Snapshot::clone(&self.current.load());
         next.inbound.remove(&spi_in);
-        next.outbound_sas.retain(|sa| sa.spi != spi_out);
+        next.deactivate(spi_out);
         next.pending_outbound.retain(|(_, sa)| sa.spi != spi_out);
         // Successors that waited for this SA to go now carry its traffic.
         let (ready, waiting) = std::mem::take(&mut next.pending_outbound)
             .into_iter()
             .partition::<Vec<_>, _>(|(old, _)| *old == spi_in);
         next.pending_outbound = waiting;
-        next.outbound_sas
-            .extend(ready.into_iter().map(|(_, sa)| sa));
-        next.rebuild_routes();
+        for (_, sa) in ready {
+            next.activate(sa);
+        }
         self.current.store(Arc::new(next));
     }
 }
@@ -504,5 +524,12 @@ mod tests {
                 );
             }
         }
+        // Removing every SA leaves nothing behind, not even empty prefixes.
+        for (i, o) in live {
+            table.remove(i, o);
+        }
+        let snap = table.snapshot();
+        assert!(snap.is_empty() && snap.outbound.is_empty() && snap.outbound_sas.is_empty());
+        assert!(snap.pending_outbound.is_empty());
     }
 }

@@ -7,6 +7,7 @@
 #   bash benches/handshakes.sh                 # as root; 500 facilities
 #   LOAD_FACILITIES=10000 bash benches/handshakes.sh
 #   LOAD_CA_KEY=ecdsa-p256 bash benches/handshakes.sh   # CA and hub key P-256
+#   LOAD_ONLY_RENKEI=1 / LOAD_ONLY_SWAN=1                # one responder only
 #
 #   ns A: responder (renkei serve | strongSwan charon)  192.0.2.1
 #   ns B: rk-load, facility i = f{i}.load.example       192.0.2.2
@@ -198,10 +199,13 @@ if [ -z "${LOAD_ONLY_SWAN:-}" ]; then
   log "renkei, certificates"
   R_CERT=$(renkei_case cert)
 fi
-log "strongSwan, PSK"
-S_PSK=$(swan_case psk)
-log "strongSwan, certificates"
-S_CERT=$(swan_case cert)
+S_PSK="" S_CERT=""
+if [ -z "${LOAD_ONLY_RENKEI:-}" ]; then
+  log "strongSwan, PSK"
+  S_PSK=$(swan_case psk)
+  log "strongSwan, certificates"
+  S_CERT=$(swan_case cert)
+fi
 
 python3 - "$N" "$WINDOW" "$(nproc)" "$R_PSK" "$R_CERT" "$S_PSK" "$S_CERT" <<'EOF'
 import json, sys, datetime

@@ -175,37 +175,74 @@ pub(crate) fn verify(state: &Path) -> Result<Verified> {
     })
 }
 
+/// How long the writer gathers records after the first of a batch, so
+/// that a burst (thousands of facilities coming up) costs one `fdatasync`
+/// per batch instead of one per few records.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+type Record = (String, String, Value);
+
 /// The daemon's audit writer: events go through a channel to a thread, so
-/// the control loop never waits for the disk.
-#[derive(Debug, Clone)]
+/// the control loop never waits for the disk. [`Writer::finish`] waits
+/// until everything recorded is on disk.
+#[derive(Debug)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<(String, String, Value)>,
+    tx: Option<mpsc::Sender<Record>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     pub(crate) fn start(state: &Path) -> Writer {
-        let (tx, rx) = mpsc::channel::<(String, String, Value)>();
+        let (tx, rx) = mpsc::channel::<Record>();
         let state = state.to_path_buf();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
+                    let until = std::time::Instant::now() + GATHER;
+                    // Gather until the window closes or the daemon is
+                    // done recording (then write what came and stop).
+                    let mut open = true;
+                    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                        match rx.recv_timeout(left) {
+                            Ok(r) => batch.push(r),
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
                     if let Err(e) = append_many(&state, &batch) {
                         tracing::error!("audit log write failed: {e:#}");
                     }
+                    if !open {
+                        break;
+                    }
                 }
             })
-            .map(drop)
-            .unwrap_or_else(|e| tracing::error!("cannot start the audit writer: {e}"));
-        Writer { tx }
+            .map_err(|e| tracing::error!("cannot start the audit writer: {e}"))
+            .ok();
+        Writer {
+            tx: Some(tx),
+            thread,
+        }
     }
 
     pub(crate) fn record(&self, actor: &str, event: &str, details: Value) {
-        let _ = self
-            .tx
-            .send((actor.to_string(), event.to_string(), details));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((actor.to_string(), event.to_string(), details));
+        }
+    }
+
+    /// Writes out everything recorded so far and stops the writer (at
+    /// shutdown: nothing recorded is lost with the process).
+    pub(crate) fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -293,12 +330,14 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let w = Writer::start(&s);
+        let mut w = Writer::start(&s);
         for i in 0..10 {
             w.record("daemon", "sa.up", json!({ "i": i }));
         }
-        drop(w);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Finishing waits for the disk: every record is there at once.
+        w.finish();
+        assert_eq!(verify(&s).unwrap().records, 110);
+        w.record("daemon", "sa.up", json!({ "late": true }));
         assert_eq!(verify(&s).unwrap().records, 110);
         std::fs::remove_dir_all(&s).unwrap();
     }

@@ -375,6 +375,8 @@ async fn run(
     hub.flush().await;
     dataplane.stop();
     let _ = std::fs::remove_file(control::socket_path(&hub.state));
+    // The last records (facilities down, hub.stop) reach the disk first.
+    hub.audit.finish();
     info!("stopped");
     Ok(())
 }

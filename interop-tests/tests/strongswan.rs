@@ -177,7 +177,7 @@ fn audit_log_metrics_and_compliance() {
         Role::SwanInitiates,
     );
     f.serve_args = vec!["--metrics".into(), "127.0.0.1:9810".into()];
-    let lab = Lab::start(f);
+    let mut lab = Lab::start(f);
     assert!(lab.swan_initiate());
     lab.wait_up(Duration::from_secs(30));
     assert!(lab.ping(false, 56, 3));
@@ -262,6 +262,22 @@ fn audit_log_metrics_and_compliance() {
     for f in ["hub/registry.db", "hub/audit.log", "hub/renkei.sock"] {
         assert_eq!(mode(f), 0o600, "{f}");
     }
+    // A stop is audited to the end: hub.stop and then the tunnel's
+    // closing are on disk before the process exits.
+    lab.stop_hub();
+    let audit = std::fs::read_to_string(lab.dir.join("hub/audit.log")).unwrap();
+    let events: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+        .collect();
+    let at = |name: &str| events.iter().position(|e| *e == format!("\"{name}\""));
+    assert!(at("hub.stop").is_some(), "{events:?}");
+    assert!(at("hub.stop") < at("sa.ike_down"), "{events:?}");
+    assert_eq!(
+        events.last(),
+        Some(&"\"sa.ike_down\"".to_string()),
+        "{events:?}"
+    );
     // Tampering is caught.
     std::fs::write(
         lab.dir.join("hub/audit.log"),

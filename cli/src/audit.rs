@@ -246,6 +246,14 @@ impl Writer {
     }
 }
 
+/// Whatever way the daemon ends (an error return included), what it
+/// recorded is written before the writer goes.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +347,11 @@ mod tests {
         assert_eq!(verify(&s).unwrap().records, 110);
         w.record("daemon", "sa.up", json!({ "late": true }));
         assert_eq!(verify(&s).unwrap().records, 110);
+        // Dropping a writer (an error return) writes out what it holds too.
+        let w = Writer::start(&s);
+        w.record("daemon", "hub.stop", json!({}));
+        drop(w);
+        assert_eq!(verify(&s).unwrap().records, 111);
         std::fs::remove_dir_all(&s).unwrap();
     }
 }

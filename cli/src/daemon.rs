@@ -88,8 +88,11 @@ struct Hub {
     endpoint: Endpoint,
     table: Arc<SaTable>,
     tun: Arc<Tun>,
-    ike_sockets: Vec<Arc<tokio::net::UdpSocket>>,
-    natt_sockets: Vec<Arc<UdpSocket>>,
+    /// The IKE sockets and, for IKE over NAT-T, the first socket of each
+    /// address's NAT-T group, each with its local address (known once
+    /// bound, so a transmit asks the kernel nothing).
+    ike_sockets: Vec<(SocketAddr, Arc<tokio::net::UdpSocket>)>,
+    natt_sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     peers: HashMap<String, Peer>,
     status: HashMap<String, PeerStatus>,
     reconnect: HashMap<String, Reconnect>,
@@ -226,12 +229,21 @@ async fn run(
     let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
     let mut ike_sockets = Vec::new();
     let mut natt_sockets = Vec::new();
+    // Every NAT-T socket, for the data plane's workers.
+    let mut natt_group = Vec::new();
     for ip in &opts.listen {
         let s500 = bind_udp(*ip, ike_port, false)?;
         s500.set_nonblocking(true)?;
-        ike_sockets.push(Arc::new(tokio::net::UdpSocket::from_std(s500)?));
-        for _ in 0..opts.workers {
-            natt_sockets.push(Arc::new(bind_udp(*ip, natt_port, true)?));
+        ike_sockets.push((
+            s500.local_addr()?,
+            Arc::new(tokio::net::UdpSocket::from_std(s500)?),
+        ));
+        for i in 0..opts.workers {
+            let s = Arc::new(bind_udp(*ip, natt_port, true)?);
+            if i == 0 {
+                natt_sockets.push((s.local_addr()?, s.clone()));
+            }
+            natt_group.push(s);
         }
     }
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
@@ -257,10 +269,9 @@ async fn run(
             data: data.to_vec(),
         });
     });
-    let dataplane = DataPlane::start(tun.clone(), natt_sockets.clone(), table.clone(), on_ike)?;
-    for s in &ike_sockets {
-        let (s, tx) = (s.clone(), tx.clone());
-        let local = s.local_addr()?;
+    let dataplane = DataPlane::start(tun.clone(), natt_group, table.clone(), on_ike)?;
+    for (local, s) in &ike_sockets {
+        let (local, s, tx) = (*local, s.clone(), tx.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
@@ -408,13 +419,13 @@ impl Hub {
         let result = if t.local.port() == self.endpoint.config().natt_port {
             self.natt_sockets
                 .iter()
-                .find(|s| s.local_addr().is_ok_and(matches))
-                .map(|s| s.send_to(&t.contents, t.remote).map(drop))
+                .find(|(a, _)| matches(*a))
+                .map(|(_, s)| s.send_to(&t.contents, t.remote).map(drop))
         } else {
             self.ike_sockets
                 .iter()
-                .find(|s| s.local_addr().is_ok_and(matches))
-                .map(|s| s.try_send_to(&t.contents, t.remote).map(drop))
+                .find(|(a, _)| matches(*a))
+                .map(|(_, s)| s.try_send_to(&t.contents, t.remote).map(drop))
         };
         match result {
             Some(Ok(())) => {}
@@ -888,7 +899,7 @@ impl Hub {
             "hub": {
                 "started": self.started,
                 "tun": self.tun.name(),
-                "listen": self.ike_sockets.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+                "listen": self.ike_sockets.iter().map(|(a, _)| a.ip().to_string()).collect::<Vec<_>>(),
                 "ike_sas": self.endpoint.status().len(),
                 "half_open_ike_sas": self.endpoint.half_open_count(),
                 "child_sas": self.table.snapshot().len(),

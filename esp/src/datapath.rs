@@ -212,6 +212,42 @@ fn is_gso_refusal(e: &io::Error) -> bool {
     )
 }
 
+/// Groups sealed packets (`packets[k]` goes to `dest(k)`) into GSO trains
+/// by address family: runs to one destination, every packet as long as
+/// the first but the last, which may be shorter, at most
+/// [`udp::MAX_SEGMENTS`] and [`MAX_TRAIN_BYTES`]. Without GSO every packet
+/// is a train of its own.
+fn group_trains(
+    packets: &[&[u8]],
+    dest: impl Fn(usize) -> SocketAddr,
+    gso: bool,
+    trains: &mut [Vec<udp::Train>; 2],
+) {
+    trains.iter_mut().for_each(Vec::clear);
+    let mut j = 0;
+    while j < packets.len() {
+        let to = dest(j);
+        let segment = packets[j].len();
+        let (mut k, mut total) = (j + 1, segment);
+        while gso && k < packets.len() && k - j < udp::MAX_SEGMENTS {
+            let len = packets[k].len();
+            if dest(k) != to || len > segment || total + len > MAX_TRAIN_BYTES {
+                break;
+            }
+            total += len;
+            k += 1;
+            if len < segment {
+                break;
+            }
+        }
+        trains[usize::from(to.is_ipv6())].push(udp::Train {
+            dest: to,
+            range: j..k,
+        });
+        j = k;
+    }
+}
+
 /// One outbound worker: its TUN queue and the sockets it sends from.
 struct Outbound {
     queue: usize,
@@ -227,35 +263,22 @@ impl Outbound {
     /// `sendmmsg` (`sys::udp::send_trains`). One `read` per packet or TSO
     /// super-packet; no allocation and no lock per packet.
     fn run(&self, tun: &Tun, table: &SaTable, stop: &AtomicBool) {
-        let mtu = (tun.mtu() as usize).min(MAX_PACKET);
-        let slot = HEADROOM + mtu + TAILROOM;
-        let mut bufs = vec![0u8; slot * BATCH];
-        let mut lens = [0usize; BATCH];
-        let mut raw = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+        let mut batch = Batch::new(tun.mtu());
+        let slot = batch.slot;
         let mut sealed: Vec<(usize, Range<usize>, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut trains: [Vec<udp::Train>; 2] =
             [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
         let mut gso = true;
         let mut iv_source =
             |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
-        // A packet read but not yet cut into the batch (it did not fit).
-        let mut pending: Option<usize> = None;
         while !stop.load(Ordering::Relaxed) {
-            let count = self.read_batch(
-                tun,
-                table,
-                &mut raw,
-                &mut bufs,
-                slot,
-                mtu,
-                &mut lens,
-                &mut pending,
-            );
+            let count = batch.read(tun, self.queue, table);
             if count == 0 {
                 continue;
             }
             let snapshot = table.snapshot();
             sealed.clear();
+            let Batch { bufs, lens, .. } = &mut batch;
             for (i, len) in lens.iter().enumerate().take(count) {
                 let chunk = &mut bufs[i * slot..(i + 1) * slot];
                 match encapsulate(&snapshot, chunk, HEADROOM..HEADROOM + len, &mut iv_source) {
@@ -269,27 +292,7 @@ impl Outbound {
                 *r = &bufs[i * slot..(i + 1) * slot][range.clone()];
             }
             let refs = &refs[..sealed.len()];
-            trains.iter_mut().for_each(Vec::clear);
-            let mut j = 0;
-            while j < sealed.len() {
-                let dest = sealed[j].2;
-                let segment = refs[j].len();
-                let mut k = j + 1;
-                let mut total = segment;
-                while gso && k < sealed.len() && k - j < udp::MAX_SEGMENTS {
-                    let len = refs[k].len();
-                    if sealed[k].2 != dest || len > segment || total + len > MAX_TRAIN_BYTES {
-                        break;
-                    }
-                    total += len;
-                    k += 1;
-                    if len < segment {
-                        break;
-                    }
-                }
-                trains[usize::from(dest.is_ipv6())].push(udp::Train { dest, range: j..k });
-                j = k;
-            }
+            group_trains(refs, |k| sealed[k].2, gso, &mut trains);
             for (socket, trains) in [&self.v4, &self.v6].into_iter().zip(&trains) {
                 let Some(socket) = socket else {
                     for t in trains {
@@ -324,33 +327,53 @@ impl Outbound {
             }
         }
     }
+}
 
-    /// Reads packets from the TUN queue into `bufs` (cutting TSO
+/// An outbound worker's buffers: what it read from its TUN queue and the
+/// slots the packets are sealed in, each with room for the ESP headers.
+struct Batch {
+    /// One read from the TUN device (virtio-net header and packet).
+    raw: Vec<u8>,
+    /// `BATCH` slots of `slot` bytes; the inner packet at `HEADROOM`.
+    bufs: Vec<u8>,
+    /// The inner packet's length in each slot.
+    lens: [usize; BATCH],
+    slot: usize,
+    mtu: usize,
+    /// A packet read but not yet cut into the batch (it did not fit).
+    pending: Option<usize>,
+}
+
+impl Batch {
+    fn new(tun_mtu: u32) -> Batch {
+        let mtu = (tun_mtu as usize).min(MAX_PACKET);
+        let slot = HEADROOM + mtu + TAILROOM;
+        Batch {
+            raw: vec![0u8; VNET_HDR_LEN + MAX_PACKET],
+            bufs: vec![0u8; slot * BATCH],
+            lens: [0; BATCH],
+            slot,
+            mtu,
+            pending: None,
+        }
+    }
+
+    /// Reads packets from TUN queue `queue` into the slots (cutting TSO
     /// super-packets into segments) until the batch is full or the queue
     /// empty; returns how many slots were filled. A packet that no longer
     /// fits waits in `pending` for the next batch.
-    #[allow(clippy::too_many_arguments)]
-    fn read_batch(
-        &self,
-        tun: &Tun,
-        table: &SaTable,
-        raw: &mut [u8],
-        bufs: &mut [u8],
-        slot: usize,
-        mtu: usize,
-        lens: &mut [usize; BATCH],
-        pending: &mut Option<usize>,
-    ) -> usize {
+    fn read(&mut self, tun: &Tun, queue: usize, table: &SaTable) -> usize {
+        let (slot, mtu) = (self.slot, self.mtu);
         let mut count = 0;
         loop {
-            let n = match pending.take() {
+            let n = match self.pending.take() {
                 Some(n) => n,
                 None if count >= BATCH => break,
                 None => {
                     let read = if count == 0 {
-                        tun.recv(self.queue, raw, POLL_MS)
+                        tun.recv(queue, &mut self.raw, POLL_MS)
                     } else {
-                        tun.try_read(self.queue, raw)
+                        tun.try_read(queue, &mut self.raw)
                     };
                     match read {
                         Ok(Some(n)) => n,
@@ -365,24 +388,24 @@ impl Outbound {
                     }
                 }
             };
-            let Some(hdr) = VnetHdr::parse(&raw[..n]) else {
+            let Some(hdr) = VnetHdr::parse(&self.raw[..n]) else {
                 table.global.drop(DropReason::Malformed);
                 continue;
             };
-            let packet = &mut raw[VNET_HDR_LEN..n];
+            let packet = &mut self.raw[VNET_HDR_LEN..n];
             match offload::prepare(
                 &hdr,
                 packet,
-                &mut bufs[count * slot..],
+                &mut self.bufs[count * slot..],
                 slot,
                 HEADROOM,
                 mtu,
-                &mut lens[count..],
+                &mut self.lens[count..],
             ) {
                 Ok(k) => count += k,
                 Err(OffloadError::TooManySegments) if count > 0 => {
                     // Seal and send what we have, then this packet.
-                    *pending = Some(n);
+                    self.pending = Some(n);
                     break;
                 }
                 Err(_) => table.global.drop(DropReason::Malformed),
@@ -687,6 +710,38 @@ mod tests {
             c.drops(DropReason::Replay),
             ((WORKERS - 1) * WORKERS * EACH) as u64
         );
+    }
+
+    #[test]
+    fn sealed_packets_group_into_even_trains_per_destination() {
+        let a: SocketAddr = "192.0.2.2:4500".parse().unwrap();
+        let b: SocketAddr = "192.0.2.3:4500".parse().unwrap();
+        let c: SocketAddr = "[2001:db8::2]:4500".parse().unwrap();
+        let big = vec![0u8; 1400];
+        let small = vec![0u8; 600];
+        // a: 3 full + 1 short, then one more full (a new train: the short
+        // one ended the last); b: 2 full; c (IPv6): 1; a: 70 full.
+        let mut packets: Vec<&[u8]> = vec![&big, &big, &big, &small, &big, &big, &big, &big];
+        let mut dests = vec![a, a, a, a, a, b, b, c];
+        packets.extend(std::iter::repeat_n(&big[..], 70));
+        dests.extend(std::iter::repeat_n(a, 70));
+        let mut trains = [Vec::new(), Vec::new()];
+        group_trains(&packets, |k| dests[k], true, &mut trains);
+        let ranges = |t: &[udp::Train]| {
+            t.iter()
+                .map(|t| (t.dest, t.range.clone()))
+                .collect::<Vec<_>>()
+        };
+        // 46 packets of 1400 bytes fill 64,400 of the 65,000 bytes a train may hold.
+        assert_eq!(
+            ranges(&trains[0]),
+            vec![(a, 0..4), (a, 4..5), (b, 5..7), (a, 8..54), (a, 54..78)]
+        );
+        assert_eq!(ranges(&trains[1]), vec![(c, 7..8)]);
+        // Without GSO, one packet per train.
+        group_trains(&packets, |k| dests[k], false, &mut trains);
+        assert_eq!(trains[0].len() + trains[1].len(), packets.len());
+        assert!(trains.iter().flatten().all(|t| t.range.len() == 1));
     }
 
     #[test]

@@ -44,12 +44,7 @@ log() { echo "e2e: $*" >&2; }
 # shellcheck source=benches/netns.sh
 . "$ROOT/benches/netns.sh"
 cleanup() { ns_remove "$NS_A" "$NS_B"; }
-
-finish() {
-  cleanup
-  if [ -n "${E2E_KEEP:-}" ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
+trap 'bench_finish "${E2E_KEEP:-}" "$WORK" "$NS_A" "$NS_B"' EXIT
 
 # ---- tools ------------------------------------------------------------------
 

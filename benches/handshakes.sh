@@ -39,11 +39,7 @@ log() { echo "handshakes: $*" >&2; }
 # shellcheck source=benches/netns.sh
 . "$ROOT/benches/netns.sh"
 cleanup() { ns_remove "$NS_A" "$NS_B"; }
-finish() {
-  cleanup
-  if [ -n "${LOAD_KEEP:-}" ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
+trap 'bench_finish "${LOAD_KEEP:-}" "$WORK" "$NS_A" "$NS_B"' EXIT
 
 bash "$ROOT/scripts/install-deps.sh" >/dev/null
 log "building renkei and rk-load (release)"

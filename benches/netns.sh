@@ -1,5 +1,5 @@
 # Shared by the benchmark scripts (sourced, not run): two network
-# namespaces joined by a veth pair, and their removal.
+# namespaces joined by a veth pair, their removal, and the end of a run.
 
 # ns_remove NS...: kills what runs in each namespace and deletes it.
 ns_remove() {
@@ -28,4 +28,13 @@ ns_pair() {
   ip -n "$b" link set lo up
   ip -n "$a" link set "${v}a" up
   ip -n "$b" link set "${v}b" up
+}
+
+# bench_finish KEEP WORK NS...: removes the namespaces, and the working
+# directory WORK unless KEEP is set (then says where the logs are).
+bench_finish() {
+  local keep=$1 work=$2
+  shift 2
+  ns_remove "$@"
+  if [ -n "$keep" ]; then log "logs kept in $work"; else rm -rf "$work"; fi
 }

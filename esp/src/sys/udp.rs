@@ -340,6 +340,16 @@ pub fn recv_trains(
 mod tests {
     use super::*;
 
+    /// A loopback receiver (GRO on where the kernel has it) that gives up
+    /// after 2 s, and a sender.
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        enable_gro(&rx);
+        (rx, UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
     /// Everything that arrives at `rx` until `want` datagrams came.
     fn receive(rx: &UdpSocket, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut got = Vec::new();
@@ -359,16 +369,8 @@ mod tests {
 
     #[test]
     fn trains_arrive_as_their_datagrams() {
-        let rx = [
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-        ];
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for r in &rx {
-            r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                .unwrap();
-            enable_gro(r);
-        }
+        let (first, tx) = pair();
+        let rx = [first, pair().0];
         // Five to the first receiver (four of 1000 bytes, one of 300),
         // one to the second, three more to the first: three trains, one
         // sendmmsg.
@@ -409,10 +411,7 @@ mod tests {
 
     #[test]
     fn uneven_trains_are_refused_and_the_rest_still_sent() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (rx, tx) = pair();
         let dest = rx.local_addr().unwrap();
         let refs: Vec<&[u8]> = vec![&[1; 10], &[2; 20], &[3; 30]];
         let trains = [
@@ -437,10 +436,7 @@ mod tests {
 
     #[test]
     fn many_trains_take_several_calls() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (rx, tx) = pair();
         let dest = rx.local_addr().unwrap();
         let packets: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 100]).collect();
         let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();

@@ -98,6 +98,9 @@ fn a_second_hub_cannot_take_the_tun_device_or_the_ports() {
     // Its IKE port (and so the NAT-T port group behind it).
     let tun = format!("{}x", lab.tun);
     refused(&["--tun", &tun], "binding UDP");
+    // Refused after it had made its own TUN device: nothing is left behind.
+    let leftover = run(Command::new("ip").args(["-n", &lab.hub_ns, "link", "show", &tun]));
+    assert!(!leftover.status.success(), "{tun} left behind");
     // The first hub is untouched and still carries traffic.
     assert!(lab.swan_initiate());
     lab.wait_up(Duration::from_secs(30));

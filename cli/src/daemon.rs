@@ -82,6 +82,10 @@ struct Reconnect {
 }
 
 const RECONNECT_MIN: Duration = Duration::from_secs(2);
+/// How long a path MTU learned from ICMP holds: the kernel's own default
+/// (`net.ipv4.route.mtu_expires`, 600 s), after which the path is tried at
+/// the configured MTU again.
+const PATH_MTU_EXPIRES: Duration = Duration::from_secs(600);
 const RECONNECT_MAX: Duration = Duration::from_secs(60);
 
 struct Hub {
@@ -96,8 +100,12 @@ struct Hub {
     peers: HashMap<String, Peer>,
     status: HashMap<String, PeerStatus>,
     reconnect: HashMap<String, Reconnect>,
-    /// Routes installed, with how many Child SAs need each.
-    routes: HashMap<(IpAddr, u8), usize>,
+    /// Routes installed, with how many Child SAs need each and the
+    /// source address each was given.
+    routes: HashMap<(IpAddr, u8), (usize, Option<IpAddr>)>,
+    /// Facilities whose tunnel MTU the path lowered, since when (the
+    /// lower value is forgotten after [`PATH_MTU_EXPIRES`]).
+    mtu_learned: HashMap<String, Instant>,
     /// The routes each installed Child SA (by inbound SPI) needs.
     child_routes: HashMap<u32, Vec<(IpAddr, u8)>>,
     state: PathBuf,
@@ -269,7 +277,12 @@ async fn run(
             data: data.to_vec(),
         });
     });
-    let dataplane = DataPlane::start(tun.clone(), natt_group, table.clone(), on_ike)?;
+    // Tunnel MTUs the data plane learned from the path, for the routes.
+    let (mtu_tx, mut mtu_rx) = mpsc::channel::<(String, u32)>(256);
+    let on_mtu: esp::datapath::MtuSink = Arc::new(move |peer: &str, mtu| {
+        let _ = mtu_tx.try_send((peer.to_string(), mtu));
+    });
+    let dataplane = DataPlane::start(tun.clone(), natt_group, table.clone(), on_ike, on_mtu)?;
     for (local, s) in &ike_sockets {
         let (local, s, tx) = (*local, s.clone(), tx.clone());
         tokio::spawn(async move {
@@ -313,6 +326,7 @@ async fn run(
         status: HashMap::new(),
         reconnect: HashMap::new(),
         routes: HashMap::new(),
+        mtu_learned: HashMap::new(),
         child_routes: HashMap::new(),
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
@@ -374,7 +388,11 @@ async fn run(
                 let resp = hub.handle_request(req, uid);
                 let _ = reply.send(resp);
             }
-            _ = tick.tick() => hub.check_byte_lifetimes(Instant::now()),
+            Some((peer, mtu)) = mtu_rx.recv() => hub.tunnel_mtu_changed(&peer, mtu, Instant::now()),
+            _ = tick.tick() => {
+                hub.check_byte_lifetimes(Instant::now());
+                hub.expire_path_mtus(Instant::now());
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -396,7 +414,7 @@ impl Hub {
     /// Sends what the endpoint wants sent and applies its events.
     async fn flush(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.send(&t);
+            self.send(&t).await;
         }
         while let Some(e) = self.endpoint.poll_event() {
             self.apply(e);
@@ -404,11 +422,17 @@ impl Hub {
         // Applying events may have queued more (e.g. nothing today, but keep
         // the order documented in ike: transmits, then events).
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.send(&t);
+            self.send(&t).await;
         }
     }
 
-    fn send(&self, t: &ike::Transmit) {
+    /// Sends one IKE datagram. On the IKE port this waits for the socket
+    /// to be writable: tokio knows a socket's readiness only once its
+    /// reactor has polled it, so a `try_send_to` right after binding fails
+    /// with "operation would block" (the first IKE_SA_INIT after start was
+    /// lost that way, delaying every hub-initiated facility by a
+    /// retransmission).
+    async fn send(&self, t: &ike::Transmit) {
         let matches = |a: SocketAddr| {
             a.port() == t.local.port()
                 && a.is_ipv4() == t.remote.is_ipv4()
@@ -422,10 +446,10 @@ impl Hub {
                 .find(|(a, _)| matches(*a))
                 .map(|(_, s)| s.send_to(&t.contents, t.remote).map(drop))
         } else {
-            self.ike_sockets
-                .iter()
-                .find(|(a, _)| matches(*a))
-                .map(|(_, s)| s.try_send_to(&t.contents, t.remote).map(drop))
+            match self.ike_sockets.iter().find(|(a, _)| matches(*a)) {
+                Some((_, s)) => Some(s.send_to(&t.contents, t.remote).await.map(drop)),
+                None => None,
+            }
         };
         match result {
             Some(Ok(())) => {}
@@ -611,6 +635,9 @@ impl Hub {
             remote_ts: child.remote_ts.iter().map(to_selector).collect(),
             remote: child.remote,
         };
+        let tunnel_mtu = self.table.mtu(peer);
+        tunnel_mtu.configure(self.configured_mtu(peer));
+        let mtu = tunnel_mtu.get();
         let installed = match replacing {
             Some(old_spi_in) => self.table.install_replacing(&spec, old_spi_in),
             None => self.table.install(&spec),
@@ -623,10 +650,11 @@ impl Hub {
         let mut routes = Vec::new();
         for sel in &spec.remote_ts {
             for (addr, len) in sel.prefixes() {
-                let count = self.routes.entry((addr, len)).or_insert(0);
+                let family_src = src.iter().copied().find(|s| s.is_ipv4() == addr.is_ipv4());
+                let (count, _) = self.routes.entry((addr, len)).or_insert((0, family_src));
                 if *count == 0 {
-                    let family_src = src.iter().copied().find(|s| s.is_ipv4() == addr.is_ipv4());
-                    match esp::sys::add_route(addr, len, self.tun.index(), family_src) {
+                    let mtu = Some(route_mtu(mtu, addr));
+                    match esp::sys::add_route(addr, len, self.tun.index(), family_src, mtu) {
                         Ok(()) => {
                             info!(%peer, route = %format!("{addr}/{len}"), dev = self.tun.name(), "route added")
                         }
@@ -656,7 +684,7 @@ impl Hub {
             st.children.retain(|c| c.spi_in != spi_in);
         }
         for key in self.child_routes.remove(&spi_in).unwrap_or_default() {
-            if let Some(count) = self.routes.get_mut(&key) {
+            if let Some((count, _)) = self.routes.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
                     self.routes.remove(&key);
@@ -667,6 +695,72 @@ impl Hub {
                         Err(e) => warn!(%peer, "cannot remove route {}/{}: {e}", key.0, key.1),
                     }
                 }
+            }
+        }
+    }
+
+    /// The tunnel MTU the operator set for a facility (`peer add --mtu`),
+    /// never above the TUN device's (`serve --mtu`, the default).
+    fn configured_mtu(&self, peer: &str) -> u32 {
+        let tun = self.tun.mtu();
+        self.peers
+            .get(peer)
+            .and_then(|p| p.mtu)
+            .map_or(tun, |m| m.min(tun))
+    }
+
+    /// The data plane found the path to a facility smaller (or larger
+    /// again) than its tunnel: its routes get the new MTU, so the kernel
+    /// fragments or answers with ICMP before packets reach the TUN device
+    /// and the hub's own TCP sizes its segments to fit.
+    fn tunnel_mtu_changed(&mut self, peer: &str, mtu: u32, now: Instant) {
+        if self.table.mtu(peer).learned().is_some() {
+            self.mtu_learned.insert(peer.to_string(), now);
+        } else {
+            self.mtu_learned.remove(peer);
+        }
+        info!(%peer, tunnel_mtu = mtu, "setting the facility's routes to its tunnel MTU");
+        self.set_route_mtus(peer);
+    }
+
+    /// Forgets path MTUs learned longer ago than [`PATH_MTU_EXPIRES`], as
+    /// the kernel forgets its own: if the path is still small, the next
+    /// large packet finds out again.
+    fn expire_path_mtus(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .mtu_learned
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= PATH_MTU_EXPIRES)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in expired {
+            self.mtu_learned.remove(&peer);
+            self.table.mtu(&peer).forget();
+            info!(%peer, "learned path MTU expired; back to the configured tunnel MTU");
+            self.set_route_mtus(&peer);
+        }
+    }
+
+    /// Gives every route of a facility's Child SAs its tunnel MTU now.
+    fn set_route_mtus(&self, peer: &str) {
+        let mtu = self.table.mtu(peer).get();
+        let Some(st) = self.status.get(peer) else {
+            return;
+        };
+        let keys: std::collections::BTreeSet<(IpAddr, u8)> = st
+            .children
+            .iter()
+            .filter_map(|c| self.child_routes.get(&c.spi_in))
+            .flatten()
+            .copied()
+            .collect();
+        for (addr, len) in keys {
+            let Some((_, src)) = self.routes.get(&(addr, len)) else {
+                continue;
+            };
+            let mtu = Some(route_mtu(mtu, addr));
+            if let Err(e) = esp::sys::add_route(addr, len, self.tun.index(), *src, mtu) {
+                warn!(%peer, route = %format!("{addr}/{len}"), "cannot set the route's MTU: {e}");
             }
         }
     }
@@ -831,7 +925,16 @@ impl Hub {
             }
         }
         self.revoked = revoked;
+        let mtu_changed: Vec<String> = fresh
+            .iter()
+            .filter(|(n, p)| self.peers.get(*n).is_some_and(|old| old.mtu != p.mtu))
+            .map(|(n, _)| n.clone())
+            .collect();
         self.peers = fresh;
+        for name in mtu_changed {
+            self.table.mtu(&name).configure(self.configured_mtu(&name));
+            self.set_route_mtus(&name);
+        }
         for name in gone.iter().filter(|n| !self.peers.contains_key(*n)) {
             self.status.remove(name);
         }
@@ -885,6 +988,8 @@ impl Hub {
                 "bytes_out": counters.bytes_out,
                 "packets_out": counters.packets_out,
                 "drops": counters.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "mtu": self.table.mtu(name).get().min(self.configured_mtu(name)),
+                "path_mtu_limited": self.table.mtu(name).learned().is_some_and(|l| l < self.configured_mtu(name)),
                 "auth_failures": st.map_or(0, |s| s.auth_failures),
                 "handshakes": st.map_or(0, |s| s.handshakes),
                 "last_heard": last_heard.get(name.as_str()).cloned(),
@@ -984,6 +1089,17 @@ fn audit_record(event: &Event) -> (&'static str, Value) {
             },
             json!({ "facility": peer, "remote": remote.to_string(), "notify": notify.to_string(), "reason": reason }),
         ),
+    }
+}
+
+/// The MTU of a route to a facility's prefix: its tunnel MTU, but for IPv6
+/// never below 1280 (RFC 8200 §5: the tunnel fragments beneath IPv6; the
+/// data plane sends such packets in a fragmented outer datagram).
+fn route_mtu(mtu: u32, addr: IpAddr) -> u32 {
+    if addr.is_ipv6() {
+        mtu.max(esp::mtu::IPV6_MIN_MTU)
+    } else {
+        mtu
     }
 }
 

@@ -84,8 +84,14 @@ enum Command {
         /// Name of the TUN device the facilities' prefixes are routed to.
         #[arg(long, default_value = "renkei0")]
         tun: String,
-        /// MTU of the TUN device (ESP-in-UDP adds up to 90 bytes).
-        #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u32).range(576..=9000))]
+        /// Tunnel MTU: the largest inner packet sent to a facility whole,
+        /// and the TUN device's MTU. The default, 1358, is the largest
+        /// whose ESP-in-UDP datagram fits a 1454-byte PPPoE path (NTT
+        /// FLET'S) and a 1460-byte IPv6 IPoE tunnel (DS-Lite, MAP-E) over
+        /// IPv4 with every CRYPTREC suite (AES-CBC with SHA-512 adds the
+        /// most: 86 bytes). `peer add --mtu` lowers it per facility; a
+        /// smaller path is also learned from ICMP while the hub runs.
+        #[arg(long, default_value_t = 1358, value_parser = clap::value_parser!(u32).range(576..=9000))]
         mtu: u32,
         /// First IKE retransmission timeout in seconds; doubled on each try.
         #[arg(long, default_value_t = 2.0, value_name = "SECS")]
@@ -276,6 +282,12 @@ struct Tuning {
     /// Check the facility's liveness after this many silent seconds (default 30).
     #[arg(long, value_name = "SECS")]
     dpd: Option<u64>,
+    /// Tunnel MTU of this facility: the largest inner packet sent to it
+    /// whole (default: `serve --mtu`, which fits PPPoE and IPv6 IPoE
+    /// paths). Lower it for smaller paths (e.g. 1280 for IPv6 over PPPoE
+    /// or where ICMP is filtered); it cannot exceed `serve --mtu`.
+    #[arg(long, value_name = "BYTES")]
+    mtu: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -703,6 +715,7 @@ fn peer_json(p: &registry::Peer) -> Value {
         "child_lifetime": p.lifetimes.child.as_secs(),
         "child_bytes": p.lifetimes.child_bytes,
         "dpd": p.lifetimes.dpd.as_secs(),
+        "mtu": p.mtu,
         "warnings": explicit_weak_groups(p).iter().map(|g| match g {
             ike::wire::KeId::Modp2048 => "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string(),
             other => format!("{} is not on the CRYPTREC list", ike::proposal::ke_name(*other)),
@@ -743,6 +756,7 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 child_lifetime: a.tuning.child_lifetime,
                 child_bytes: a.tuning.child_bytes,
                 dpd: a.tuning.dpd,
+                mtu: a.tuning.mtu,
                 no_start: false,
             })?;
             println!("added facility {} ({})", p.name, p.id);
@@ -824,6 +838,7 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                     child_lifetime: c.tuning.child_lifetime,
                     child_bytes: c.tuning.child_bytes,
                     dpd: c.tuning.dpd,
+                    mtu: c.tuning.mtu,
                 },
             )?;
             println!("changed facility {}", p.name);
@@ -1018,6 +1033,12 @@ fn print_status(v: &Value) {
             if drops.is_empty() { "-".into() } else { drops }
         );
         print_children(&f["child_sas"], "    ");
+        if f["path_mtu_limited"].as_bool() == Some(true) {
+            println!(
+                "    tunnel MTU {} (lowered: the path to the facility is smaller)",
+                f["mtu"]
+            );
+        }
         if let Some(e) = f["last_error"].as_str() {
             println!("    last error: {e}");
         }

@@ -51,7 +51,13 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("child_lifetime", "INTEGER NOT NULL DEFAULT 3600"),
     ("child_bytes", "INTEGER"),
     ("dpd", "INTEGER NOT NULL DEFAULT 30"),
+    ("mtu", "INTEGER"),
 ];
+
+/// Bounds on a facility's tunnel MTU (`--mtu`): IPv4's minimum datagram
+/// size that every host takes (RFC 791), and jumbo frames.
+pub(crate) const MIN_MTU: u32 = 576;
+pub(crate) const MAX_MTU: u32 = 9000;
 
 /// Bounds on lifetimes an operator may set, in seconds.
 const MIN_LIFETIME: u64 = 10;
@@ -86,6 +92,9 @@ pub(crate) struct Peer {
     pub(crate) enabled: bool,
     pub(crate) created: String,
     pub(crate) lifetimes: ike::Lifetimes,
+    /// Largest inner packet sent whole to this facility; `None`: the
+    /// hub's default (`serve --mtu`).
+    pub(crate) mtu: Option<u32>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -164,6 +173,7 @@ pub(crate) struct NewPeer {
     pub(crate) child_lifetime: Option<u64>,
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
+    pub(crate) mtu: Option<u32>,
     /// For changes: stop initiating.
     pub(crate) no_start: bool,
 }
@@ -391,6 +401,7 @@ impl Registry {
                 .or(Some(old.lifetimes.child.as_secs())),
             child_bytes: change.child_bytes.or(old.lifetimes.child_bytes),
             dpd: change.dpd.or(Some(old.lifetimes.dpd.as_secs())),
+            mtu: change.mtu.or(old.mtu),
         };
         self.store_peer(&merged, Some(old.auth.clone()))
     }
@@ -454,6 +465,11 @@ impl Registry {
         let ike_lifetime = secs("ike-lifetime", new.ike_lifetime, defaults.ike)?;
         let child_lifetime = secs("child-lifetime", new.child_lifetime, defaults.child)?;
         let dpd = secs("dpd", new.dpd, defaults.dpd)?;
+        if let Some(m) = new.mtu {
+            if !(MIN_MTU..=MAX_MTU).contains(&m) {
+                bail!("mtu: {m} is outside {MIN_MTU}..={MAX_MTU} bytes");
+            }
+        }
         if let Some(b) = new.child_bytes {
             if b < 1_000_000 {
                 bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
@@ -512,13 +528,14 @@ impl Registry {
         // in this transaction. A change keeps `enabled` and `created`.
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                                ike_lifetime, child_lifetime, child_bytes, dpd)
-             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14)
+                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu)
+             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16)
              ON CONFLICT (name) DO UPDATE SET
                  identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
                  local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
                  ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
-                 child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd",
+                 child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd,
+                 mtu = excluded.mtu",
             params![
                 new.name,
                 id.to_string(),
@@ -534,7 +551,8 @@ impl Registry {
                 child_lifetime,
                 new.child_bytes,
                 dpd,
-                auth_kind
+                auth_kind,
+                new.mtu
             ],
         )?;
         tx.commit()?;
@@ -633,7 +651,7 @@ impl Registry {
     fn load_peers(conn: &Connection) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
             "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                    ike_lifetime, child_lifetime, child_bytes, dpd FROM peers ORDER BY name",
+                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu FROM peers ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -654,6 +672,7 @@ impl Registry {
                     r.get::<_, Option<u64>>(14)?,
                     r.get::<_, u64>(15)?,
                 ),
+                r.get::<_, Option<u32>>(16)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -671,6 +690,7 @@ impl Registry {
                 enabled,
                 created,
                 (ike_l, child_l, child_b, dpd),
+                mtu,
             ) = row?;
             let bad = |what: &str| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
@@ -703,6 +723,7 @@ impl Registry {
                     dpd: std::time::Duration::from_secs(dpd),
                     ..ike::Lifetimes::default()
                 },
+                mtu,
                 name,
             });
         }

@@ -18,10 +18,11 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_TCP: u8 = 6;
 const IPPROTO_IPV6: u8 = 41;
 const MAX_PACKET: usize = 65535;
 const POLL_MS: i32 = 200;
@@ -33,10 +34,16 @@ pub struct Dropped<'a> {
     pub reason: DropReason,
     /// The facility's counters, when the SA was known.
     pub counters: Option<&'a Counters>,
+    /// For [`DropReason::Mtu`]: the tunnel MTU the sender must be told.
+    pub mtu: u32,
 }
 
 fn dropped(reason: DropReason, counters: Option<&Counters>) -> Dropped<'_> {
-    Dropped { reason, counters }
+    Dropped {
+        reason,
+        counters,
+        mtu: 0,
+    }
 }
 
 /// Seals the inner packet at `buf[inner]` for the SA whose facility-side
@@ -55,6 +62,20 @@ pub fn encapsulate<'a>(
     let counters = Some(&*sa.counters);
     if !flow_allowed(&flow, &sa.local_ts, &sa.remote_ts, false) {
         return Err(dropped(DropReason::Policy, counters));
+    }
+    // RFC 4459 §3: a packet too large for the tunnel that may not be
+    // fragmented is refused with ICMP; TCP SYNs are clamped so that TCP
+    // never sends such packets, even where ICMP is filtered.
+    let mtu = sa.mtu.get();
+    if inner.len() > mtu as usize && crate::mtu::must_not_fragment(&buf[inner.clone()]) {
+        return Err(Dropped {
+            reason: DropReason::Mtu,
+            counters,
+            mtu,
+        });
+    }
+    if flow.protocol == IPPROTO_TCP {
+        crate::mtu::clamp_mss(&mut buf[inner.clone()], mtu);
     }
     let seq = sa
         .next_seq()
@@ -108,6 +129,9 @@ pub fn decapsulate<'a>(
     if !flow_allowed(&flow, &sa.local_ts, &sa.remote_ts, true) {
         return Err(dropped(DropReason::Policy, counters));
     }
+    if flow.protocol == IPPROTO_TCP {
+        crate::mtu::clamp_mss(&mut packet[range.clone()], sa.mtu.get());
+    }
     sa.counters.packets_in.fetch_add(1, Ordering::Relaxed);
     sa.bytes.fetch_add(range.len() as u64, Ordering::Relaxed);
     sa.counters
@@ -125,6 +149,12 @@ fn charge(table: &SaTable, d: &Dropped<'_>) {
 
 /// Receives IKE datagrams that arrive on a NAT-T socket: (remote, local, datagram).
 pub type IkeSink = Arc<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
+
+/// Told when a facility's tunnel MTU changed because the path to it is
+/// smaller (or larger again) than was known: (facility, tunnel MTU now).
+/// The control plane sets the MTU of the facility's routes to match, so
+/// that the kernel itself tells senders and clamps before the TUN device.
+pub type MtuSink = Arc<dyn Fn(&str, u32) + Send + Sync>;
 
 /// The running data plane.
 pub struct DataPlane {
@@ -149,6 +179,7 @@ impl DataPlane {
         sockets: Vec<Arc<UdpSocket>>,
         table: Arc<SaTable>,
         on_ike: IkeSink,
+        on_mtu: MtuSink,
     ) -> io::Result<DataPlane> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -170,6 +201,7 @@ impl DataPlane {
                 queue: q,
                 v4: nth(&v4, q),
                 v6: nth(&v6, q),
+                on_mtu: on_mtu.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -253,6 +285,53 @@ struct Outbound {
     queue: usize,
     v4: Option<Arc<UdpSocket>>,
     v6: Option<Arc<UdpSocket>>,
+    on_mtu: MtuSink,
+}
+
+/// ICMP errors a worker sends back into the TUN device, at most
+/// [`ICMP_PER_SEC`] a second (RFC 1812 §4.3.2.8: rate-limited).
+struct IcmpReplies {
+    buf: Vec<u8>,
+    window: Instant,
+    sent: u32,
+}
+
+const ICMP_PER_SEC: u32 = 200;
+/// How often a worker may log a send failure (they come in bursts).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl IcmpReplies {
+    fn new() -> IcmpReplies {
+        IcmpReplies {
+            buf: vec![0u8; VNET_HDR_LEN + crate::mtu::ICMP_REPLY_MAX],
+            window: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Tells the sender of `packet` (too big for the tunnel) to send at
+    /// most `mtu` bytes.
+    fn send(&mut self, tun: &Tun, queue: usize, table: &SaTable, packet: &[u8], mtu: u32) {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            (self.window, self.sent) = (now, 0);
+        }
+        if self.sent >= ICMP_PER_SEC {
+            return;
+        }
+        // A zero virtio-net header: a complete packet, nothing to offload.
+        self.buf[..VNET_HDR_LEN].fill(0);
+        let Some(n) = crate::mtu::too_big_reply(packet, mtu, &mut self.buf[VNET_HDR_LEN..]) else {
+            return;
+        };
+        self.sent += 1;
+        if tun
+            .write_with_hdr(queue, &self.buf[..VNET_HDR_LEN + n])
+            .is_err()
+        {
+            table.global.drop(DropReason::Io);
+        }
+    }
 }
 
 impl Outbound {
@@ -269,6 +348,8 @@ impl Outbound {
         let mut trains: [Vec<udp::Train>; 2] =
             [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
         let mut gso = true;
+        let mut icmp = IcmpReplies::new();
+        let mut last_warn: Option<Instant> = None;
         let mut iv_source =
             |iv: &mut [u8]| aws_lc_rs::rand::fill(iv).map_err(|_| DropReason::Crypto);
         while !stop.load(Ordering::Relaxed) {
@@ -281,9 +362,15 @@ impl Outbound {
             let Batch { bufs, lens, .. } = &mut batch;
             for (i, len) in lens.iter().enumerate().take(count) {
                 let chunk = &mut bufs[i * slot..(i + 1) * slot];
-                match encapsulate(&snapshot, chunk, HEADROOM..HEADROOM + len, &mut iv_source) {
+                let inner = HEADROOM..HEADROOM + len;
+                match encapsulate(&snapshot, chunk, inner.clone(), &mut iv_source) {
                     Ok((range, remote)) => sealed.push((i, range, remote)),
-                    Err(d) => charge(table, &d),
+                    Err(d) => {
+                        charge(table, &d);
+                        if d.reason == DropReason::Mtu {
+                            icmp.send(tun, self.queue, table, &chunk[inner], d.mtu);
+                        }
+                    }
                 }
             }
             // Sealed packets in order, and the trains over them by family.
@@ -304,29 +391,112 @@ impl Outbound {
                 };
                 udp::send_trains(socket, refs, trains, &mut |i, e| {
                     let t = &trains[i];
-                    let train = &refs[t.range.clone()];
-                    if train.len() > 1 && is_gso_refusal(&e) {
-                        if gso {
-                            warn!(
-                                "UDP segmentation offload refused ({e}); sending packet by packet"
-                            );
-                        }
-                        gso = false;
-                        for p in train {
-                            if socket.send_to(p, t.dest).is_err() {
-                                table.global.drop(DropReason::Io);
-                            }
-                        }
-                    } else {
-                        debug!(remote = %t.dest, "ESP send failed: {e}");
-                        for _ in train {
-                            table.global.drop(DropReason::Io);
-                        }
-                    }
+                    let failed = FailedTrain {
+                        dest: t.dest,
+                        packets: &refs[t.range.clone()],
+                        inner_lens: &mut sealed[t.range.clone()]
+                            .iter()
+                            .map(|(slot, ..)| lens[*slot]),
+                    };
+                    self.retry(
+                        socket,
+                        &snapshot,
+                        table,
+                        failed,
+                        e,
+                        &mut gso,
+                        &mut last_warn,
+                    );
                 });
             }
         }
     }
+
+    /// A train the kernel refused. When the path to the facility has
+    /// become smaller than the train's datagrams (`EMSGSIZE`: the kernel
+    /// learned the path MTU from ICMP; a GSO train is never fragmented),
+    /// the facility's tunnel MTU is lowered to fit, so later packets are
+    /// refused before sealing with ICMP to their sender, and the control
+    /// plane lowers the facility's routes. Either way nothing already
+    /// sealed is dropped for its size: each packet is sent again on its
+    /// own, which the kernel fragments if it must. What still cannot be
+    /// sent is counted against the facility (not as sent) and logged.
+    #[allow(clippy::too_many_arguments)]
+    fn retry(
+        &self,
+        socket: &UdpSocket,
+        snapshot: &Snapshot,
+        table: &SaTable,
+        failed: FailedTrain<'_, '_>,
+        e: io::Error,
+        gso: &mut bool,
+        last_warn: &mut Option<Instant>,
+    ) {
+        let FailedTrain {
+            dest,
+            packets,
+            inner_lens,
+        } = failed;
+        let Some(first) = packets.first() else {
+            return;
+        };
+        let sa = header_spi(first).and_then(|spi| snapshot.outbound_by_spi(spi));
+        let outer = if dest.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let path = udp::path_mtu(dest).ok();
+        let too_big = path.is_some_and(|mtu| first.len() + outer > mtu as usize);
+        let mut resend = false;
+        if too_big || e.raw_os_error() == Some(libc::EMSGSIZE) {
+            resend = true;
+            if let (Some(sa), Some(path)) = (sa, path.filter(|_| too_big)) {
+                let fit = crate::mtu::inner_fit(path, outer as u32, |n| sa.crypto.overhead(n));
+                if sa.mtu.learn(fit) {
+                    warn!(
+                        peer = %sa.peer, remote = %dest, path_mtu = path, tunnel_mtu = sa.mtu.get(),
+                        "the path to the facility is smaller than its tunnel: \
+                         larger packets now get ICMP back, TCP is clamped to fit"
+                    );
+                    (self.on_mtu)(&sa.peer, sa.mtu.get());
+                }
+            }
+        } else if packets.len() > 1 && is_gso_refusal(&e) {
+            if *gso {
+                warn!("UDP segmentation offload refused ({e}); sending packet by packet");
+            }
+            *gso = false;
+            resend = true;
+        }
+        let mut unsent = |inner: usize, e: &io::Error| {
+            match sa {
+                Some(sa) => {
+                    sa.counters.as_ref().drop(DropReason::Io);
+                    sa.counters.packets_out.fetch_sub(1, Ordering::Relaxed);
+                    sa.counters
+                        .bytes_out
+                        .fetch_sub(inner as u64, Ordering::Relaxed);
+                }
+                None => table.global.drop(DropReason::Io),
+            }
+            if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                *last_warn = Some(Instant::now());
+                let peer = sa.map_or("?", |sa| &sa.peer);
+                warn!(%peer, remote = %dest, "ESP not sent: {e} (counted as io drops)");
+            }
+        };
+        for (p, inner) in packets.iter().zip(inner_lens) {
+            if !resend {
+                unsent(inner, &e);
+            } else if let Err(e) = socket.send_to(p, dest) {
+                unsent(inner, &e);
+            }
+        }
+    }
+}
+
+/// The packets of a train the kernel refused, with their inner lengths.
+struct FailedTrain<'p, 'l> {
+    dest: SocketAddr,
+    packets: &'p [&'p [u8]],
+    inner_lens: &'l mut dyn Iterator<Item = usize>,
 }
 
 /// An outbound worker's buffers: what it read from its TUN queue and the

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod datapath;
+pub mod mtu;
 pub mod offload;
 pub mod packet;
 pub mod replay;

@@ -56,7 +56,7 @@ pub enum OffloadError {
 }
 
 /// RFC 1071 ones'-complement sum of `data`, added to `sum`.
-fn sum(mut acc: u32, data: &[u8]) -> u32 {
+pub(crate) fn sum(mut acc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
@@ -67,7 +67,7 @@ fn sum(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
-fn fold(mut acc: u32) -> u16 {
+pub(crate) fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
@@ -114,7 +114,7 @@ fn tcp_layout(packet: &[u8]) -> Result<(usize, usize, bool), OffloadError> {
 }
 
 /// Writes the full TCP checksum of `seg` (a complete TCP/IP packet).
-fn tcp_checksum(seg: &mut [u8], ip_len: usize, v4: bool) {
+pub(crate) fn tcp_checksum(seg: &mut [u8], ip_len: usize, v4: bool) {
     let tcp = ip_len;
     seg[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
     let tcp_total = (seg.len() - ip_len) as u32;

@@ -5,6 +5,7 @@
 //! the single writer (the control plane) publishes a new snapshot on every
 //! change, so an install or removal never blocks packet processing.
 
+use crate::mtu::TunnelMtu;
 use crate::packet::{Cipher, Integrity, KeyError, SaCrypto};
 use crate::replay::ReplayWindow;
 use crate::selector::{PrefixMap, Selector};
@@ -39,11 +40,15 @@ pub enum DropReason {
     Crypto,
     /// The TUN device or the socket refused the packet.
     Io,
+    /// Larger than the facility's tunnel MTU and not to be fragmented
+    /// (IPv4 with DF, or IPv6): the sender was sent ICMP "fragmentation
+    /// needed" / "packet too big" and sends smaller packets from then on.
+    Mtu,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::NoSa,
         DropReason::Replay,
         DropReason::Integrity,
@@ -54,6 +59,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::Crypto,
         DropReason::Io,
+        DropReason::Mtu,
     ];
 
     /// Name for status output and metrics.
@@ -69,6 +75,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::Crypto => "crypto",
             DropReason::Io => "io",
+            DropReason::Mtu => "mtu",
         }
     }
 }
@@ -129,6 +136,14 @@ pub struct CounterSnapshot {
     pub drops: Vec<(&'static str, u64)>,
 }
 
+/// What the SAs of one facility share.
+#[derive(Debug)]
+struct Facility {
+    name: Arc<str>,
+    counters: Arc<Counters>,
+    mtu: Arc<TunnelMtu>,
+}
+
 /// What the control plane installs for one Child SA.
 #[allow(missing_debug_implementations)] // holds keys: never printed
 pub struct ChildSaSpec {
@@ -173,6 +188,8 @@ pub struct InboundSa {
     pub remote_ts: Vec<Selector>,
     /// The facility's counters.
     pub counters: Arc<Counters>,
+    /// The facility's tunnel MTU (for MSS clamping).
+    pub mtu: Arc<TunnelMtu>,
 }
 
 impl InboundSa {
@@ -200,6 +217,10 @@ pub struct OutboundSa {
     pub remote_ts: Vec<Selector>,
     /// The facility's counters.
     pub counters: Arc<Counters>,
+    /// The facility's tunnel MTU.
+    pub mtu: Arc<TunnelMtu>,
+    /// The facility's name (for logs and path MTU reports).
+    pub peer: Arc<str>,
 }
 
 impl OutboundSa {
@@ -284,6 +305,12 @@ impl Snapshot {
         self.inbound.get(&spi)
     }
 
+    /// The outbound SA carrying traffic with SPI `spi` (to find whose a
+    /// sealed packet was).
+    pub fn outbound_by_spi(&self, spi: u32) -> Option<&Arc<OutboundSa>> {
+        self.outbound_sas.get(&spi).map(|(_, sa)| sa)
+    }
+
     /// The outbound SA whose facility-side selectors contain `dst` most
     /// specifically.
     pub fn outbound(&self, dst: std::net::IpAddr) -> Option<&Arc<OutboundSa>> {
@@ -305,7 +332,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SaTable {
     current: ArcSwap<Snapshot>,
-    writer: Mutex<HashMap<String, Arc<Counters>>>,
+    writer: Mutex<HashMap<String, Facility>>,
     /// Counters of packets that belong to no facility.
     pub global: Counters,
 }
@@ -321,13 +348,27 @@ impl SaTable {
         self.current.load()
     }
 
-    fn writer(&self) -> MutexGuard<'_, HashMap<String, Arc<Counters>>> {
+    fn writer(&self) -> MutexGuard<'_, HashMap<String, Facility>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn facility<'a>(map: &'a mut HashMap<String, Facility>, peer: &str) -> &'a Facility {
+        map.entry(peer.to_string()).or_insert_with(|| Facility {
+            name: peer.into(),
+            counters: Arc::default(),
+            mtu: Arc::default(),
+        })
     }
 
     /// The counters of a facility (created on first use).
     pub fn counters(&self, peer: &str) -> Arc<Counters> {
-        self.writer().entry(peer.to_string()).or_default().clone()
+        Self::facility(&mut self.writer(), peer).counters.clone()
+    }
+
+    /// The tunnel MTU of a facility (created on first use; until
+    /// configured, only the TUN device's MTU limits it).
+    pub fn mtu(&self, peer: &str) -> Arc<TunnelMtu> {
+        Self::facility(&mut self.writer(), peer).mtu.clone()
     }
 
     /// Installs both directions of a Child SA. The new outbound SA takes
@@ -354,8 +395,13 @@ impl SaTable {
             SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_in, &spec.integ_in)?;
         let outbound_crypto =
             SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_out, &spec.integ_out)?;
-        let mut counters_map = self.writer();
-        let counters = counters_map.entry(spec.peer.clone()).or_default().clone();
+        let mut facilities = self.writer();
+        let facility = Self::facility(&mut facilities, &spec.peer);
+        let (counters, mtu, peer) = (
+            facility.counters.clone(),
+            facility.mtu.clone(),
+            facility.name.clone(),
+        );
         let inbound = Arc::new(InboundSa {
             spi: spec.spi_in,
             crypto: inbound_crypto,
@@ -364,6 +410,7 @@ impl SaTable {
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
             counters: counters.clone(),
+            mtu: mtu.clone(),
         });
         let outbound = Arc::new(OutboundSa {
             spi: spec.spi_out,
@@ -374,6 +421,8 @@ impl SaTable {
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
             counters,
+            mtu,
+            peer,
         });
         let mut next = Snapshot::clone(&self.current.load());
         next.inbound.insert(spec.spi_in, inbound);

@@ -45,8 +45,10 @@ pub struct Config {
     /// Unprotected error replies (to IKE_SA_INIT) sent per second at most,
     /// so that the hub cannot be used to reflect traffic.
     pub error_replies_per_sec: u32,
-    /// Largest IKE datagram sent when the peer supports fragmentation
-    /// (RFC 7383); larger encrypted messages are fragmented.
+    /// Largest IP datagram (IP and UDP headers included, as strongSwan's
+    /// `fragment_size`) an IKE message may take when the peer supports
+    /// fragmentation (RFC 7383); larger encrypted messages are fragmented
+    /// so that no fragment needs IP fragmentation on a path of this MTU.
     pub fragment_size: usize,
     /// The hub's key and certificate, for facilities that authenticate
     /// with certificates. Without them such facilities cannot connect.

@@ -56,6 +56,30 @@ fn ike_auth_fragmented_both_ways() {
     p.assert_consistent();
 }
 
+/// The fragment size counts the whole IPv4 datagram (20 bytes of IP and 8
+/// of UDP around the IKE message), so no fragment needs IP fragmentation on
+/// a path of that MTU; and fragments fill it, rather than wasting room.
+#[test]
+fn fragments_fit_the_ip_datagram_size() {
+    for size in [200, 256, 320] {
+        let mut p = pair(size, size);
+        p.site.ep.initiate(p.now, "hub").unwrap();
+        let (mut count, mut largest) = (0, 0);
+        p.run(&mut |_, _, t| {
+            if is_fragment(t) {
+                let datagram = 20 + 8 + t.contents.len();
+                assert!(datagram <= size, "{datagram}-byte datagram at {size}");
+                largest = largest.max(datagram);
+                count += 1;
+            }
+            false
+        });
+        assert!(count >= 2, "{count} fragments at {size}");
+        assert!(largest + 32 >= size, "largest {largest} of {size}");
+        assert_eq!(child_ups(&p.site.events).len(), 1);
+    }
+}
+
 #[test]
 fn unfragmented_when_it_fits() {
     let mut p = pair(1280, 1280);
@@ -109,10 +133,10 @@ fn lost_reordered_and_duplicated_fragments() {
 #[test]
 fn messages_of_too_many_fragments_are_refused() {
     // A genuine, authenticated IKE_AUTH cut into more than 32 fragments: 60
-    // traffic selectors in 113-byte datagrams.
+    // traffic selectors in 141-byte IP datagrams (113 bytes of UDP payload).
     let mut p = Pair::with_hub_config(|_| {});
     let mut cfg = Config::new(Identity::parse("kyoto.example").unwrap(), [2; 32]);
-    cfg.fragment_size = 113;
+    cfg.fragment_size = 141;
     p.site.ep = Endpoint::new(cfg);
     let many: Vec<String> = (0..60).map(|i| format!("203.0.113.{i}/32")).collect();
     p.site

@@ -107,7 +107,24 @@ pub enum Topology {
     Ipv6,
     /// Facilities behind one masquerading NAT router.
     Nat,
+    /// One facility behind a router on a smaller link, as a clinic on
+    /// PPPoE (1454) or a 1280-byte path is, with a server network behind
+    /// the hub (the operating entity's servers):
+    ///
+    /// ```text
+    /// ns rkv-<id> server 203.0.113.66 ── 203.0.113.65 hub 192.0.2.1 ── 192.0.2.100 ns rkr-<id> router
+    ///   (masquerade) 198.51.100.193 ══ link of `mtu` bytes ══ 198.51.100.194 facility (lo 198.51.100.1)
+    /// ```
+    ///
+    /// With `v6` the outer path is IPv6 (hub 2001:db8::1, router
+    /// 2001:db8::100 / 2001:db8:ff::1, facility 2001:db8:ff::2, no NAT).
+    /// Without `icmp` the router sends no ICMP errors and the server takes
+    /// none (an ICMP black hole): only the hub's MSS clamping can size TCP.
+    Path { mtu: u32, icmp: bool, v6: bool },
 }
+
+/// The server behind the hub in the [`Topology::Path`] lab.
+pub const SERVER: &str = "203.0.113.66";
 
 /// What is wrong with a facility's certificate, for refusal tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +221,10 @@ pub struct Lab {
     pub id: String,
     pub topology: Topology,
     pub hub_ns: String,
+    /// The NAT router's namespace (also the router of a `Path` lab).
     pub nat_ns: Option<String>,
+    /// The server network's namespace (`Path` labs).
+    pub server_ns: Option<String>,
     /// Facility 0's namespace (the single-facility API works on facility 0).
     pub site_ns: String,
     pub tun: String,
@@ -252,6 +272,8 @@ impl Lab {
                     Topology::Direct => SITE_OUTER.to_string(),
                     Topology::Ipv6 => SITE_OUTER6.to_string(),
                     Topology::Nat => format!("198.51.100.{}", 194 + 4 * i),
+                    Topology::Path { v6: false, .. } => "198.51.100.194".to_string(),
+                    Topology::Path { v6: true, .. } => "2001:db8:ff::2".to_string(),
                 };
                 let site_dir = if i == 0 { dir.clone() } else { dir.join(&name) };
                 std::fs::create_dir_all(&site_dir).unwrap();
@@ -273,7 +295,12 @@ impl Lab {
         let serve_args = facility.serve_args.clone();
         let mut lab = Lab {
             hub_ns: format!("rkh-{id}"),
-            nat_ns: (topology == Topology::Nat).then(|| format!("rkn-{id}")),
+            nat_ns: match topology {
+                Topology::Nat => Some(format!("rkn-{id}")),
+                Topology::Path { .. } => Some(format!("rkr-{id}")),
+                _ => None,
+            },
+            server_ns: matches!(topology, Topology::Path { .. }).then(|| format!("rkv-{id}")),
             site_ns: sites[0].ns.clone(),
             tun: format!("rkt{id}"),
             id,
@@ -294,10 +321,9 @@ impl Lab {
 
     /// The hub's outer address (IPv6 in the IPv6 topology).
     pub fn hub_outer(&self) -> &'static str {
-        if self.topology == Topology::Ipv6 {
-            HUB_OUTER6
-        } else {
-            HUB_OUTER
+        match self.topology {
+            Topology::Ipv6 | Topology::Path { v6: true, .. } => HUB_OUTER6,
+            _ => HUB_OUTER,
         }
     }
 
@@ -372,6 +398,7 @@ impl Lab {
                     ]);
                 }
             }
+            Topology::Path { mtu, icmp, v6 } => self.path_network(mtu, icmp, v6),
             Topology::Nat => {
                 let nat = self.nat_ns.as_deref().unwrap();
                 ip(&["netns", "add", nat]);
@@ -444,6 +471,133 @@ impl Lab {
                         .arg(&rules_file),
                 );
             }
+        }
+    }
+
+    /// The [`Topology::Path`] lab's router, small link and server.
+    fn path_network(&self, mtu: u32, icmp: bool, v6: bool) {
+        let (h, r, s) = (
+            self.hub_ns.as_str(),
+            self.nat_ns.as_deref().unwrap(),
+            self.sites[0].ns.as_str(),
+        );
+        let v = self.server_ns.as_deref().unwrap();
+        let ns_ip = |ns: &str, args: &[&str]| {
+            let mut all = vec!["-n", ns];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        let sysctl = |ns: &str, kv: &str| {
+            must(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-q", "-w", kv]));
+        };
+        for ns in [r, v] {
+            ip(&["netns", "add", ns]);
+            ns_ip(ns, &["link", "set", "lo", "up"]);
+        }
+        let id = &self.id;
+        let link = |a_ns: &str, a: &str, b_ns: &str, b: &str| {
+            ip(&[
+                "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
+            ]);
+        };
+        let (vh, vr, vp, vs, vb, vv) = (
+            format!("rkh{id}"),
+            format!("rkr{id}"),
+            format!("rkp{id}"),
+            format!("rks{id}"),
+            format!("rkb{id}"),
+            format!("rkv{id}"),
+        );
+        link(h, &vh, r, &vr);
+        link(r, &vp, s, &vs);
+        link(h, &vb, v, &vv);
+        // The small link: both ends, as a PPPoE session is.
+        let mtu = mtu.to_string();
+        for (ns, dev) in [(r, &vp), (s, &vs)] {
+            ns_ip(ns, &["link", "set", dev, "mtu", &mtu]);
+        }
+        let addrs: &[(&str, &str, &str)] = if v6 {
+            &[
+                (h, &vh, "2001:db8::1/64"),
+                (r, &vr, "2001:db8::100/64"),
+                (r, &vp, "2001:db8:ff::1/64"),
+                (s, &vs, "2001:db8:ff::2/64"),
+            ]
+        } else {
+            &[
+                (h, &vh, "192.0.2.1/24"),
+                (r, &vr, "192.0.2.100/24"),
+                (r, &vp, "198.51.100.193/30"),
+                (s, &vs, "198.51.100.194/30"),
+            ]
+        };
+        for (ns, dev, cidr) in addrs {
+            let mut args = vec!["addr", "add", cidr, "dev", dev];
+            if v6 {
+                args.push("nodad");
+            }
+            ns_ip(ns, &args);
+        }
+        ns_ip(h, &["addr", "add", "203.0.113.65/26", "dev", &vb]);
+        ns_ip(v, &["addr", "add", &format!("{SERVER}/26"), "dev", &vv]);
+        for (ns, dev) in [(h, &vh), (r, &vr), (r, &vp), (s, &vs), (h, &vb), (v, &vv)] {
+            ns_ip(ns, &["link", "set", dev, "up"]);
+        }
+        ns_ip(v, &["route", "add", "default", "via", "203.0.113.65"]);
+        sysctl(h, "net.ipv4.ip_forward=1");
+        if v6 {
+            sysctl(r, "net.ipv6.conf.all.forwarding=1");
+            ns_ip(
+                h,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "2001:db8:ff::/64",
+                    "via",
+                    "2001:db8::100",
+                ],
+            );
+            ns_ip(
+                s,
+                &["-6", "route", "add", "default", "via", "2001:db8:ff::1"],
+            );
+        } else {
+            sysctl(r, "net.ipv4.ip_forward=1");
+            ns_ip(s, &["route", "add", "default", "via", "198.51.100.193"]);
+        }
+        let mut rules = String::new();
+        if !v6 {
+            rules.push_str(&format!(
+                "table ip rknat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname \"{vr}\" masquerade\n }}\n}}\n"
+            ));
+        }
+        if !icmp {
+            // No "fragmentation needed" / "packet too big" from the router,
+            // and none reaches the server from the hub: a black hole.
+            let drop = "icmp type destination-unreachable drop\n  icmpv6 type packet-too-big drop";
+            rules.push_str(&format!(
+                "table inet rkmtu {{\n chain rkout {{\n  type filter hook output priority 0;\n  {drop}\n }}\n chain rkfwd {{\n  type filter hook forward priority 0;\n  {drop}\n }}\n}}\n"
+            ));
+            let server_rules = format!(
+                "table inet rkmtu {{\n chain rkin {{\n  type filter hook input priority 0;\n  {drop}\n }}\n}}\n"
+            );
+            let file = self.dir.join("server.nft");
+            std::fs::write(&file, server_rules).unwrap();
+            must(
+                Command::new("ip")
+                    .args(["netns", "exec", v, "nft", "-f"])
+                    .arg(&file),
+            );
+        }
+        if !rules.is_empty() {
+            let file = self.dir.join("router.nft");
+            std::fs::write(&file, rules).unwrap();
+            must(
+                Command::new("ip")
+                    .args(["netns", "exec", r, "nft", "-f"])
+                    .arg(&file),
+            );
         }
     }
 
@@ -983,37 +1137,70 @@ swanctl {{
     ) -> (String, String, u64) {
         let (src_ns, src, dst) = self.endpoints(i, from_hub, v6);
         let (dst_ns, _, _) = self.endpoints(i, !from_hub, v6);
-        let port = 5001 + i as u16;
-        let listen = if v6 {
-            format!("[{dst}]:{port}")
-        } else {
-            format!("{dst}:{port}")
-        };
-        let receiver = Command::new("ip")
-            .args(["netns", "exec", &dst_ns])
-            .arg(xfer_bin())
-            .args(["recv", &listen])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let sent = must(
-            Command::new("ip")
-                .args(["netns", "exec", &src_ns])
-                .arg(xfer_bin())
-                .args(["send", &src, &listen, &bytes.to_string()])
-                .args(rate.map(|r| r.to_string())),
-        );
-        let received = receiver.wait_with_output().unwrap();
-        let s: Value = serde_json::from_str(sent.trim()).unwrap();
-        let r: Value = serde_json::from_slice(&received.stdout).unwrap_or(Value::Null);
-        (
-            s["sha256"].as_str().unwrap_or("").into(),
-            r["sha256"].as_str().unwrap_or("").into(),
-            r["bytes"].as_u64().unwrap_or(0),
+        transfer_between(
+            (&src_ns, &src),
+            (&dst_ns, &dst),
+            5001 + i as u16,
+            bytes,
+            rate,
         )
     }
 
+    /// A TCP transfer between the server behind the hub ([`SERVER`], a
+    /// `Path` lab) and facility 0, through the hub's kernel routing.
+    pub fn transfer_server(&self, to_facility: bool, bytes: u64) -> (String, String, u64) {
+        let server = (self.server_ns.as_deref().expect("a Path lab"), SERVER);
+        let site = (self.sites[0].ns.as_str(), self.sites[0].inner.as_str());
+        let (from, to) = if to_facility {
+            (server, site)
+        } else {
+            (site, server)
+        };
+        transfer_between(from, to, 5101, bytes, None)
+    }
+}
+
+/// Sends `bytes` over TCP from `(namespace, address)` to another; returns
+/// (sender digest, receiver digest, bytes received).
+fn transfer_between(
+    (src_ns, src): (&str, &str),
+    (dst_ns, dst): (&str, &str),
+    port: u16,
+    bytes: u64,
+    rate: Option<u64>,
+) -> (String, String, u64) {
+    let v6 = dst.contains(':');
+    let listen = if v6 {
+        format!("[{dst}]:{port}")
+    } else {
+        format!("{dst}:{port}")
+    };
+    let receiver = Command::new("ip")
+        .args(["netns", "exec", dst_ns])
+        .arg(xfer_bin())
+        .args(["recv", &listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = must(
+        Command::new("ip")
+            .args(["netns", "exec", src_ns])
+            .arg(xfer_bin())
+            .args(["send", src, &listen, &bytes.to_string()])
+            .args(rate.map(|r| r.to_string())),
+    );
+    let received = receiver.wait_with_output().unwrap();
+    let s: Value = serde_json::from_str(sent.trim()).unwrap();
+    let r: Value = serde_json::from_slice(&received.stdout).unwrap_or(Value::Null);
+    (
+        s["sha256"].as_str().unwrap_or("").into(),
+        r["sha256"].as_str().unwrap_or("").into(),
+        r["bytes"].as_u64().unwrap_or(0),
+    )
+}
+
+impl Lab {
     /// A TCP transfer over IPv4 between the hub and facility 0.
     pub fn transfer(&self, from_hub: bool, bytes: u64) -> (String, String, u64) {
         self.transfer_with(0, from_hub, false, bytes, None)
@@ -1061,6 +1248,42 @@ swanctl {{
     pub fn flush_nat(&self) {
         let nat = self.nat_ns.as_deref().expect("a NAT lab");
         must(Command::new("ip").args(["netns", "exec", nat, "conntrack", "-F"]));
+    }
+
+    /// A counter of the hub namespace's IP stack from `/proc/net/snmp`
+    /// (e.g. `IpFragCreates`: IP fragments it made; `IpReasmReqds`: IP
+    /// fragments it received), IPv4 and IPv6 (`/proc/net/snmp6`) summed.
+    pub fn hub_ip_counter(&self, name: &str) -> u64 {
+        let read = |file: &str| {
+            let out = must(Command::new("ip").args(["netns", "exec", &self.hub_ns, "cat", file]));
+            out
+        };
+        let snmp = read("/proc/net/snmp");
+        let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let v4 = match (lines.next(), lines.next()) {
+            (Some(names), Some(values)) => names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(n, _)| *n == name.trim_start_matches("Ip"))
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let v6_name = name.replacen("Ip", "Ip6", 1);
+        let v6 = read("/proc/net/snmp6")
+            .lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .find(|(n, _)| *n == v6_name)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        v4 + v6
+    }
+
+    /// Drops the hub counted for no facility, for one reason.
+    pub fn hub_unattributed_drops(&self, reason: &str) -> u64 {
+        self.status()["hub"]["unattributed_drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Whether the hub's kernel routes facility 0's prefix.
@@ -1148,6 +1371,7 @@ impl Drop for Lab {
         // Anything left in the namespaces (e.g. a transfer helper) goes too.
         let mut namespaces = vec![self.hub_ns.clone()];
         namespaces.extend(self.nat_ns.clone());
+        namespaces.extend(self.server_ns.clone());
         namespaces.extend(self.sites.iter().map(|s| s.ns.clone()));
         for ns in namespaces {
             let pids = run(Command::new("ip").args(["netns", "pids", &ns]));

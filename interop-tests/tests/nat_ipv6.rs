@@ -48,7 +48,7 @@ fn one_facility_behind_nat() {
         .as_object()
         .unwrap()
         .is_empty());
-    for size in [56, 1372] {
+    for size in [56, 1330] {
         assert!(lab.ping(false, size, 3));
         assert!(lab.ping(true, size, 3));
     }

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const RTPROT_RENKEI: u8 = 4; // RTPROT_STATIC: routes an administrator set.
+/// `RTAX_MTU` from `<linux/rtnetlink.h>` (not in the libc crate).
+const RTAX_MTU: u16 = 2;
 
 fn nla(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     let len = (4 + data.len()) as u16;
@@ -32,6 +34,7 @@ fn request(
     prefix: u8,
     ifindex: u32,
     src: Option<IpAddr>,
+    mtu: Option<u32>,
 ) -> io::Result<()> {
     let family = if dst.is_ipv4() {
         libc::AF_INET
@@ -55,6 +58,15 @@ fn request(
     nla(&mut body, libc::RTA_OIF, &ifindex.to_ne_bytes());
     if let Some(src) = src {
         nla(&mut body, libc::RTA_PREFSRC, &addr_bytes(src));
+    }
+    if let Some(mtu) = mtu {
+        // RTA_METRICS holds nested attributes; RTAX_MTU is the route's MTU
+        // (`ip route … mtu N`): the kernel fragments or sends ICMP for
+        // larger packets before they reach the TUN device, and local TCP
+        // derives its MSS from it.
+        let mut metrics = Vec::with_capacity(8);
+        nla(&mut metrics, RTAX_MTU, &mtu.to_ne_bytes());
+        nla(&mut body, libc::RTA_METRICS, &metrics);
     }
     let mut msg = Vec::with_capacity(16 + body.len());
     msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
@@ -121,8 +133,15 @@ fn request(
     Ok(())
 }
 
-/// Adds (or replaces) `dst/prefix dev <ifindex> [src <src>]` in the main table.
-pub fn add_route(dst: IpAddr, prefix: u8, ifindex: u32, src: Option<IpAddr>) -> io::Result<()> {
+/// Adds (or replaces) `dst/prefix dev <ifindex> [src <src>] [mtu <mtu>]`
+/// in the main table.
+pub fn add_route(
+    dst: IpAddr,
+    prefix: u8,
+    ifindex: u32,
+    src: Option<IpAddr>,
+    mtu: Option<u32>,
+) -> io::Result<()> {
     request(
         libc::RTM_NEWROUTE,
         (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16,
@@ -130,12 +149,13 @@ pub fn add_route(dst: IpAddr, prefix: u8, ifindex: u32, src: Option<IpAddr>) -> 
         prefix,
         ifindex,
         src,
+        mtu,
     )
 }
 
 /// Deletes `dst/prefix dev <ifindex>`; a route that is already gone is fine.
 pub fn delete_route(dst: IpAddr, prefix: u8, ifindex: u32) -> io::Result<()> {
-    match request(libc::RTM_DELROUTE, 0, dst, prefix, ifindex, None) {
+    match request(libc::RTM_DELROUTE, 0, dst, prefix, ifindex, None, None) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
         other => other,
     }

@@ -102,6 +102,43 @@ fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// The path MTU the kernel knows towards `dest`: the route's MTU, lowered
+/// by any ICMP "fragmentation needed" / "packet too big" it has received
+/// for that destination (which expire as the kernel's PMTU cache does).
+/// Asked through a connected probe socket (`IP_MTU` works only on
+/// connected sockets); called only when a send failed, never per packet.
+pub fn path_mtu(dest: SocketAddr) -> io::Result<u32> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(dest)?;
+    let (level, name) = if dest.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the c_int we own
+    // and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            probe.as_raw_fd(),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(mtu).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative MTU"))
+}
+
 /// Trains sent per `sendmmsg` (more are sent in further calls).
 pub const SEND_TRAINS: usize = 32;
 /// Packets, all trains together, per `sendmmsg`.

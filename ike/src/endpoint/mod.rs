@@ -1021,18 +1021,25 @@ impl Endpoint {
         } else {
             0
         };
-        let whole = marker + HEADER_LEN + 4 + keys.outbound.sealed_len(inner.len());
-        // RFC 7383 §2.5.1: fragment only what would not fit.
-        let per_fragment = self
-            .config
-            .fragment_size
-            .saturating_sub(marker + HEADER_LEN + 8 + keys.outbound.sealed_len(0) + 16);
-        let pieces: Vec<&[u8]> =
-            if sa.fragmentation && whole > self.config.fragment_size && per_fragment >= 32 {
-                inner.chunks(per_fragment).collect()
-            } else {
-                vec![&inner[..]]
-            };
+        // The size counts the whole IP datagram, as strongSwan's
+        // `fragment_size` does: a fragment must pass a path of that MTU
+        // without IP fragmentation, which RFC 7383 §1 exists to avoid.
+        let ip_udp = if sa.remote.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let limit = self.config.fragment_size;
+        let whole = ip_udp + marker + HEADER_LEN + 4 + keys.outbound.sealed_len(inner.len());
+        // RFC 7383 §2.5.1: fragment only what would not fit. Each fragment
+        // carries the IKE header, the SKF header (8 bytes) and its own IV,
+        // padding and ICV: the largest piece whose datagram fits.
+        let fixed = ip_udp + marker + HEADER_LEN + 8;
+        let mut per_fragment = limit.saturating_sub(fixed + keys.outbound.sealed_len(0));
+        while per_fragment > 0 && fixed + keys.outbound.sealed_len(per_fragment) > limit {
+            per_fragment -= 1;
+        }
+        let pieces: Vec<&[u8]> = if sa.fragmentation && whole > limit && per_fragment >= 32 {
+            inner.chunks(per_fragment).collect()
+        } else {
+            vec![&inner[..]]
+        };
         let fragmented = pieces.len() > 1;
         let total_fragments = u16::try_from(pieces.len())
             .map_err(|_| Error::Missing("message too large to fragment"))?;

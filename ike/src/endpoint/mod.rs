@@ -2013,6 +2013,7 @@ impl Endpoint {
                 nonce: &nonce_r,
                 sk_p: &keys.sk_pi,
                 id_type: local_id.id_type(),
+                id_reserved: [0; 3],
                 id_data: &id_data,
             },
         );
@@ -2031,6 +2032,7 @@ impl Endpoint {
         };
         let mut payloads = vec![Payload::IdI {
             id_type: local_id.id_type(),
+            reserved: [0; 3],
             data: id_data.clone(),
         }];
         if let (PeerAuth::Cert, Some(trust)) = (&peer.auth, &self.config.trust) {
@@ -2041,6 +2043,7 @@ impl Endpoint {
         }
         payloads.push(Payload::IdR {
             id_type: peer.remote_id.id_type(),
+            reserved: [0; 3],
             data: peer.remote_id.data(),
         });
         payloads.extend(proof);
@@ -2140,7 +2143,7 @@ impl Endpoint {
         payloads: &[Payload],
         init: &InitDone,
     ) -> Result<Arc<PeerConfig>, (Error, Option<String>)> {
-        let (id_type, id_data) = payloads
+        let (id_type, id_reserved, id_data) = payloads
             .id_i()
             .ok_or((Error::Missing("no IDi payload"), None))?;
         let identity = Identity::from_wire(id_type, id_data)
@@ -2178,7 +2181,9 @@ impl Endpoint {
                 message: &init.message1,
                 nonce: &init.nonce_r,
                 sk_p: &init.keys.sk_pi,
+                // RFC 7296 §2.15: the peer's IDi as it was sent.
                 id_type,
+                id_reserved,
                 id_data,
             },
         )
@@ -2206,6 +2211,7 @@ impl Endpoint {
                 nonce: &init.nonce_i,
                 sk_p: &init.keys.sk_pr,
                 id_type: local_id.id_type(),
+                id_reserved: [0; 3],
                 id_data: &local_id.data(),
             },
         );
@@ -2219,6 +2225,7 @@ impl Endpoint {
         };
         let mut reply = vec![Payload::IdR {
             id_type: local_id.id_type(),
+            reserved: [0; 3],
             data: local_id.data(),
         }];
         reply.extend(proof);
@@ -2337,7 +2344,8 @@ impl Endpoint {
             return Ok(());
         }
         let verified = (|| {
-            let (id_type, id_data) = payloads.id_r().ok_or(Error::Missing("no IDr"))?;
+            let (id_type, id_reserved, id_data) =
+                payloads.id_r().ok_or(Error::Missing("no IDr"))?;
             let identity = Identity::from_wire(id_type, id_data)
                 .map_err(|e| Error::AuthenticationFailed(e.to_string()))?;
             if identity != peer.remote_id {
@@ -2358,7 +2366,9 @@ impl Endpoint {
                     message: &auth.message2,
                     nonce: &auth.nonce_i,
                     sk_p: &auth.keys.sk_pr,
+                    // RFC 7296 §2.15: the peer's IDr as it was sent.
                     id_type,
+                    id_reserved,
                     id_data,
                 },
             )?;

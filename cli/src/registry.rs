@@ -126,6 +126,7 @@ impl Peer {
             ike: self.ike.clone(),
             esp: self.esp.clone(),
             lifetimes: self.lifetimes,
+            ke_upgrade: true,
         }
     }
 }

@@ -31,6 +31,7 @@ fn peer(
         ike: ProposalSet::parse(ike, Protocol::Ike, false).expect("ike"),
         esp: ProposalSet::default_for(Protocol::Esp),
         lifetimes: ike::Lifetimes::default(),
+        ke_upgrade: true,
     }
 }
 

@@ -135,6 +135,7 @@ impl Peer {
             ike: self.ike.clone(),
             esp: self.esp.clone(),
             lifetimes: self.lifetimes,
+            ke_upgrade: true,
         }
     }
 }

@@ -22,6 +22,7 @@ fn peer(name: &str, id: &str, local: &str, remote: &str, addr: Option<SocketAddr
         ike: ProposalSet::parse("aes256gcm16-prfsha256-ecp256", Protocol::Ike, false).expect("ike"),
         esp: ProposalSet::default_for(Protocol::Esp),
         lifetimes: Lifetimes::default(),
+        ke_upgrade: true,
     }
 }
 

@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         ike: ProposalSet::default_for(Protocol::Ike),
         esp: ProposalSet::default_for(Protocol::Esp),
         lifetimes: Lifetimes::default(),
+        ke_upgrade: true,
     };
     ep.set_peer(peer).expect("peer");
     let mut now = Instant::now();

@@ -165,6 +165,17 @@ pub struct PeerConfig {
     pub esp: ProposalSet,
     /// Rekeying and liveness.
     pub lifetimes: Lifetimes,
+    /// Whether the hub, as responder, may answer an IKE_SA_INIT whose KE
+    /// payload is MODP-2048 with INVALID_KE_PAYLOAD asking for a group
+    /// that stays compliant after 2030, when the facility offered one
+    /// (one more round trip; RFC 7296 §1.2). On by default; turn it off
+    /// for routers that mishandle that recovery — the hub then takes the
+    /// KE payload's group whenever it is acceptable at all. The facility
+    /// is only known by its address at IKE_SA_INIT, so "off" applies to
+    /// IKE_SA_INITs from its `remote_addr` and from the address it last
+    /// authenticated from (as does a facility whose `ike` proposals allow
+    /// no group compliant after 2030).
+    pub ke_upgrade: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -179,6 +190,7 @@ impl fmt::Debug for PeerConfig {
             .field("ike", &self.ike.to_string())
             .field("esp", &self.esp.to_string())
             .field("lifetimes", &self.lifetimes)
+            .field("ke_upgrade", &self.ke_upgrade)
             .finish()
     }
 }

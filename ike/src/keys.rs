@@ -163,6 +163,11 @@ pub(crate) fn derive_child(
 ///             <SignedOctets> )
 /// SignedOctets = RealMessage | NonceOfOtherSide | prf(SK_p, RestOfIDPayload)
 /// ```
+///
+/// `RestOfIDPayload` is the ID payload after its generic header: ID type,
+/// the three RESERVED octets as they were sent, and the identification
+/// data.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn psk_auth(
     prf: Prf,
     psk: &[u8],
@@ -170,9 +175,10 @@ pub(crate) fn psk_auth(
     other_nonce: &[u8],
     sk_p: &[u8],
     id_type: u8,
+    id_reserved: [u8; 3],
     id_data: &[u8],
 ) -> Zeroizing<Vec<u8>> {
-    let maced_id = prf.prf(sk_p, &[&[id_type, 0, 0, 0], id_data]);
+    let maced_id = prf.prf(sk_p, &[&[id_type], &id_reserved, id_data]);
     let key = prf.prf(psk, &[b"Key Pad for IKEv2"]);
     prf.prf(&key, &[real_message, other_nonce, &maced_id])
 }

@@ -7,7 +7,14 @@
 //!        ▼
 //! ProposalSet ──to_wire──▶ SA payload we offer (initiator)
 //!             ──select_ike / select_esp(offered)──▶ IkeSuite / EspSuite (responder)
+//!             ──select_ike_for_ke(offered, KE)──▶ KeChoice: accept, or INVALID_KE_PAYLOAD
 //! ```
+//!
+//! Key exchange methods that stay on the CRYPTREC list after 2030
+//! ([`compliant_after_2030`]) come first both ways: the hub offers them
+//! first and, as responder, takes them over MODP-2048 (112-bit, usable only
+//! until 2030-12-31) whatever the peer's order; otherwise the peer's order
+//! decides (RFC 7296 §2.7).
 
 use crate::crypto::{Encr, Integ, KeyExchange, Prf};
 use crate::wire::{
@@ -98,6 +105,49 @@ fn prf_name(p: Prf) -> &'static str {
         Prf::HmacSha256 => "prfsha256",
         Prf::HmacSha384 => "prfsha384",
         Prf::HmacSha512 => "prfsha512",
+    }
+}
+
+/// Whether a key exchange method stays acceptable under the CRYPTREC
+/// criteria after 2030 (128-bit security or more): ECP-256/384/521 and
+/// MODP-3072/4096. MODP-2048 (112-bit) is usable only until 2030-12-31;
+/// x25519 is not on the list at all.
+pub fn compliant_after_2030(k: KeId) -> bool {
+    matches!(
+        k,
+        KeId::Ecp256 | KeId::Ecp384 | KeId::Ecp521 | KeId::Modp3072 | KeId::Modp4096
+    )
+}
+
+/// What a responder does with the group of the peer's KE payload
+/// ([`ProposalSet::select_ike_for_ke`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeChoice {
+    /// Take this suite (its group is the KE payload's) and answer with
+    /// this proposal.
+    Accept(IkeSuite, Proposal),
+    /// Answer INVALID_KE_PAYLOAD naming this group (RFC 7296 §1.2, §1.3).
+    AskFor(KeId),
+}
+
+/// Which key exchange methods one pass of a selection takes.
+#[derive(Debug, Clone, Copy)]
+enum KePass {
+    /// Only this one (the group of the peer's KE payload).
+    Exactly(KeId),
+    /// Only those compliant after 2030.
+    Compliant,
+    /// Any the profile accepts.
+    Any,
+}
+
+impl KePass {
+    fn admits(self, k: KeId) -> bool {
+        match self {
+            KePass::Exactly(g) => k == g,
+            KePass::Compliant => compliant_after_2030(k),
+            KePass::Any => true,
+        }
     }
 }
 
@@ -341,14 +391,39 @@ impl ProposalSet {
         v
     }
 
-    /// The first key exchange method of the first proposal (what an
-    /// initiator puts in its KE payload).
+    /// The key exchange method an initiator puts in its KE payload: the
+    /// first of the first proposal as offered ([`Self::to_wire`]), so one
+    /// compliant after 2030 whenever one is configured, and MODP-2048 for
+    /// a facility that lists nothing else (YAMAHA RTX).
     pub fn first_ke(&self) -> Option<KeId> {
-        self.templates
+        self.offer_order(true)
             .iter()
             .flat_map(|t| t.ke.iter())
             .copied()
             .next()
+    }
+
+    /// The proposals in the order the hub offers them: within each, key
+    /// exchange methods compliant after 2030 before the others, and
+    /// proposals with such a method before those without (each stable, so
+    /// the operator's order decides otherwise). Without key exchange
+    /// transforms (`with_ke` false for ESP) the order is the operator's.
+    fn offer_order(&self, with_ke: bool) -> Vec<Template> {
+        let mut templates = self.templates.clone();
+        if self.protocol == Protocol::Ike || with_ke {
+            for t in &mut templates {
+                t.ke.sort_by_key(|k| !compliant_after_2030(*k));
+            }
+            templates.sort_by_key(|t| !t.ke.iter().any(|k| compliant_after_2030(*k)));
+        }
+        templates
+    }
+
+    /// Whether any proposal has a key exchange method compliant after 2030.
+    pub fn allows_compliant_ke(&self) -> bool {
+        self.templates
+            .iter()
+            .any(|t| t.ke.iter().any(|k| compliant_after_2030(*k)))
     }
 
     /// Whether `ke` appears in any proposal.
@@ -356,12 +431,13 @@ impl ProposalSet {
         self.templates.iter().any(|t| t.ke.contains(&ke))
     }
 
-    /// Our proposals as SA payload substructures. For the first Child SA
-    /// (`with_ke = false`) key exchange transforms are left out, as RFC 7296
-    /// §1.2 has them negotiated only in CREATE_CHILD_SA.
+    /// Our proposals as SA payload substructures, in the order the hub
+    /// offers them (groups compliant after 2030 first). For the first
+    /// Child SA (`with_ke = false`) key exchange transforms are left out,
+    /// as RFC 7296 §1.2 has them negotiated only in CREATE_CHILD_SA.
     pub fn to_wire(&self, spi: &[u8], with_ke: bool) -> Vec<Proposal> {
         let mut out = Vec::new();
-        for (i, t) in self.templates.iter().enumerate() {
+        for (i, t) in self.offer_order(with_ke).iter().enumerate() {
             let mut transforms = Vec::new();
             for e in &t.encr {
                 transforms.push(Transform::with_key_length(
@@ -412,11 +488,10 @@ impl ProposalSet {
         })
     }
 
-    /// Chooses an IKE suite from a peer's SA payload: the peer's first
-    /// proposal that one of ours accepts, and within it the peer's first
-    /// acceptable transform of each type (RFC 7296 §2.7). Returns the suite
-    /// and the proposal to send back.
-    pub fn select_ike(&self, offered: &[Proposal]) -> Option<(IkeSuite, Proposal)> {
+    /// The peer's first proposal that one of ours accepts with a key
+    /// exchange method `pass` admits, and within it the peer's first
+    /// acceptable transform of each type (RFC 7296 §2.7).
+    fn first_ike(&self, offered: &[Proposal], pass: KePass) -> Option<(IkeSuite, Proposal)> {
         for p in offered.iter().filter(|p| p.protocol == ProtocolId::Ike) {
             if !well_formed(p) {
                 continue;
@@ -437,7 +512,7 @@ impl ProposalSet {
                 };
                 let Some(ke) = pick(p, TransformType::Ke, |x| {
                     let k = KeId::from(x.id);
-                    (t.ke.contains(&k) && KeyExchange::supports(k)).then_some(k)
+                    (t.ke.contains(&k) && KeyExchange::supports(k) && pass.admits(k)).then_some(k)
                 }) else {
                     continue;
                 };
@@ -468,14 +543,77 @@ impl ProposalSet {
         None
     }
 
-    /// Chooses an ESP suite from a peer's SA payload, as [`Self::select_ike`].
-    /// With `ignore_ke` (the first Child SA, created in IKE_AUTH) key exchange
-    /// transforms are ignored (RFC 7296 §1.2). Returns the suite, the
-    /// peer's SPI and the proposal to send back with `our_spi`.
+    /// Chooses an IKE suite from a peer's SA payload: the peer's first
+    /// proposal that one of ours accepts with a key exchange method
+    /// compliant after 2030, and within it the peer's first such method;
+    /// only if there is none, the peer's first acceptable proposal. Within
+    /// the proposal, the peer's first acceptable transform of each type
+    /// (RFC 7296 §2.7: the responder chooses). Returns the suite and the
+    /// proposal to send back.
+    pub fn select_ike(&self, offered: &[Proposal]) -> Option<(IkeSuite, Proposal)> {
+        self.first_ike(offered, KePass::Compliant)
+            .or_else(|| self.first_ike(offered, KePass::Any))
+    }
+
+    /// Chooses an IKE suite as a responder that has the peer's KE payload,
+    /// of group `sent` (RFC 7296 §1.2, §2.7). The group as sent is taken
+    /// when it is acceptable and either compliant after 2030, or nothing
+    /// compliant was offered, or `upgrade` is off; otherwise the answer is
+    /// INVALID_KE_PAYLOAD naming the group [`Self::select_ike`] prefers —
+    /// with `upgrade` that asks a peer that sent MODP-2048 but also offered
+    /// a compliant group for the compliant one, at the cost of one round
+    /// trip. None: nothing acceptable (NO_PROPOSAL_CHOSEN).
+    pub fn select_ike_for_ke(
+        &self,
+        offered: &[Proposal],
+        sent: KeId,
+        upgrade: bool,
+    ) -> Option<KeChoice> {
+        let (preferred, echo) = self.select_ike(offered)?;
+        if preferred.ke == sent {
+            return Some(KeChoice::Accept(preferred, echo));
+        }
+        let keep_sent =
+            !upgrade || compliant_after_2030(sent) || !compliant_after_2030(preferred.ke);
+        match self.first_ike(offered, KePass::Exactly(sent)) {
+            Some((suite, echo)) if keep_sent => Some(KeChoice::Accept(suite, echo)),
+            _ => Some(KeChoice::AskFor(preferred.ke)),
+        }
+    }
+
+    /// Chooses an ESP suite from a peer's SA payload. With `ignore_ke` (the
+    /// first Child SA, created in IKE_AUTH) key exchange transforms are
+    /// ignored (RFC 7296 §1.2) and the peer's first acceptable proposal is
+    /// taken. Otherwise (CREATE_CHILD_SA) a proposal that takes `sent`, the
+    /// group of the peer's KE payload, comes first — no INVALID_KE_PAYLOAD
+    /// round trip for a rekey — then, as [`Self::select_ike`], one with a
+    /// group compliant after 2030, then any. Returns the suite, the peer's
+    /// SPI and the proposal to send back with `our_spi`.
     pub fn select_esp(
         &self,
         offered: &[Proposal],
         ignore_ke: bool,
+        sent: Option<KeId>,
+        our_spi: u32,
+    ) -> Option<(EspSuite, u32, Proposal)> {
+        let passes: &[KePass] = match sent {
+            _ if ignore_ke => &[KePass::Any],
+            Some(g) => &[KePass::Exactly(g), KePass::Compliant, KePass::Any],
+            None => &[KePass::Compliant, KePass::Any],
+        };
+        passes
+            .iter()
+            .find_map(|pass| self.first_esp(offered, ignore_ke, *pass, our_spi))
+    }
+
+    /// One pass of [`Self::select_esp`]: the peer's first proposal that one
+    /// of ours accepts with a key exchange method `pass` admits (or, except
+    /// for [`KePass::Exactly`], without PFS where both sides allow that).
+    fn first_esp(
+        &self,
+        offered: &[Proposal],
+        ignore_ke: bool,
+        pass: KePass,
         our_spi: u32,
     ) -> Option<(EspSuite, u32, Proposal)> {
         for p in offered.iter().filter(|p| p.protocol == ProtocolId::Esp) {
@@ -506,13 +644,14 @@ impl ProposalSet {
                 let wanted = offered_ke
                     .iter()
                     .copied()
-                    .filter(|k| *k != KeId::None)
+                    .filter(|k| *k != KeId::None && pass.admits(*k))
                     .find(|k| (t.ke.is_empty() || t.ke.contains(k)) && KeyExchange::supports(*k));
                 let ke = if ignore_ke {
                     None
                 } else if let Some(k) = wanted {
                     Some(k)
                 } else if t.ke.is_empty()
+                    && !matches!(pass, KePass::Exactly(_))
                     && (offered_ke.is_empty() || offered_ke.contains(&KeId::None))
                 {
                     None
@@ -730,17 +869,21 @@ mod tests {
             .unwrap()
             .to_wire(&[0, 0, 0, 9], true);
         assert_eq!(
-            default.select_esp(&pfs_offer, false, 1).unwrap().0.ke,
+            default.select_esp(&pfs_offer, false, None, 1).unwrap().0.ke,
             Some(KeId::Ecp256)
         );
         assert_eq!(
-            default.select_esp(&plain_offer, false, 1).unwrap().0.ke,
+            default
+                .select_esp(&plain_offer, false, None, 1)
+                .unwrap()
+                .0
+                .ke,
             None
         );
         let required = ProposalSet::parse("aes256gcm16-modp3072", Protocol::Esp, false).unwrap();
-        assert!(required.select_esp(&plain_offer, false, 1).is_none());
+        assert!(required.select_esp(&plain_offer, false, None, 1).is_none());
         assert!(
-            required.select_esp(&pfs_offer, false, 1).is_none(),
+            required.select_esp(&pfs_offer, false, None, 1).is_none(),
             "another group"
         );
         assert_eq!(required.first_ke(), Some(KeId::Modp3072));
@@ -757,9 +900,131 @@ mod tests {
         let offer = ProposalSet::parse("aes128gcm16-ecp256", Protocol::Esp, false)
             .unwrap()
             .to_wire(&[0, 0, 0, 9], true);
-        let (suite, spi, echo) = ours.select_esp(&offer, true, 0x1234).unwrap();
+        let (suite, spi, echo) = ours.select_esp(&offer, true, None, 0x1234).unwrap();
         assert_eq!((suite.to_string().as_str(), spi), ("aes128gcm16", 9));
         assert_eq!(echo.spi, vec![0, 0, 0x12, 0x34]);
         assert!(echo.transforms.iter().all(|t| t.kind != TransformType::Ke));
+    }
+
+    fn ke_order(p: &Proposal) -> Vec<KeId> {
+        p.transforms
+            .iter()
+            .filter(|t| t.kind == TransformType::Ke)
+            .map(|t| KeId::from(t.id))
+            .collect()
+    }
+
+    #[test]
+    fn the_hub_offers_groups_compliant_after_2030_first() {
+        // The operator listed MODP-2048 first; the hub still leads with
+        // ECP-384, in the proposal and in the KE payload.
+        let set = ike("aes256-sha256-modp2048-ecp384");
+        assert_eq!(set.first_ke(), Some(KeId::Ecp384));
+        let wire = set.to_wire(&[], true);
+        assert_eq!(ke_order(&wire[0]), vec![KeId::Ecp384, KeId::Modp2048]);
+        // A proposal with only MODP-2048 goes after one with a compliant
+        // group; the numbers follow the new order.
+        let set = ike("aes256-sha256-modp2048,aes256gcm16-prfsha256-ecp256");
+        let wire = set.to_wire(&[], true);
+        assert_eq!(ke_order(&wire[0]), vec![KeId::Ecp256]);
+        assert_eq!((wire[0].number, wire[1].number), (1, 2));
+        assert_eq!(set.first_ke(), Some(KeId::Ecp256));
+        assert_eq!(
+            set.to_string(),
+            "aes256-sha256-modp2048,aes256gcm16-prfsha256-ecp256"
+        );
+        // YAMAHA RTX: MODP-2048 is all there is, so it is sent first.
+        assert_eq!(
+            ike("aes256-sha256-modp2048").first_ke(),
+            Some(KeId::Modp2048)
+        );
+        // The defaults already lead with ECP-256.
+        assert_eq!(
+            ProposalSet::default_for(Protocol::Ike).first_ke(),
+            Some(KeId::Ecp256)
+        );
+        // The same for PFS groups in CREATE_CHILD_SA.
+        let esp =
+            ProposalSet::parse("aes256gcm16-modp2048-modp3072", Protocol::Esp, false).unwrap();
+        assert_eq!(esp.first_ke(), Some(KeId::Modp3072));
+        assert_eq!(
+            ke_order(&esp.to_wire(&[0, 0, 0, 1], true)[0]),
+            vec![KeId::Modp3072, KeId::Modp2048]
+        );
+    }
+
+    #[test]
+    fn the_responder_prefers_groups_compliant_after_2030() {
+        let ours = ProposalSet::default_for(Protocol::Ike);
+        // MODP-2048 listed first, ECP-256 in a later proposal.
+        let mut offer = ike("aes256-sha256-modp2048").to_wire(&[], true);
+        offer.extend(ike("aes256gcm16-prfsha384-ecp256").to_wire(&[], true));
+        offer[1].number = 2;
+        assert_eq!(ke_order(&offer[0]), vec![KeId::Modp2048]);
+        let (suite, echo) = ours.select_ike(&offer).unwrap();
+        assert_eq!(suite.to_string(), "aes256gcm16-prfsha384-ecp256");
+        assert_eq!(echo.number, 2);
+        // KE payload MODP-2048: ask for ECP-256, unless told not to.
+        assert_eq!(
+            ours.select_ike_for_ke(&offer, KeId::Modp2048, true),
+            Some(KeChoice::AskFor(KeId::Ecp256))
+        );
+        match ours.select_ike_for_ke(&offer, KeId::Modp2048, false) {
+            Some(KeChoice::Accept(s, echo)) => {
+                assert_eq!(s.to_string(), "aes256-sha256-prfsha256-modp2048");
+                assert_eq!(echo.number, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A compliant group in the KE payload is taken as sent: no round
+        // trip for another compliant one.
+        let both = ike("aes256gcm16-prfsha256-ecp384-modp3072").to_wire(&[], true);
+        match ours.select_ike_for_ke(&both, KeId::Modp3072, true) {
+            Some(KeChoice::Accept(s, _)) => assert_eq!(s.ke, KeId::Modp3072),
+            other => panic!("{other:?}"),
+        }
+        // A group that is not offered or not acceptable: ask for ours.
+        assert_eq!(
+            ours.select_ike_for_ke(&both, KeId::Ecp521, false),
+            Some(KeChoice::AskFor(KeId::Ecp384))
+        );
+        // Only MODP-2048 offered: accepted whatever the setting.
+        let yamaha = ike("aes256-sha256-modp2048").to_wire(&[], true);
+        for upgrade in [true, false] {
+            assert!(matches!(
+                ours.select_ike_for_ke(&yamaha, KeId::Modp2048, upgrade),
+                Some(KeChoice::Accept(s, _)) if s.ke == KeId::Modp2048
+            ));
+        }
+        assert!(ike("aes256gcm16-prfsha256-ecp256")
+            .select_ike_for_ke(&yamaha, KeId::Modp2048, true)
+            .is_none());
+    }
+
+    #[test]
+    fn create_child_sa_takes_the_pfs_group_sent() {
+        let ours = ProposalSet::default_for(Protocol::Esp);
+        // As a peer lists them: MODP-2048 first.
+        let p = vec![Proposal {
+            number: 1,
+            protocol: ProtocolId::Esp,
+            spi: vec![0, 0, 0, 9],
+            transforms: vec![
+                Transform::with_key_length(TransformType::Encr, EncrId::AesGcm16.into(), 256),
+                Transform::new(TransformType::Ke, KeId::Modp2048.into()),
+                Transform::new(TransformType::Ke, KeId::Ecp256.into()),
+                Transform::new(TransformType::Esn, EsnId::NoEsn.into()),
+            ],
+        }];
+        assert_eq!(ke_order(&p[0]), vec![KeId::Modp2048, KeId::Ecp256]);
+        let pick = |sent| ours.select_esp(&p, false, sent, 1).unwrap().0.ke;
+        // The group of the KE payload, whichever it is: no round trip.
+        assert_eq!(pick(Some(KeId::Modp2048)), Some(KeId::Modp2048));
+        assert_eq!(pick(Some(KeId::Ecp256)), Some(KeId::Ecp256));
+        // Without a usable KE payload, the compliant group is preferred.
+        assert_eq!(pick(Some(KeId::Ecp521)), Some(KeId::Ecp256));
+        assert_eq!(pick(None), Some(KeId::Ecp256));
+        // The first Child SA ignores key exchange altogether.
+        assert_eq!(ours.select_esp(&p, true, None, 1).unwrap().0.ke, None);
     }
 }

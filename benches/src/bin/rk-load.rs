@@ -137,6 +137,7 @@ fn facility(
             dpd: Duration::from_secs(600),
             ..Lifetimes::default()
         },
+        ke_upgrade: true,
     })
     .map_err(|e| e.to_string())?;
     Ok(ep)

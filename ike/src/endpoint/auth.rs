@@ -85,15 +85,20 @@ pub(super) struct AuthInput<'a> {
     pub(super) nonce: &'a [u8],
     pub(super) sk_p: &'a [u8],
     pub(super) id_type: u8,
+    /// The ID payload's RESERVED octets: as received for the peer's AUTH
+    /// (RFC 7296 §2.15 covers the payload as sent), zero for our own.
+    pub(super) id_reserved: [u8; 3],
     pub(super) id_data: &'a [u8],
 }
 
 impl AuthInput<'_> {
-    /// `RealMessage | NonceOfOtherSide | prf(SK_p, RestOfIDPayload)`.
+    /// `RealMessage | NonceOfOtherSide | prf(SK_p, RestOfIDPayload)`, where
+    /// `RestOfIDPayload` is ID type, RESERVED and identification data.
     fn octets(&self) -> Vec<u8> {
-        let maced_id = self
-            .prf
-            .prf(self.sk_p, &[&[self.id_type, 0, 0, 0], self.id_data]);
+        let maced_id = self.prf.prf(
+            self.sk_p,
+            &[&[self.id_type], &self.id_reserved, self.id_data],
+        );
         [self.message, self.nonce, &maced_id].concat()
     }
 
@@ -105,6 +110,7 @@ impl AuthInput<'_> {
             self.nonce,
             self.sk_p,
             self.id_type,
+            self.id_reserved,
             self.id_data,
         )
     }
@@ -299,6 +305,7 @@ mod tests {
                 nonce: b"the other side's nonce",
                 sk_p: b"SK_p of this side of the SA.....",
                 id_type: id.id_type(),
+                id_reserved: [0; 3],
                 id_data: leaked,
             },
         )

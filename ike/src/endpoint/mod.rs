@@ -18,7 +18,7 @@ use crate::config::{Config, PeerAuth, PeerConfig};
 use crate::crypto::{constant_time_eq, nat_detection_hash, KeyExchange};
 use crate::error::Error;
 use crate::keys::{derive_child, ChildKeys, IkeKeys};
-use crate::proposal::{describe_offer, EspSuite, IkeSuite};
+use crate::proposal::{describe_offer, EspSuite, IkeSuite, KeChoice};
 use crate::ts::{all_within, describe, narrow};
 use crate::wire::{
     emit_chain, parse_chain, Delete, ExchangeType, Flags, HeaderRepr, KeId, Notify, NotifyType,
@@ -504,6 +504,8 @@ pub struct Endpoint {
     timer_queue: BinaryHeap<Reverse<(Instant, u64)>>,
     half_open: HashMap<(SocketAddr, u64), u64>,
     half_open_per_ip: HashMap<IpAddr, usize>,
+    /// Where facilities with [`PeerConfig::ke_upgrade`] off send from.
+    keep_ke: KeepKe,
     cookies: CookieSecrets,
     /// Token bucket of unprotected error replies: (tokens, last refill).
     reply_tokens: (f64, Option<Instant>),
@@ -526,6 +528,55 @@ impl std::fmt::Debug for Endpoint {
             .field("peers", &self.peers.len())
             .field("ike_sas", &self.sas.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The addresses of facilities whose [`PeerConfig::ke_upgrade`] is off:
+/// their configured address and the one they last authenticated from. A
+/// facility is known only by its address at IKE_SA_INIT (IDi comes in
+/// IKE_AUTH), so this is how its setting reaches the responder's choice.
+#[derive(Debug, Default)]
+struct KeepKe {
+    /// Facility name → (configured address, last authenticated address).
+    by_peer: HashMap<String, (Option<IpAddr>, Option<IpAddr>)>,
+    /// Address → how many of the above name it.
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl KeepKe {
+    /// Follows a facility's configuration; `seen` is an address it just
+    /// authenticated from. A facility whose own proposals allow no group
+    /// compliant after 2030 is kept too: asking it for one would only fail
+    /// its IKE_AUTH.
+    fn update(&mut self, peer: &PeerConfig, seen: Option<IpAddr>) {
+        let last = self.by_peer.get(&peer.name).and_then(|(_, s)| *s);
+        self.remove(&peer.name);
+        if peer.ke_upgrade && peer.ike.allows_compliant_ke() {
+            return;
+        }
+        let entry = (peer.remote_addr.map(|a| a.ip()), seen.or(last));
+        for ip in [entry.0, entry.1].into_iter().flatten() {
+            *self.by_ip.entry(ip).or_default() += 1;
+        }
+        self.by_peer.insert(peer.name.clone(), entry);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some((configured, seen)) = self.by_peer.remove(name) else {
+            return;
+        };
+        for ip in [configured, seen].into_iter().flatten() {
+            if let Some(n) = self.by_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.by_ip.contains_key(&ip)
     }
 }
 
@@ -552,6 +603,7 @@ impl Endpoint {
             timer_queue: BinaryHeap::new(),
             half_open: HashMap::new(),
             half_open_per_ip: HashMap::new(),
+            keep_ke: KeepKe::default(),
             cookies: CookieSecrets::default(),
             reply_tokens: (0.0, None),
             reassembled: None,
@@ -607,8 +659,16 @@ impl Endpoint {
             self.by_id.remove(&old.remote_id);
         }
         self.by_id.insert(peer.remote_id.clone(), peer.name.clone());
+        self.keep_ke.update(&peer, None);
         self.peers.insert(peer.name.clone(), Arc::new(peer));
         Ok(())
+    }
+
+    /// Whether an IKE_SA_INIT from `ip` may be answered with
+    /// INVALID_KE_PAYLOAD to get a group compliant after 2030
+    /// ([`PeerConfig::ke_upgrade`]).
+    fn ke_upgrade_from(&self, ip: IpAddr) -> bool {
+        !self.keep_ke.contains(ip)
     }
 
     /// Removes a facility and closes its IKE SAs.
@@ -618,6 +678,7 @@ impl Endpoint {
             .remove(name)
             .ok_or_else(|| Error::NotFound(format!("facility {name}")))?;
         self.by_id.remove(&peer.remote_id);
+        self.keep_ke.remove(name);
         for id in self.sas_of(name) {
             self.close(now, id);
         }
@@ -1761,7 +1822,12 @@ impl Endpoint {
             debug!(%remote, "too many half-open IKE SAs from this address; dropping IKE_SA_INIT");
             return Err(Error::TemporaryFailure("half-open limit per source"));
         }
-        let Some((suite, echo)) = self.config.ike_proposals.select_ike(offered) else {
+        let upgrade = self.ke_upgrade_from(remote.ip());
+        let choice = self
+            .config
+            .ike_proposals
+            .select_ike_for_ke(offered, group, upgrade);
+        let Some(choice) = choice else {
             let offer = describe_offer(offered);
             self.refuse(
                 remote,
@@ -1779,19 +1845,24 @@ impl Endpoint {
             );
             return Err(Error::NoProposalChosen(offer));
         };
-        if group != suite.ke {
-            // RFC 7296 §1.3: tell the initiator which group we chose.
-            debug!(%remote, offered = %group, wanted = %suite.ke, "INVALID_KE_PAYLOAD");
-            self.reply_init_error(
-                now,
-                remote,
-                local,
-                hdr,
-                NotifyType::InvalidKePayload,
-                u16::from(suite.ke).to_be_bytes().to_vec(),
-            );
-            return Err(Error::InvalidKe(suite.ke));
-        }
+        let (suite, echo) = match choice {
+            KeChoice::Accept(suite, echo) => (suite, echo),
+            KeChoice::AskFor(wanted) => {
+                // RFC 7296 §1.2: tell the initiator which group we chose —
+                // another it offered, or one that stays compliant after
+                // 2030 where it sent MODP-2048 first.
+                debug!(%remote, offered = %group, %wanted, upgrade, "INVALID_KE_PAYLOAD");
+                self.reply_init_error(
+                    now,
+                    remote,
+                    local,
+                    hdr,
+                    NotifyType::InvalidKePayload,
+                    u16::from(wanted).to_be_bytes().to_vec(),
+                );
+                return Err(Error::InvalidKe(wanted));
+            }
+        };
         let (kx, our_public) = KeyExchange::generate(suite.ke, &mut self.rng)?;
         let shared = match kx.shared_secret(public) {
             Ok(s) => s,
@@ -2020,6 +2091,7 @@ impl Endpoint {
                 nonce: &nonce_r,
                 sk_p: &keys.sk_pi,
                 id_type: local_id.id_type(),
+                id_reserved: [0; 3],
                 id_data: &id_data,
             },
         );
@@ -2038,6 +2110,7 @@ impl Endpoint {
         };
         let mut payloads = vec![Payload::IdI {
             id_type: local_id.id_type(),
+            reserved: [0; 3],
             data: id_data.clone(),
         }];
         if let (PeerAuth::Cert, Some(trust)) = (&peer.auth, &self.config.trust) {
@@ -2048,6 +2121,7 @@ impl Endpoint {
         }
         payloads.push(Payload::IdR {
             id_type: peer.remote_id.id_type(),
+            reserved: [0; 3],
             data: peer.remote_id.data(),
         });
         payloads.extend(proof);
@@ -2112,6 +2186,9 @@ impl Endpoint {
         self.forget_half_open(sa);
         match self.authenticate_initiator(now, &payloads, &init) {
             Ok(peer) => {
+                if !peer.ke_upgrade || !peer.ike.allows_compliant_ke() {
+                    self.keep_ke.update(&peer, Some(remote.ip()));
+                }
                 sa.peer = Some(peer.clone());
                 self.complete_responder_auth(now, sa, hdr, &payloads, init, peer)
             }
@@ -2147,7 +2224,7 @@ impl Endpoint {
         payloads: &[Payload],
         init: &InitDone,
     ) -> Result<Arc<PeerConfig>, (Error, Option<String>)> {
-        let (id_type, id_data) = payloads
+        let (id_type, id_reserved, id_data) = payloads
             .id_i()
             .ok_or((Error::Missing("no IDi payload"), None))?;
         let identity = Identity::from_wire(id_type, id_data)
@@ -2185,7 +2262,9 @@ impl Endpoint {
                 message: &init.message1,
                 nonce: &init.nonce_r,
                 sk_p: &init.keys.sk_pi,
+                // RFC 7296 §2.15: the peer's IDi as it was sent.
                 id_type,
+                id_reserved,
                 id_data,
             },
         )
@@ -2213,6 +2292,7 @@ impl Endpoint {
                 nonce: &init.nonce_i,
                 sk_p: &init.keys.sk_pr,
                 id_type: local_id.id_type(),
+                id_reserved: [0; 3],
                 id_data: &local_id.data(),
             },
         );
@@ -2226,6 +2306,7 @@ impl Endpoint {
         };
         let mut reply = vec![Payload::IdR {
             id_type: local_id.id_type(),
+            reserved: [0; 3],
             data: local_id.data(),
         }];
         reply.extend(proof);
@@ -2275,7 +2356,7 @@ impl Endpoint {
         let tsi = payloads.ts_i().ok_or(Error::Missing("no TSi"))?;
         let tsr = payloads.ts_r().ok_or(Error::Missing("no TSr"))?;
         let spi_in = self.new_child_spi();
-        let Some((suite, spi_out, echo)) = peer.esp.select_esp(offered, true, spi_in) else {
+        let Some((suite, spi_out, echo)) = peer.esp.select_esp(offered, true, None, spi_in) else {
             self.child_spis.remove(&spi_in);
             return Err(Error::NoProposalChosen(describe_offer(offered)));
         };
@@ -2344,7 +2425,8 @@ impl Endpoint {
             return Ok(());
         }
         let verified = (|| {
-            let (id_type, id_data) = payloads.id_r().ok_or(Error::Missing("no IDr"))?;
+            let (id_type, id_reserved, id_data) =
+                payloads.id_r().ok_or(Error::Missing("no IDr"))?;
             let identity = Identity::from_wire(id_type, id_data)
                 .map_err(|e| Error::AuthenticationFailed(e.to_string()))?;
             if identity != peer.remote_id {
@@ -2365,7 +2447,9 @@ impl Endpoint {
                     message: &auth.message2,
                     nonce: &auth.nonce_i,
                     sk_p: &auth.keys.sk_pr,
+                    // RFC 7296 §2.15: the peer's IDr as it was sent.
                     id_type,
+                    id_reserved,
                     id_data,
                 },
             )?;
@@ -2422,7 +2506,7 @@ impl Endpoint {
         }
         let (suite, spi_out, _) = peer
             .esp
-            .select_esp(chosen, true, auth.child_spi)
+            .select_esp(chosen, true, None, auth.child_spi)
             .ok_or_else(|| {
                 Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
             })?;

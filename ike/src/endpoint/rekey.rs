@@ -19,7 +19,7 @@ use super::{
 use crate::crypto::KeyExchange;
 use crate::error::Error;
 use crate::keys::{derive_child, IkeKeys};
-use crate::proposal::describe_offer;
+use crate::proposal::{describe_offer, KeChoice};
 use crate::wire::{Delete, ExchangeType, Notify, NotifyType, Payload, PayloadsExt, ProtocolId};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -466,7 +466,7 @@ impl Endpoint {
         let result = (|| {
             let (suite, spi_out, echo) = peer
                 .esp
-                .select_esp(offered, false, new_spi_in)
+                .select_esp(offered, false, payloads.ke().map(|(g, _)| g), new_spi_in)
                 .ok_or_else(|| Error::NoProposalChosen(describe_offer(offered)))?;
             let (shared, ke_reply) = match suite.ke {
                 Some(group) => {
@@ -557,10 +557,21 @@ impl Endpoint {
             .clone()
             .ok_or(Error::Missing("established IKE SA without peer"))?;
         let offered = payloads.sa().ok_or(Error::Missing("no SA payload"))?;
-        let (suite, mut echo) = peer
-            .ike
-            .select_ike(offered)
-            .ok_or_else(|| Error::NoProposalChosen(describe_offer(offered)))?;
+        let sent = payloads.ke().map(|(g, _)| g);
+        // RFC 7296 §1.3.2: the KE payload's group is taken if acceptable,
+        // so a rekey costs no INVALID_KE_PAYLOAD round trip.
+        let choice = match sent {
+            Some(g) => peer.ike.select_ike_for_ke(offered, g, false),
+            None => peer
+                .ike
+                .select_ike(offered)
+                .map(|(suite, _)| KeChoice::AskFor(suite.ke)),
+        };
+        let (suite, mut echo) = match choice {
+            Some(KeChoice::Accept(suite, echo)) => (suite, echo),
+            Some(KeChoice::AskFor(group)) => return Err(Error::InvalidKe(group)),
+            None => return Err(Error::NoProposalChosen(describe_offer(offered))),
+        };
         let their_spi = offered
             .iter()
             .find(|p| p.number == echo.number && p.protocol == ProtocolId::Ike)
@@ -744,12 +755,12 @@ impl Endpoint {
             if chosen.len() != 1 {
                 return Err(Error::Misbehaved("more than one proposal chosen".into()));
             }
-            let (suite, spi_out, _) =
-                peer.esp
-                    .select_esp(chosen, false, new_spi_in)
-                    .ok_or_else(|| {
-                        Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
-                    })?;
+            let (suite, spi_out, _) = peer
+                .esp
+                .select_esp(chosen, false, ke.as_ref().map(|k| k.group()), new_spi_in)
+                .ok_or_else(|| {
+                    Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
+                })?;
             let shared = match (suite.ke, &ke) {
                 (Some(group), Some(ours)) if ours.group() == group => {
                     let (g, public) = payloads.ke().ok_or(Error::Missing("no KE payload"))?;

@@ -354,6 +354,10 @@ pub enum Payload {
     IdI {
         /// ID type.
         id_type: u8,
+        /// The three RESERVED octets as received (zero when we send). They
+        /// are kept because AUTH covers the ID payload as it was on the
+        /// wire (RFC 7296 §2.15), whatever a sender put there.
+        reserved: [u8; 3],
         /// ID data.
         data: Vec<u8>,
     },
@@ -361,6 +365,8 @@ pub enum Payload {
     IdR {
         /// ID type.
         id_type: u8,
+        /// The three RESERVED octets as received, as in [`Payload::IdI`].
+        reserved: [u8; 3],
         /// ID data.
         data: Vec<u8>,
     },
@@ -485,12 +491,23 @@ impl Payload {
             }
             PayloadType::IdI | PayloadType::IdR => {
                 let id_type = r.u8()?;
-                let _reserved = r.take(3)?;
+                // RFC 7296 §3.5: RESERVED "MUST be ignored on receipt" —
+                // ignored for meaning, but kept, since §2.15 has AUTH
+                // computed over the ID payload's octets as sent.
+                let reserved = [r.u8()?, r.u8()?, r.u8()?];
                 let data = r.rest().to_vec();
                 if kind == PayloadType::IdI {
-                    Payload::IdI { id_type, data }
+                    Payload::IdI {
+                        id_type,
+                        reserved,
+                        data,
+                    }
                 } else {
-                    Payload::IdR { id_type, data }
+                    Payload::IdR {
+                        id_type,
+                        reserved,
+                        data,
+                    }
                 }
             }
             PayloadType::Cert | PayloadType::CertReq => {
@@ -574,8 +591,18 @@ impl Payload {
                 out.extend_from_slice(&[0, 0]);
                 out.extend_from_slice(data);
             }
-            Payload::IdI { id_type, data } | Payload::IdR { id_type, data } => {
-                out.extend_from_slice(&[*id_type, 0, 0, 0]);
+            Payload::IdI {
+                id_type,
+                reserved,
+                data,
+            }
+            | Payload::IdR {
+                id_type,
+                reserved,
+                data,
+            } => {
+                out.push(*id_type);
+                out.extend_from_slice(reserved);
                 out.extend_from_slice(data);
             }
             Payload::Cert { encoding, data } | Payload::CertReq { encoding, data } => {
@@ -636,10 +663,10 @@ pub trait PayloadsExt {
     fn ke(&self) -> Option<(KeId, &Vec<u8>)>;
     /// The Nonce payload's data.
     fn nonce(&self) -> Option<&Vec<u8>>;
-    /// IDi: type and data.
-    fn id_i(&self) -> Option<(u8, &Vec<u8>)>;
-    /// IDr: type and data.
-    fn id_r(&self) -> Option<(u8, &Vec<u8>)>;
+    /// IDi: type, RESERVED octets as received, and data.
+    fn id_i(&self) -> Option<(u8, [u8; 3], &Vec<u8>)>;
+    /// IDr: type, RESERVED octets as received, and data.
+    fn id_r(&self) -> Option<(u8, [u8; 3], &Vec<u8>)>;
     /// AUTH: method and data.
     fn auth(&self) -> Option<(AuthMethod, &Vec<u8>)>;
     /// TSi selectors.
@@ -669,15 +696,23 @@ impl PayloadsExt for [Payload] {
             _ => None,
         })
     }
-    fn id_i(&self) -> Option<(u8, &Vec<u8>)> {
+    fn id_i(&self) -> Option<(u8, [u8; 3], &Vec<u8>)> {
         self.iter().find_map(|p| match p {
-            Payload::IdI { id_type, data } => Some((*id_type, data)),
+            Payload::IdI {
+                id_type,
+                reserved,
+                data,
+            } => Some((*id_type, *reserved, data)),
             _ => None,
         })
     }
-    fn id_r(&self) -> Option<(u8, &Vec<u8>)> {
+    fn id_r(&self) -> Option<(u8, [u8; 3], &Vec<u8>)> {
         self.iter().find_map(|p| match p {
-            Payload::IdR { id_type, data } => Some((*id_type, data)),
+            Payload::IdR {
+                id_type,
+                reserved,
+                data,
+            } => Some((*id_type, *reserved, data)),
             _ => None,
         })
     }
@@ -794,7 +829,13 @@ mod tests {
             Payload::Nonce(vec![9; 32]),
             Payload::IdI {
                 id_type: 2,
+                reserved: [0, 0, 0],
                 data: b"a.example".to_vec(),
+            },
+            Payload::IdR {
+                id_type: 2,
+                reserved: [0x5a, 0, 0xff],
+                data: b"b.example".to_vec(),
             },
             Payload::Auth {
                 method: AuthMethod::SharedKeyMic,

@@ -85,6 +85,7 @@ pub fn peer(
         ike: ProposalSet::parse(ike, Protocol::Ike, false).unwrap(),
         esp: ProposalSet::default_for(Protocol::Esp),
         lifetimes: Lifetimes::default(),
+        ke_upgrade: true,
     }
 }
 
@@ -310,4 +311,97 @@ impl Pair {
         p.hub.ep.set_peer(kyoto_at_hub()).unwrap();
         p
     }
+}
+
+/// An IKE proposal from raw IANA numbers: encryption (id, key bits; 0 for
+/// none), PRFs, integrity algorithms and key exchange methods.
+pub fn raw_ike_proposal(
+    number: u8,
+    encr: &[(u16, u16)],
+    prf: &[u16],
+    integ: &[u16],
+    ke: &[u16],
+) -> ike::wire::Proposal {
+    use ike::wire::{Transform, TransformType};
+    let mut transforms = Vec::new();
+    for (id, bits) in encr {
+        transforms.push(if *bits == 0 {
+            Transform::new(TransformType::Encr, *id)
+        } else {
+            Transform::with_key_length(TransformType::Encr, *id, *bits)
+        });
+    }
+    for (kind, ids) in [
+        (TransformType::Prf, prf),
+        (TransformType::Integ, integ),
+        (TransformType::Ke, ke),
+    ] {
+        transforms.extend(ids.iter().map(|id| Transform::new(kind, *id)));
+    }
+    ike::wire::Proposal {
+        number,
+        protocol: ike::wire::ProtocolId::Ike,
+        spi: vec![],
+        transforms,
+    }
+}
+
+/// Libreswan 4.10's default IKEv2 proposals, as its initiator sends them
+/// (libreswan v4.10, lib/libswan/ike_info.c: `default_v2_ike_proposals`
+/// AES_GCM_16_256, AES_GCM_16_128, AES_CBC_256, AES_CBC_128, one proposal
+/// each; `default_v2_ike_prfs` SHA2_512, SHA2_256, integrity derived from
+/// them for CBC; `default_v2_groups` MODP2048, MODP3072, MODP4096,
+/// MODP8192, DH19, DH20, DH21, DH31). Its KE payload carries the first
+/// group, MODP-2048.
+pub fn libreswan_4_10_default_ike() -> Vec<ike::wire::Proposal> {
+    const PRF: &[u16] = &[7, 5];
+    const INTEG: &[u16] = &[14, 12];
+    const KE: &[u16] = &[14, 15, 16, 18, 19, 20, 21, 31];
+    vec![
+        raw_ike_proposal(1, &[(20, 256)], PRF, &[], KE),
+        raw_ike_proposal(2, &[(20, 128)], PRF, &[], KE),
+        raw_ike_proposal(3, &[(12, 256)], PRF, INTEG, KE),
+        raw_ike_proposal(4, &[(12, 128)], PRF, INTEG, KE),
+    ]
+}
+
+/// strongSwan 5.9.8's default IKE proposals (swanctl without `proposals`:
+/// src/libcharon/plugins/vici/vici_config.c adds `proposal_create_default`
+/// then `proposal_create_default_aead`, both built by
+/// `proposal_add_supported_ike` in src/libstrongswan/crypto/proposal/
+/// proposal.c in rounds of decreasing strength). Key exchange: ECC first
+/// (ECP_256, ECP_384, ECP_521, the Brainpool curves, CURVE_25519,
+/// CURVE_448), then MODP_3072..MODP_8192, MODP_2048 last; within a round
+/// the order is that of the loaded plugins, as Debian 12's build logs it.
+/// Its KE payload carries ECP_256.
+pub fn strongswan_5_9_8_default_ike() -> Vec<ike::wire::Proposal> {
+    const PRF: &[u16] = &[5, 6, 7, 4, 2];
+    const KE: &[u16] = &[19, 20, 21, 28, 29, 30, 31, 32, 15, 16, 17, 18, 14];
+    vec![
+        raw_ike_proposal(
+            1,
+            &[(12, 128), (12, 192), (12, 256)],
+            PRF,
+            &[12, 13, 14, 2, 5],
+            KE,
+        ),
+        raw_ike_proposal(
+            2,
+            &[
+                (20, 128),
+                (20, 192),
+                (20, 256),
+                (28, 0),
+                (19, 128),
+                (19, 192),
+                (19, 256),
+                (18, 128),
+                (18, 192),
+                (18, 256),
+            ],
+            PRF,
+            &[],
+            KE,
+        ),
+    ]
 }

@@ -64,6 +64,7 @@ fn run(a: &[String]) -> Result<(), String> {
         ike: ProposalSet::default_for(Protocol::Ike),
         esp: ProposalSet::default_for(Protocol::Esp),
         lifetimes: Lifetimes::default(),
+        ke_upgrade: true,
     })
     .map_err(|e| err(&e))?;
     let s500 = UdpSocket::bind("0.0.0.0:500").map_err(|e| err(&e))?;

@@ -100,6 +100,9 @@ struct Hub {
     peers: HashMap<String, Peer>,
     status: HashMap<String, PeerStatus>,
     reconnect: HashMap<String, Reconnect>,
+    /// Facilities the hub initiates to whose IKE SA is up without a Child
+    /// SA (it was refused): when to ask for one again.
+    child_retry: HashMap<String, Reconnect>,
     /// Routes installed, with how many Child SAs need each and the
     /// source address each was given.
     routes: HashMap<(IpAddr, u8), (usize, Option<IpAddr>)>,
@@ -325,6 +328,7 @@ async fn run(
         peers: peers.into_iter().map(|p| (p.name.clone(), p)).collect(),
         status: HashMap::new(),
         reconnect: HashMap::new(),
+        child_retry: HashMap::new(),
         routes: HashMap::new(),
         mtu_learned: HashMap::new(),
         child_routes: HashMap::new(),
@@ -368,10 +372,12 @@ async fn run(
         hub.endpoint
             .set_wall_clock(Instant::now(), crate::certs::unix_now());
         hub.run_reconnects(Instant::now());
+        hub.run_child_retries(Instant::now());
         hub.flush().await;
         let deadline = [
             hub.endpoint.poll_timeout(),
             hub.reconnect.values().map(|r| r.at).min(),
+            hub.child_retry.values().map(|r| r.at).min(),
         ]
         .into_iter()
         .flatten()
@@ -486,6 +492,36 @@ impl Hub {
         }
     }
 
+    /// Asks again for the Child SA of facilities the hub initiates to whose
+    /// IKE SA lives without one (it was refused: a wrong selector or a
+    /// proposal the router lacks), with the same backoff as reconnects.
+    fn run_child_retries(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .child_retry
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let st = self.status.get(&name);
+            let ike_sa = st.filter(|s| s.children.is_empty()).and_then(|s| s.ike_sa);
+            let Some(ike_sa) = ike_sa else {
+                // It has one now, or no IKE SA to ask under.
+                self.child_retry.remove(&name);
+                continue;
+            };
+            if let Some(r) = self.child_retry.get_mut(&name) {
+                r.at = now + r.backoff;
+                r.backoff = (r.backoff * 2).min(RECONNECT_MAX);
+            }
+            info!(peer = %name, "asking the facility again for a Child SA");
+            if let Err(e) = self.endpoint.create_child(now, ike_sa) {
+                debug!(peer = %name, "cannot ask for a Child SA: {e}");
+                self.child_retry.remove(&name);
+            }
+        }
+    }
+
     /// Rekeys Child SAs that have carried their facility's byte lifetime.
     fn check_byte_lifetimes(&mut self, now: Instant) {
         let mut due = Vec::new();
@@ -570,7 +606,35 @@ impl Hub {
                 // the new SPI until our answer reaches it, so keep sending
                 // on the old SA until the facility deletes it.
                 let replacing = rekey_of.filter(|_| answered);
+                if rekey_of.is_none() {
+                    // A Child SA made: the latest attempt succeeded.
+                    self.child_retry.remove(&peer);
+                    if let Some(st) = self.status.get_mut(&peer) {
+                        st.last_error = None;
+                    }
+                }
                 self.install_child(&peer, child, replacing);
+            }
+            Event::ChildSaFailed {
+                peer,
+                notify,
+                by_peer,
+                reason,
+                ..
+            } => {
+                let who = if by_peer { "the facility" } else { "the hub" };
+                warn!(%peer, %notify, "IKE SA up without a Child SA: {who} refused it ({reason})");
+                let st = self.status.entry(peer.clone()).or_default();
+                st.last_error = Some(format!("{notify} ({who} refused the Child SA): {reason}"));
+                if st.children.is_empty()
+                    && self.peers.get(&peer).is_some_and(|p| p.enabled && p.start)
+                {
+                    let r = self.child_retry.entry(peer).or_insert(Reconnect {
+                        at: Instant::now(),
+                        backoff: RECONNECT_MIN,
+                    });
+                    r.at = Instant::now() + r.backoff;
+                }
             }
             Event::ChildSaDown {
                 peer,
@@ -585,6 +649,7 @@ impl Hub {
             } => {
                 let Some(peer) = peer else { return };
                 info!(%peer, %reason, "facility down");
+                self.child_retry.remove(&peer);
                 let st = self.status.entry(peer.clone()).or_default();
                 if st.ike_sa == Some(ike_sa) || st.ike_sa.is_none() {
                     st.state = "down";
@@ -964,10 +1029,13 @@ impl Hub {
             let state = if !p.enabled {
                 "disabled"
             } else {
-                st.map_or(
-                    "down",
-                    |s| if s.state.is_empty() { "down" } else { s.state },
-                )
+                st.map_or("down", |s| match s.state {
+                    "" => "down",
+                    // "up" means a Child SA carries traffic: an IKE SA
+                    // alone carries none.
+                    "up" if s.children.is_empty() => "degraded",
+                    state => state,
+                })
             };
             facilities.push(json!({
                 "name": name,
@@ -1071,6 +1139,16 @@ fn audit_record(event: &Event) -> (&'static str, Value) {
         } => (
             "sa.ike_rekeyed",
             json!({ "facility": peer, "old": old.to_string(), "new": new.to_string(), "suite": suite.to_string() }),
+        ),
+        Event::ChildSaFailed {
+            ike_sa,
+            peer,
+            notify,
+            by_peer,
+            reason,
+        } => (
+            "sa.child_failed",
+            json!({ "facility": peer, "ike_sa": ike_sa.to_string(), "notify": notify.to_string(), "refused_by": if *by_peer { "facility" } else { "hub" }, "reason": reason }),
         ),
         Event::PeerMoved { peer, remote, .. } => (
             "sa.moved",

@@ -35,6 +35,9 @@ pub enum Error {
     TemporaryFailure(&'static str),
     /// A Child SA the peer named does not exist (CHILD_SA_NOT_FOUND).
     ChildSaNotFound(u32),
+    /// The peer refused our request with this error Notify (a normal
+    /// refusal, not misbehaviour; nothing is sent back).
+    RefusedByPeer(NotifyType),
 }
 
 impl Error {
@@ -54,12 +57,24 @@ impl Error {
             Error::TsUnacceptable(_) => Some(NotifyType::TsUnacceptable),
             Error::TemporaryFailure(_) => Some(NotifyType::TemporaryFailure),
             Error::ChildSaNotFound(_) => Some(NotifyType::ChildSaNotFound),
-            Error::Crypto(_) | Error::Misbehaved(_) | Error::NotFound(_) => None,
+            Error::Crypto(_)
+            | Error::Misbehaved(_)
+            | Error::NotFound(_)
+            | Error::RefusedByPeer(_) => None,
         }
     }
 }
 
 impl Error {
+    /// The Notify this refusal is about: the one the peer sent, or the one
+    /// we send back (for status and logs; NO_PROPOSAL_CHOSEN when neither).
+    pub fn reported_notify(&self) -> NotifyType {
+        match self {
+            Error::RefusedByPeer(n) => *n,
+            e => e.notify().unwrap_or(NotifyType::NoProposalChosen),
+        }
+    }
+
     /// The Notify payload answering this error, with its data.
     pub fn notify_payload(&self) -> Option<crate::wire::Payload> {
         let kind = self.notify()?;
@@ -90,6 +105,7 @@ impl fmt::Display for Error {
             Error::NotFound(what) => write!(f, "{what} not found"),
             Error::TemporaryFailure(why) => write!(f, "temporary failure: {why}"),
             Error::ChildSaNotFound(spi) => write!(f, "no Child SA with SPI {spi:08x}"),
+            Error::RefusedByPeer(n) => write!(f, "the facility refused it with {n}"),
         }
     }
 }

@@ -383,3 +383,69 @@ fn strongswan_adds_a_second_child_sa() {
     assert!(lab.hub_route_present());
     assert!(lab.ping(true, 56, 3));
 }
+
+/// A facility the hub initiates to that refuses the Child SA (its router
+/// was given another LAN prefix): the IKE SA comes up, but `status` says
+/// `degraded` with the notify the facility actually sent, and the hub asks
+/// again for the Child SA under the same IKE SA, with backoff.
+#[test]
+fn refused_child_sa_is_degraded_named_and_retried() {
+    let mut f = Facility::new(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        Role::RenkeiInitiates,
+    );
+    f.swan_local_ts = Some("198.51.100.128/26".into());
+    let lab = Lab::start(f);
+    lab.wait_for(
+        "IKE SA up without a Child SA",
+        Duration::from_secs(30),
+        |lab| lab.facility_status()["state"] == "degraded",
+    );
+    let st = lab.facility_status();
+    let error = st["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("TS_UNACCEPTABLE") && error.contains("facility refused"),
+        "status names the facility's notify: {st}"
+    );
+    assert!(st["child_sas"].as_array().unwrap().is_empty(), "{st}");
+    // 2 s, then 4 s: two more requests under the same IKE SA.
+    lab.wait_for("two Child SA retries", Duration::from_secs(20), |lab| {
+        lab.hub_log()
+            .matches("asking the facility again for a Child SA")
+            .count()
+            >= 2
+    });
+    let st = lab.facility_status();
+    assert_eq!(st["state"], "degraded", "{st}");
+    assert_eq!(st["handshakes"], 1, "one IKE SA throughout: {st}");
+    let log = lab.hub_log();
+    assert!(!log.contains("misbehaved"), "a refusal is not misbehaviour");
+    assert!(
+        !log.contains("NO_PROPOSAL_CHOSEN"),
+        "the refusal is not misnamed"
+    );
+    assert!(
+        lab.charon_log().matches("CREATE_CHILD_SA request").count() >= 2,
+        "strongSwan received the retries"
+    );
+}
+
+/// The first IKE_SA_INIT after the hub starts is sent at once, not lost
+/// to a socket that is not yet known to be writable.
+#[test]
+fn the_first_ike_sa_init_after_start_is_sent() {
+    let lab = Lab::start(Facility::new(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        Role::RenkeiInitiates,
+    ));
+    lab.wait_up(Duration::from_secs(30));
+    // (The lab starts strongSwan after the hub, so that first request may
+    // still find no one listening and be retransmitted; what must not
+    // happen is the hub failing to send it.)
+    assert!(
+        !lab.hub_log().contains("send failed"),
+        "the hub failed to send an IKE datagram"
+    );
+}

@@ -181,6 +181,22 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A Child SA could not be made under an established IKE SA (the
+    /// first one in IKE_AUTH, or one asked for with CREATE_CHILD_SA): the
+    /// IKE SA lives on without it. Follows the IKE SA's `IkeSaUp` (and the
+    /// `Refused` that names the cause).
+    ChildSaFailed {
+        /// The IKE SA.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// The notification sent or received.
+        notify: NotifyType,
+        /// Whether the facility refused (rather than the hub).
+        by_peer: bool,
+        /// Details for the log and status.
+        reason: String,
+    },
     /// An attempt was refused (by us or by the peer): proposals,
     /// authentication, traffic selectors.
     Refused {
@@ -2312,6 +2328,7 @@ impl Endpoint {
         reply.extend(proof);
         let child = self.negotiate_first_child(sa, payloads, &init, &peer);
         let mut installed = None;
+        let mut failed = None;
         match child {
             Ok((info, echo)) => {
                 reply.push(Payload::Sa(vec![echo]));
@@ -2320,14 +2337,11 @@ impl Endpoint {
                 installed = Some(info);
             }
             Err(e) => {
-                let n = e.notify().unwrap_or(NotifyType::NoProposalChosen);
-                self.refuse(
-                    sa.remote,
-                    Some(peer.name.clone()),
-                    n,
-                    format!("first Child SA refused: {e}"),
-                );
+                let n = e.reported_notify();
+                let reason = format!("first Child SA refused: {e}");
+                self.refuse(sa.remote, Some(peer.name.clone()), n, reason.clone());
                 reply.push(Payload::Notify(Notify::new(n, vec![])));
+                failed = Some((n, false, reason));
             }
         }
         self.send_response(
@@ -2340,7 +2354,26 @@ impl Endpoint {
         )?;
         sa.timers.stop(Timer::Expire);
         self.established(now, sa, &peer, init.keys, installed);
+        self.child_failed(sa.id, &peer.name, failed);
         Ok(())
+    }
+
+    /// Reports a Child SA that could not be made under a live IKE SA.
+    pub(super) fn child_failed(
+        &mut self,
+        ike_sa: IkeSaId,
+        peer: &str,
+        failed: Option<(NotifyType, bool, String)>,
+    ) {
+        if let Some((notify, by_peer, reason)) = failed {
+            self.events.push_back(Event::ChildSaFailed {
+                ike_sa,
+                peer: peer.to_string(),
+                notify,
+                by_peer,
+                reason,
+            });
+        }
     }
 
     fn negotiate_first_child(
@@ -2467,21 +2500,20 @@ impl Endpoint {
             return Ok(());
         }
         let mut installed = None;
+        let mut failed = None;
         match self.accept_first_child(sa, &payloads, &auth, &peer) {
             Ok(info) => installed = Some(info),
             Err(e) => {
                 self.child_spis.remove(&auth.child_spi);
-                let n = e.notify().unwrap_or(NotifyType::NoProposalChosen);
-                self.refuse(
-                    sa.remote,
-                    Some(peer.name.clone()),
-                    n,
-                    format!("first Child SA failed: {e}"),
-                );
+                let n = e.reported_notify();
+                let reason = format!("first Child SA failed: {e}");
+                self.refuse(sa.remote, Some(peer.name.clone()), n, reason.clone());
+                failed = Some((n, matches!(e, Error::RefusedByPeer(_)), reason));
             }
         }
         sa.expected_request_id = 0;
         self.established(now, sa, &peer, auth.keys, installed);
+        self.child_failed(sa.id, &peer.name, failed);
         Ok(())
     }
 
@@ -2493,10 +2525,7 @@ impl Endpoint {
         peer: &PeerConfig,
     ) -> Result<ChildSaInfo, Error> {
         if let Some(n) = first_error_notify(payloads) {
-            return Err(Error::Misbehaved(format!(
-                "facility refused the Child SA with {}",
-                n.kind
-            )));
+            return Err(Error::RefusedByPeer(n.kind));
         }
         let chosen = payloads.sa().ok_or(Error::Missing("no SA payload"))?;
         if chosen.len() != 1 {

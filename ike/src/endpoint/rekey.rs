@@ -739,7 +739,12 @@ impl Endpoint {
         };
         if let Some(n) = payloads.notifies().find(|n| n.kind.is_error()) {
             self.child_spis.remove(&new_spi_in);
-            if n.kind == NotifyType::ChildSaNotFound {
+            if old_spi_in == 0 {
+                // A new Child SA (SPI 0 replaces nothing) the facility refused.
+                let reason = format!("Child SA refused: {}", Error::RefusedByPeer(n.kind));
+                self.refuse(sa.remote, Some(peer.name.clone()), n.kind, reason.clone());
+                self.child_failed(sa.id, &peer.name, Some((n.kind, true, reason)));
+            } else if n.kind == NotifyType::ChildSaNotFound {
                 // The peer no longer has it: forget it here too.
                 let gone = Self::take_children(est.children.as_mut(), |c| c.spi_in == old_spi_in);
                 est.children.retain(|c| c.spi_in != old_spi_in);
@@ -807,9 +812,16 @@ impl Endpoint {
         let (info, nonce_r) = match result {
             Ok(r) => r,
             Err(e) => {
-                warn!(ike_sa = %sa.id, "Child SA rekey failed: {e}");
                 self.child_spis.remove(&new_spi_in);
-                retry_later(est);
+                if old_spi_in == 0 {
+                    let reason = format!("Child SA failed: {e}");
+                    let n = e.reported_notify();
+                    self.refuse(sa.remote, Some(peer.name.clone()), n, reason.clone());
+                    self.child_failed(sa.id, &peer.name, Some((n, false, reason)));
+                } else {
+                    warn!(ike_sa = %sa.id, "Child SA rekey failed: {e}");
+                    retry_later(est);
+                }
                 return;
             }
         };

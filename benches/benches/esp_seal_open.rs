@@ -25,7 +25,8 @@ fn suites() -> Vec<(&'static str, Cipher, Option<Integrity>, usize)> {
 
 fn bench(c: &mut Criterion) {
     for (name, cipher, integ, klen) in suites() {
-        let crypto = SaCrypto::new(cipher, integ, &vec![7u8; klen], &[9u8; 32]).expect("keys");
+        let crypto =
+            SaCrypto::new(cipher, integ, &vec![7u8; klen], &[9u8; 32], false).expect("keys");
         let mut group = c.benchmark_group(format!("esp/{name}"));
         for size in [64usize, 512, 1400] {
             group.throughput(Throughput::Bytes(size as u64));
@@ -53,7 +54,7 @@ fn bench(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
                 b.iter(|| {
                     work.copy_from_slice(&sealed);
-                    crypto.open(&mut work).expect("open")
+                    crypto.open(&mut work, 1).expect("open")
                 })
             });
         }

@@ -692,6 +692,7 @@ impl Hub {
             spi_out: child.spi_out,
             cipher,
             integrity,
+            esn: child.suite.esn,
             encr_in: child.keys.encr_in,
             integ_in: child.keys.integ_in,
             encr_out: child.keys.encr_out,

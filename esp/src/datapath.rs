@@ -3,7 +3,7 @@
 //! ```text
 //!  TUN ──read×N──▶ encapsulate: LPM(dst) → selector check → seq → seal ──GSO train──▶ UDP 4500
 //!  UDP 4500 ──GRO train──▶ 0xff: keepalive │ 0000: IKE → control plane
-//!                     else decapsulate: SPI → replay pre-check → open → replay update
+//!                     else decapsulate: SPI → (ESN: high bits) → replay pre-check → open → replay update
 //!                                       → selector check ──write──▶ TUN
 //! ```
 
@@ -99,20 +99,30 @@ pub fn encapsulate<'a>(
 /// Verifies, decrypts and checks an ESP packet in place; returns the inner
 /// packet's range. A replayed packet is refused before decryption and a
 /// sequence number is recorded only once its ICV verified (RFC 4303 §3.4.3).
+/// With ESN the high 32 bits are guessed from the window first (RFC 4303
+/// Appendix A2.2) and the ICV verified with them; a wrong guess fails the
+/// ICV and, as Appendix A2.3 has it, the packet is rejected and the window
+/// left alone.
 pub fn decapsulate<'a>(
     snapshot: &'a Snapshot,
     packet: &mut [u8],
 ) -> Result<Range<usize>, Dropped<'a>> {
     let spi = header_spi(packet).ok_or(dropped(DropReason::Malformed, None))?;
-    let seq = u64::from(header_seq(packet).ok_or(dropped(DropReason::Malformed, None))?);
+    let low = header_seq(packet).ok_or(dropped(DropReason::Malformed, None))?;
     let sa = snapshot
         .inbound(spi)
         .ok_or(dropped(DropReason::NoSa, None))?;
     let counters = Some(&*sa.counters);
+    let seq = sa
+        .sequence_number(low)
+        .ok_or(dropped(DropReason::Replay, counters))?;
     if !sa.replay().check(seq) {
         return Err(dropped(DropReason::Replay, counters));
     }
-    let (range, next_header) = sa.crypto.open(packet).map_err(|r| dropped(r, counters))?;
+    let (range, next_header) = sa
+        .crypto
+        .open(packet, seq)
+        .map_err(|r| dropped(r, counters))?;
     if !sa.replay().update(seq) {
         return Err(dropped(DropReason::Replay, counters));
     }
@@ -711,6 +721,7 @@ mod tests {
             spi_out,
             cipher,
             integrity: integ,
+            esn: false,
             encr_in,
             integ_in,
             encr_out,
@@ -745,8 +756,12 @@ mod tests {
 
     /// The hub's table and the facility's mirror image.
     fn tables(cipher: Cipher, integ: Option<Integrity>) -> (SaTable, SaTable) {
+        tables_with(cipher, integ, false)
+    }
+
+    fn tables_with(cipher: Cipher, integ: Option<Integrity>, esn: bool) -> (SaTable, SaTable) {
         let hub = SaTable::new();
-        hub.install(&spec(
+        let mut h = spec(
             "kyoto",
             0x100,
             0x200,
@@ -754,8 +769,9 @@ mod tests {
             false,
             cipher,
             integ,
-        ))
-        .unwrap();
+        );
+        h.esn = esn;
+        hub.install(&h).unwrap();
         let site = SaTable::new();
         let mut s = spec(
             "hub",
@@ -766,6 +782,7 @@ mod tests {
             cipher,
             integ,
         );
+        s.esn = esn;
         s.local_ts = vec![sel("198.51.100.0", "198.51.100.63")];
         site.install(&s).unwrap();
         (hub, site)
@@ -827,6 +844,114 @@ mod tests {
         assert!(open(&hub, &esp).is_ok());
         assert_eq!(open(&hub, &esp), Err(DropReason::Replay));
         assert_eq!(hub.counters("kyoto").drops(DropReason::Replay), 1);
+    }
+
+    /// The facility's next sequence number is `next` and the hub has
+    /// received everything before it.
+    fn start_at(hub: &SaTable, site: &SaTable, next: u64) {
+        let dst = std::net::IpAddr::from([203, 0, 113, 1]);
+        site.snapshot().outbound(dst).unwrap().skip_to(next - 1);
+        hub.snapshot()
+            .inbound(0x100)
+            .unwrap()
+            .replay()
+            .skip_to(next - 1);
+    }
+
+    /// With ESN, every suite carries on across 2^32: the header's number
+    /// wraps to 0, the hub reconstructs the high bits (RFC 4303 Appendix
+    /// A2.2), also for packets reordered across the boundary, and replays
+    /// on either side of it are refused.
+    #[test]
+    fn esn_carries_on_across_the_32_bit_boundary_for_every_suite() {
+        for (cipher, integ) in [
+            (Cipher::AesGcm16(256), None),
+            (Cipher::AesGcm16(128), None),
+            (Cipher::AesCbc(256), Some(Integrity::HmacSha256_128)),
+            (Cipher::CamelliaCbc(128), Some(Integrity::HmacSha512_256)),
+        ] {
+            let (hub, site) = tables_with(cipher, integ, true);
+            let first = (1u64 << 32) - 3;
+            start_at(&hub, &site, first);
+            let p = ipv4([198, 51, 100, 1], [203, 0, 113, 1], 100);
+            let sealed: Vec<Vec<u8>> = (0..8).map(|_| seal(&site, &p).unwrap()).collect();
+            let lows: Vec<u32> = sealed.iter().filter_map(|e| header_seq(e)).collect();
+            assert_eq!(lows, [u32::MAX - 2, u32::MAX - 1, u32::MAX, 0, 1, 2, 3, 4]);
+            // Two after the boundary first, then the ones before it
+            // (the window now spans two subspaces: case B), then the rest.
+            for i in [3, 4, 0, 1, 2, 5, 7, 6] {
+                assert_eq!(open(&hub, &sealed[i]).unwrap(), p, "{cipher:?} #{i}");
+            }
+            let inbound = hub.snapshot().inbound(0x100).unwrap().clone();
+            assert_eq!(inbound.replay().top(), first + 7);
+            for e in &sealed {
+                assert_eq!(open(&hub, e), Err(DropReason::Replay), "{cipher:?}");
+            }
+            // The other way too.
+            let q = ipv4([203, 0, 113, 1], [198, 51, 100, 1], 1000);
+            let dst = std::net::IpAddr::from([198, 51, 100, 1]);
+            hub.snapshot()
+                .outbound(dst)
+                .unwrap()
+                .skip_to(u64::from(u32::MAX));
+            let site_in = site.snapshot().inbound(0x200).unwrap().clone();
+            site_in.replay().skip_to(u64::from(u32::MAX));
+            let down = seal(&hub, &q).unwrap();
+            assert_eq!(header_seq(&down), Some(0));
+            assert_eq!(open(&site, &down).unwrap(), q);
+            let c = hub.counters("kyoto");
+            assert_eq!(c.snapshot().packets_in, 8);
+            assert_eq!(c.drops(DropReason::Replay), 8);
+            assert_eq!(c.drops(DropReason::Integrity), 0);
+        }
+    }
+
+    /// A packet whose high bits are not the ones the hub reconstructs
+    /// fails integrity and leaves the window as it was (RFC 4303 Appendix
+    /// A2.3: reject the packet).
+    #[test]
+    fn esn_wrong_high_bits_fail_integrity() {
+        for (cipher, integ) in [
+            (Cipher::AesGcm16(256), None),
+            (Cipher::AesCbc(128), Some(Integrity::HmacSha384_192)),
+        ] {
+            let (hub, site) = tables_with(cipher, integ, true);
+            let p = ipv4([198, 51, 100, 1], [203, 0, 113, 1], 64);
+            // Sealed as 2^32 + 5 while the hub is at 100: it takes the
+            // header's 5 for 5 (Th), and the ICV says otherwise.
+            start_at(&hub, &site, (1 << 32) + 5);
+            let ahead = seal(&site, &p).unwrap();
+            start_at(&hub, &site, 101);
+            let inbound = hub.snapshot().inbound(0x100).unwrap().clone();
+            assert_eq!(open(&hub, &ahead), Err(DropReason::Integrity));
+            assert_eq!(inbound.replay().top(), 100);
+            // Sealed as 5 while the hub is near 2^32: it guesses the next
+            // subspace (Th + 1), and the ICV says otherwise.
+            let early = seal(&site, &p).unwrap();
+            assert_eq!(header_seq(&early), Some(101));
+            inbound.replay().skip_to((1 << 32) - 10);
+            assert_eq!(open(&hub, &early), Err(DropReason::Integrity));
+            assert_eq!(inbound.replay().top(), (1 << 32) - 10);
+            assert_eq!(hub.counters("kyoto").drops(DropReason::Integrity), 2);
+            assert_eq!(hub.counters("kyoto").drops(DropReason::Replay), 0);
+        }
+    }
+
+    /// The counter stops at its limit: 2^32 - 1 without ESN, 2^64 - 1
+    /// with it, and does not wrap to numbers already sent.
+    #[test]
+    fn sequence_numbers_stop_at_the_limit() {
+        let p = ipv4([198, 51, 100, 1], [203, 0, 113, 1], 64);
+        for (esn, last) in [(false, u64::from(u32::MAX)), (true, u64::MAX)] {
+            let (hub, site) = tables_with(Cipher::AesGcm16(128), None, esn);
+            start_at(&hub, &site, last);
+            let e = seal(&site, &p).unwrap();
+            assert_eq!(header_seq(&e), Some(u32::MAX));
+            assert_eq!(open(&hub, &e).unwrap(), p);
+            for _ in 0..3 {
+                assert_eq!(seal(&site, &p), Err(DropReason::SeqExhausted), "esn {esn}");
+            }
+        }
     }
 
     #[test]

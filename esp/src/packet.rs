@@ -5,6 +5,11 @@
 //! after seal:       [ .. | SPI | Seq | IV | E(inner | pad | padlen | nh) | ICV | .. ]
 //! ```
 //!
+//! With Extended Sequence Numbers (RFC 4303 §2.2.1) the header carries the
+//! low 32 bits of a 64-bit number; the high 32 bits are authenticated but
+//! never sent: in GCM's AAD (RFC 4106 §5), after the packet in the HMAC
+//! input of CBC suites (RFC 4303 §2.2.1, §3.3.2.1).
+//!
 //! Nothing here allocates: keys are prepared once per SA, the buffer is the
 //! caller's, and the result is a range inside it.
 
@@ -104,6 +109,8 @@ enum Engine {
 /// The prepared keys of one SA direction.
 pub struct SaCrypto {
     engine: Engine,
+    /// Extended Sequence Numbers negotiated (RFC 4303 §2.2.1).
+    esn: bool,
 }
 
 impl std::fmt::Debug for SaCrypto {
@@ -118,12 +125,14 @@ impl std::fmt::Debug for SaCrypto {
 
 impl SaCrypto {
     /// Prepares keys: `encr` is the cipher key (plus the 4-byte salt for
-    /// GCM), `integ` the HMAC key for CBC suites.
+    /// GCM), `integ` the HMAC key for CBC suites; `esn` whether the SA
+    /// uses Extended Sequence Numbers.
     pub fn new(
         cipher: Cipher,
         integrity: Option<Integrity>,
         encr: &[u8],
         integ: &[u8],
+        esn: bool,
     ) -> Result<SaCrypto, KeyError> {
         let engine = match cipher {
             Cipher::AesGcm16(bits) => {
@@ -178,7 +187,39 @@ impl SaCrypto {
                 }
             }
         };
-        Ok(SaCrypto { engine })
+        Ok(SaCrypto { engine, esn })
+    }
+
+    /// Whether the SA uses Extended Sequence Numbers.
+    pub fn esn(&self) -> bool {
+        self.esn
+    }
+
+    /// The additional authenticated data of GCM (RFC 4106 §5): SPI and
+    /// 32-bit sequence number (8 bytes), or SPI and 64-bit extended
+    /// sequence number (12 bytes). Returned with its length.
+    fn gcm_aad(&self, spi: [u8; 4], seq: u64) -> ([u8; 12], usize) {
+        let mut aad = [0u8; 12];
+        aad[..4].copy_from_slice(&spi);
+        if self.esn {
+            aad[4..].copy_from_slice(&seq.to_be_bytes());
+            (aad, 12)
+        } else {
+            aad[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
+            (aad, 8)
+        }
+    }
+
+    /// The ICV of CBC suites: over the packet from the SPI to the Next
+    /// Header, then, with ESN, the high 32 bits of the sequence number,
+    /// which are not sent (RFC 4303 §2.2.1, §3.3.2.1).
+    fn hmac(&self, key: &hmac::Key, packet: &[u8], seq: u64) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(packet);
+        if self.esn {
+            ctx.update(&((seq >> 32) as u32).to_be_bytes());
+        }
+        ctx.sign()
     }
 
     fn layout(&self) -> (usize, usize, usize) {
@@ -199,7 +240,9 @@ impl SaCrypto {
 
     /// Seals the inner packet at `buf[inner]` into an ESP packet in place
     /// and returns its range. `inner.start` must be at least [`HEADROOM`]
-    /// and `buf` must have [`TAILROOM`] bytes after `inner.end`.
+    /// and `buf` must have [`TAILROOM`] bytes after `inner.end`. `seq` is
+    /// the full sequence number: its low 32 bits go in the header, and
+    /// with ESN its high 32 bits into the ICV.
     /// `iv_source` feeds CBC IVs, which must be unpredictable: if it fails,
     /// the packet is dropped rather than sent with a weak IV.
     pub fn seal(
@@ -211,6 +254,10 @@ impl SaCrypto {
         next_header: u8,
         iv_source: &mut dyn FnMut(&mut [u8]) -> Result<(), DropReason>,
     ) -> Result<Range<usize>, DropReason> {
+        if !self.esn && seq > u64::from(u32::MAX) {
+            // RFC 4303 §3.3.3: without ESN the counter must not cycle.
+            return Err(DropReason::SeqExhausted);
+        }
         let (iv_len, block, icv_len) = self.layout();
         let len = inner.len();
         let padded = (len + 2).div_ceil(block) * block;
@@ -241,12 +288,11 @@ impl SaCrypto {
                 let mut nonce = [0u8; 12];
                 nonce[..4].copy_from_slice(salt);
                 nonce[4..].copy_from_slice(&seq.to_be_bytes());
-                let mut aad = [0u8; 8];
-                aad.copy_from_slice(&buf[start..start + 8]);
+                let (aad, aad_len) = self.gcm_aad(spi.to_be_bytes(), seq);
                 let tag = key
                     .seal_in_place_separate_tag(
                         Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad),
+                        Aad::from(&aad[..aad_len]),
                         &mut buf[ct.clone()],
                     )
                     .map_err(|_| DropReason::Crypto)?;
@@ -259,7 +305,7 @@ impl SaCrypto {
                 k.enc
                     .less_safe_encrypt(&mut buf[ct.clone()], EncryptionContext::Iv128(ivb.into()))
                     .map_err(|_| DropReason::Crypto)?;
-                let tag = hmac::sign(&k.mac, &buf[start..ct.end]);
+                let tag = self.hmac(&k.mac, &buf[start..ct.end], seq);
                 buf[ct.end..end].copy_from_slice(&tag.as_ref()[..k.integ.icv_len()]);
             }
             Engine::CamelliaCbc { key, mac, integ } => {
@@ -267,7 +313,7 @@ impl SaCrypto {
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&buf[iv]);
                 camellia(key, &ivb, &mut buf[ct.clone()], true)?;
-                let tag = hmac::sign(mac, &buf[start..ct.end]);
+                let tag = self.hmac(mac, &buf[start..ct.end], seq);
                 buf[ct.end..end].copy_from_slice(&tag.as_ref()[..integ.icv_len()]);
             }
         }
@@ -275,8 +321,11 @@ impl SaCrypto {
     }
 
     /// Verifies and decrypts an ESP packet in place; returns the inner
-    /// packet's range and the next-header value.
-    pub fn open(&self, packet: &mut [u8]) -> Result<(Range<usize>, u8), DropReason> {
+    /// packet's range and the next-header value. `seq` is the packet's
+    /// full sequence number: with ESN, the one reconstructed from the
+    /// header's low 32 bits (RFC 4303 Appendix A2.2), whose high 32 bits
+    /// the ICV must verify with; without, the header's.
+    pub fn open(&self, packet: &mut [u8], seq: u64) -> Result<(Range<usize>, u8), DropReason> {
         let (iv_len, block, icv_len) = self.layout();
         let ct_start = ESP_HEADER + iv_len;
         if packet.len() < ct_start + icv_len + block.max(4) {
@@ -286,24 +335,29 @@ impl SaCrypto {
         if ct.len() % block != 0 {
             return Err(DropReason::Malformed);
         }
+        // The header's sequence number is the low half of `seq`, or the
+        // ICV would vouch for a number the packet does not carry.
+        if header_seq(packet) != Some(seq as u32) || (!self.esn && seq > u64::from(u32::MAX)) {
+            return Err(DropReason::Malformed);
+        }
         match &self.engine {
             Engine::Gcm { key, salt } => {
                 let mut nonce = [0u8; 12];
                 nonce[..4].copy_from_slice(salt);
                 nonce[4..].copy_from_slice(&packet[ESP_HEADER..ct_start]);
-                let mut aad = [0u8; 8];
-                aad.copy_from_slice(&packet[..8]);
+                let spi = [packet[0], packet[1], packet[2], packet[3]];
+                let (aad, aad_len) = self.gcm_aad(spi, seq);
                 let (body, tag) = packet.split_at_mut(ct.end);
                 key.open_in_place_separate_tag(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad),
+                    Aad::from(&aad[..aad_len]),
                     tag,
                     &mut body[ct.clone()],
                 )
                 .map_err(|_| DropReason::Integrity)?;
             }
             Engine::AesCbc(k) => {
-                verify_hmac(&k.mac, &packet[..ct.end], &packet[ct.end..])?;
+                self.verify_hmac(&k.mac, packet, ct.end, seq)?;
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&packet[ESP_HEADER..ct_start]);
                 k.dec
@@ -314,7 +368,7 @@ impl SaCrypto {
                     .map_err(|_| DropReason::Crypto)?;
             }
             Engine::CamelliaCbc { key, mac, .. } => {
-                verify_hmac(mac, &packet[..ct.end], &packet[ct.end..])?;
+                self.verify_hmac(mac, packet, ct.end, seq)?;
                 let mut ivb = [0u8; 16];
                 ivb.copy_from_slice(&packet[ESP_HEADER..ct_start]);
                 camellia(key, &ivb, &mut packet[ct.clone()], false)?;
@@ -329,10 +383,20 @@ impl SaCrypto {
     }
 }
 
-fn verify_hmac(key: &hmac::Key, data: &[u8], icv: &[u8]) -> Result<(), DropReason> {
-    let tag = hmac::sign(key, data);
-    aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..icv.len()], icv)
-        .map_err(|_| DropReason::Integrity)
+impl SaCrypto {
+    /// Checks the ICV at `packet[icv_at..]` (RFC 4303 §3.4.4).
+    fn verify_hmac(
+        &self,
+        key: &hmac::Key,
+        packet: &[u8],
+        icv_at: usize,
+        seq: u64,
+    ) -> Result<(), DropReason> {
+        let tag = self.hmac(key, &packet[..icv_at], seq);
+        let icv = &packet[icv_at..];
+        aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..icv.len()], icv)
+            .map_err(|_| DropReason::Integrity)
+    }
 }
 
 fn camellia(key: &[u8], iv: &[u8; 16], buf: &mut [u8], encrypt: bool) -> Result<(), DropReason> {
@@ -410,6 +474,7 @@ mod tests {
                 integ,
                 &key,
                 &[9; 64][..integ.map_or(0, |i| i.icv_len() * 2)],
+                false,
             )
             .unwrap();
             for len in [1usize, 20, 63, 64, 1400] {
@@ -438,8 +503,8 @@ mod tests {
                 let mut tampered = pkt.clone();
                 let n = tampered.len();
                 tampered[n / 2] ^= 1;
-                assert_eq!(c.open(&mut tampered), Err(DropReason::Integrity));
-                let (range, nh) = c.open(&mut pkt).unwrap();
+                assert_eq!(c.open(&mut tampered, 7), Err(DropReason::Integrity));
+                let (range, nh) = c.open(&mut pkt, 7).unwrap();
                 assert_eq!((&pkt[range], nh), (&inner[..], 4));
             }
         }
@@ -453,25 +518,138 @@ mod tests {
                 integ,
                 &vec![1; klen],
                 &[2; 64][..integ.map_or(0, |i| i.icv_len() * 2)],
+                false,
             )
             .unwrap();
             for n in 0..80 {
                 let mut p = vec![0u8; n];
-                assert!(c.open(&mut p).is_err());
+                assert!(c.open(&mut p, 0).is_err());
             }
         }
     }
 
     #[test]
     fn bad_keys_are_refused() {
-        assert!(SaCrypto::new(Cipher::AesGcm16(256), None, &[0; 32], &[]).is_err());
-        assert!(SaCrypto::new(Cipher::AesCbc(256), None, &[0; 32], &[]).is_err());
+        assert!(SaCrypto::new(Cipher::AesGcm16(256), None, &[0; 32], &[], false).is_err());
+        assert!(SaCrypto::new(Cipher::AesCbc(256), None, &[0; 32], &[], true).is_err());
         assert!(SaCrypto::new(
             Cipher::CamelliaCbc(192),
             Some(Integrity::HmacSha256_128),
             &[0; 24],
-            &[0; 32]
+            &[0; 32],
+            false
         )
         .is_err());
+    }
+
+    fn crypto(cipher: Cipher, integ: Option<Integrity>, klen: usize, esn: bool) -> SaCrypto {
+        let key: Vec<u8> = (0..klen as u8).collect();
+        let ikey = &[9; 64][..integ.map_or(0, |i| i.icv_len() * 2)];
+        SaCrypto::new(cipher, integ, &key, ikey, esn).unwrap()
+    }
+
+    fn seal_one(c: &SaCrypto, inner: &[u8], seq: u64) -> Result<Vec<u8>, DropReason> {
+        let mut buf = vec![0u8; HEADROOM + inner.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + inner.len()].copy_from_slice(inner);
+        let out = c.seal(
+            &mut buf,
+            HEADROOM..HEADROOM + inner.len(),
+            0xabcd,
+            seq,
+            4,
+            &mut |iv| {
+                iv.fill(0x5a);
+                Ok(())
+            },
+        )?;
+        Ok(buf[out].to_vec())
+    }
+
+    /// Every suite with ESN, on both sides of the 2^32 boundary: the
+    /// header carries the low 32 bits, the ICV covers the high ones, and a
+    /// packet opened with other high bits fails integrity.
+    #[test]
+    fn esn_round_trip_across_the_32_bit_boundary() {
+        let inner: Vec<u8> = (0..300).map(|i| i as u8).collect();
+        for (cipher, integ, klen) in suites() {
+            let c = crypto(cipher, integ, klen, true);
+            for seq in [
+                1,
+                u64::from(u32::MAX),
+                1 << 32,
+                (1 << 32) + 1,
+                (5 << 32) + 7,
+                u64::MAX,
+            ] {
+                let pkt = seal_one(&c, &inner, seq).unwrap();
+                assert_eq!(header_seq(&pkt), Some(seq as u32), "{cipher:?}");
+                for wrong in [seq.wrapping_add(1 << 32), seq.wrapping_sub(1 << 32)] {
+                    assert_eq!(
+                        c.open(&mut pkt.clone(), wrong),
+                        Err(DropReason::Integrity),
+                        "{cipher:?} {seq} opened as {wrong}"
+                    );
+                }
+                assert_eq!(
+                    c.open(&mut pkt.clone(), seq ^ 1),
+                    Err(DropReason::Malformed)
+                );
+                let mut p = pkt.clone();
+                let (range, nh) = c.open(&mut p, seq).unwrap();
+                assert_eq!((&p[range], nh), (&inner[..], 4), "{cipher:?} {seq}");
+            }
+            // Without ESN the same keys refuse to go past 2^32 - 1, and an
+            // SA with ESN does not interoperate with one without, even
+            // below 2^32: the ICV input differs.
+            let plain = crypto(cipher, integ, klen, false);
+            assert_eq!(
+                seal_one(&plain, &inner, 1 << 32),
+                Err(DropReason::SeqExhausted)
+            );
+            let mut p = seal_one(&c, &inner, 9).unwrap();
+            assert_eq!(plain.open(&mut p, 9), Err(DropReason::Integrity));
+            let mut p = seal_one(&plain, &inner, 9).unwrap();
+            assert_eq!(c.open(&mut p, 9), Err(DropReason::Integrity));
+        }
+    }
+
+    /// The ICV input with ESN, checked with the primitives directly:
+    /// GCM's AAD is SPI || 64-bit sequence number (RFC 4106 §5); HMAC runs
+    /// over the packet and then the high 32 bits (RFC 4303 §2.2.1).
+    #[test]
+    fn esn_icv_input_is_as_the_rfcs_say() {
+        let inner = [0x45u8; 40];
+        let seq = (3u64 << 32) | 0x10;
+        let gcm = crypto(Cipher::AesGcm16(128), None, 20, true);
+        let mut pkt = seal_one(&gcm, &inner, seq).unwrap();
+        let key: Vec<u8> = (0..20u8).collect();
+        let k = LessSafeKey::new(UnboundKey::new(&aead::AES_128_GCM, &key[..16]).unwrap());
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&key[16..]);
+        nonce[4..].copy_from_slice(&pkt[8..16]);
+        let mut aad = [0u8; 12];
+        aad[..4].copy_from_slice(&0xabcdu32.to_be_bytes());
+        aad[4..].copy_from_slice(&seq.to_be_bytes());
+        let n = pkt.len();
+        let (body, tag) = pkt.split_at_mut(n - 16);
+        k.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            tag,
+            &mut body[16..],
+        )
+        .unwrap();
+        assert_eq!(&body[16..56], &inner[..]);
+
+        let integ = Integrity::HmacSha256_128;
+        let cbc = crypto(Cipher::AesCbc(128), Some(integ), 16, true);
+        let pkt = seal_one(&cbc, &inner, seq).unwrap();
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, &[9; 32]);
+        let mut input = pkt[..pkt.len() - 16].to_vec();
+        input.extend_from_slice(&3u32.to_be_bytes());
+        assert_eq!(
+            &hmac::sign(&mac, &input).as_ref()[..16],
+            &pkt[pkt.len() - 16..]
+        );
     }
 }

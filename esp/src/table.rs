@@ -32,7 +32,8 @@ pub enum DropReason {
     Policy,
     /// No outbound SA covers the destination.
     NoRoute,
-    /// The 32-bit sequence space is used up: the SA must be rekeyed.
+    /// The sequence number space (32 bits, or 64 with ESN) is used up: the
+    /// SA must be rekeyed.
     SeqExhausted,
     /// Does not fit the buffer.
     TooBig,
@@ -157,6 +158,8 @@ pub struct ChildSaSpec {
     pub cipher: Cipher,
     /// Integrity (CBC only).
     pub integrity: Option<Integrity>,
+    /// Extended Sequence Numbers negotiated (RFC 4303 §2.2.1).
+    pub esn: bool,
     /// Inbound encryption key (plus GCM salt).
     pub encr_in: Zeroizing<Vec<u8>>,
     /// Inbound integrity key.
@@ -197,6 +200,17 @@ impl InboundSa {
     pub fn replay(&self) -> &ReplayWindow {
         &self.replay
     }
+
+    /// The full sequence number of a packet whose header carries `low`:
+    /// with ESN reconstructed from the window (RFC 4303 Appendix A2.2),
+    /// without it `low` itself. `None` if no such number can be valid.
+    pub fn sequence_number(&self, low: u32) -> Option<u64> {
+        if self.crypto.esn() {
+            self.replay.estimate(low)
+        } else {
+            Some(u64::from(low))
+        }
+    }
 }
 
 /// An SA we send on.
@@ -229,11 +243,30 @@ impl OutboundSa {
         **self.remote.load()
     }
 
-    /// Takes the next sequence number; `None` once the 32-bit space is used
-    /// (RFC 4303 §3.3.3: no cycling without ESN).
+    /// Takes the next sequence number; `None` once the space is used up:
+    /// 2^32 - 1, or 2^64 - 1 with ESN (RFC 4303 §3.3.3: the counter must
+    /// not cycle). A compare-and-swap loop rather than an add, so that the
+    /// counter stops at the limit instead of wrapping back to numbers
+    /// already sent.
     pub fn next_seq(&self) -> Option<u64> {
-        let s = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        (s <= u64::from(u32::MAX)).then_some(s)
+        let limit = if self.crypto.esn() {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        self.seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                s.checked_add(1).filter(|&next| next <= limit)
+            })
+            .ok()
+            .and_then(|s| s.checked_add(1))
+    }
+
+    /// Makes `last` the last sequence number taken (tests start SAs near
+    /// the 2^32 boundary with it).
+    #[cfg(test)]
+    pub(crate) fn skip_to(&self, last: u64) {
+        self.seq.store(last, Ordering::Relaxed);
     }
 }
 
@@ -391,10 +424,20 @@ impl SaTable {
     }
 
     fn install_after(&self, spec: &ChildSaSpec, old_spi_in: Option<u32>) -> Result<(), KeyError> {
-        let inbound_crypto =
-            SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_in, &spec.integ_in)?;
-        let outbound_crypto =
-            SaCrypto::new(spec.cipher, spec.integrity, &spec.encr_out, &spec.integ_out)?;
+        let inbound_crypto = SaCrypto::new(
+            spec.cipher,
+            spec.integrity,
+            &spec.encr_in,
+            &spec.integ_in,
+            spec.esn,
+        )?;
+        let outbound_crypto = SaCrypto::new(
+            spec.cipher,
+            spec.integrity,
+            &spec.encr_out,
+            &spec.integ_out,
+            spec.esn,
+        )?;
         let mut facilities = self.writer();
         let facility = Self::facility(&mut facilities, &spec.peer);
         let (counters, mtu, peer) = (
@@ -506,6 +549,7 @@ mod tests {
             spi_out,
             cipher: Cipher::AesGcm16(128),
             integrity: None,
+            esn: spi_in.is_multiple_of(2),
             encr_in: Zeroizing::new(vec![1; 20]),
             integ_in: Zeroizing::new(vec![]),
             encr_out: Zeroizing::new(vec![2; 20]),

@@ -40,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
                 spi_out: spi + 0x1000,
                 cipher,
                 integrity: integ,
+                // One SA with Extended Sequence Numbers, so that the
+                // reconstruction of the high bits is fuzzed too.
+                esn: spi == 0x101,
                 encr_in: Zeroizing::new(vec![1; klen]),
                 integ_in: Zeroizing::new(vec![2; 64]),
                 encr_out: Zeroizing::new(vec![3; klen]),

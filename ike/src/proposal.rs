@@ -29,7 +29,10 @@ aes256-aes128-camellia256-camellia128-sha256-sha384-sha512-ecp256-ecp384-ecp521-
 
 /// The default ESP proposals. They name no key exchange method, so PFS is
 /// accepted whenever a facility asks for it (with any method of the
-/// profile) but not required, and the hub's own rekeys use none.
+/// profile) but not required, and the hub's own rekeys use none. Nor do
+/// they name `esn` or `noesn`: the hub offers 32-bit sequence numbers, as
+/// strongSwan does by default, and accepts Extended Sequence Numbers too,
+/// preferring them (see [`ProposalSet::select_esp`]).
 pub const DEFAULT_ESP: &str =
     "aes256gcm16-aes128gcm16,aes256-aes128-camellia256-camellia128-sha256-sha384-sha512";
 
@@ -90,6 +93,9 @@ pub struct EspSuite {
     pub integ: Option<Integ>,
     /// PFS group, if any.
     pub ke: Option<KeId>,
+    /// Extended (64-bit) Sequence Numbers (RFC 4303 §2.2.1, RFC 7296
+    /// §3.3.2 transform type 5).
+    pub esn: bool,
 }
 
 fn integ_name(i: Integ) -> &'static str {
@@ -184,6 +190,9 @@ impl fmt::Display for EspSuite {
         if let Some(k) = self.ke {
             write!(f, "-{}", ke_name(k))?;
         }
+        if self.esn {
+            f.write_str("-esn")?;
+        }
         Ok(())
     }
 }
@@ -196,6 +205,34 @@ struct Template {
     integ: Vec<Integ>,
     /// For ESP, `KeId::None` in the list means "no PFS" is acceptable.
     ke: Vec<KeId>,
+    /// For ESP, `esn` / `noesn` as written (true: ESN); empty when neither
+    /// is named.
+    esn: Vec<bool>,
+}
+
+/// Which sequence numbers a proposal that names neither `esn` nor
+/// `noesn` stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EsnUse {
+    /// Our offer: 32-bit numbers only, strongSwan's default.
+    Offer,
+    /// Our offer to rekey a Child SA that uses ESN: ESN first, then 32-bit
+    /// numbers, so that a peer accepting only ESN carries on with it.
+    OfferKeepingEsn,
+    /// What we accept as responder: either.
+    Accept,
+}
+
+impl Template {
+    /// The ESN transform values this proposal stands for, in order (true:
+    /// ESN).
+    fn esn(&self, role: EsnUse) -> &[bool] {
+        match (self.esn.is_empty(), role) {
+            (false, _) => &self.esn,
+            (true, EsnUse::Offer) => &[false],
+            (true, EsnUse::OfferKeepingEsn | EsnUse::Accept) => &[true, false],
+        }
+    }
 }
 
 /// A parsed, validated list of proposals.
@@ -217,7 +254,7 @@ enum Token {
     Integ(Integ),
     Prf(Prf),
     Ke(KeId),
-    NoEsn,
+    Esn(bool),
 }
 
 fn token(t: &str, allow_x25519: bool) -> Result<Token, ProposalError> {
@@ -242,11 +279,12 @@ fn token(t: &str, allow_x25519: bool) -> Result<Token, ProposalError> {
         "modp3072" => Token::Ke(KeId::Modp3072),
         "modp4096" => Token::Ke(KeId::Modp4096),
         "x25519" | "curve25519" if allow_x25519 => Token::Ke(KeId::Curve25519),
-        "noesn" => Token::NoEsn,
+        "esn" => Token::Esn(true),
+        "noesn" => Token::Esn(false),
         "des" | "3des" | "md5" | "sha1" | "sha" | "modp768" | "modp1024" | "modp1536"
         | "modp1024s160" | "modp2048s224" | "modp2048s256" | "ecp192" | "ecp224" | "null"
         | "chacha20poly1305" | "aesxcbc" | "aescmac" | "prfmd5" | "prfsha1" | "prfaesxcbc"
-        | "aes192" | "aes192gcm16" | "x25519" | "curve25519" | "x448" | "curve448" | "esn"
+        | "aes192" | "aes192gcm16" | "x25519" | "curve25519" | "x448" | "curve448"
         | "aes128ccm16" | "aes256ccm16" | "aes128ctr" | "aes256ctr" | "aes128gcm8"
         | "aes256gcm8" | "aes128gcm12" | "aes256gcm12" | "blowfish" | "cast128" => {
             return refused()
@@ -287,6 +325,7 @@ impl ProposalSet {
                 prf: vec![],
                 integ: vec![],
                 ke: vec![],
+                esn: vec![],
             };
             for tok in prop.split('-') {
                 match token(tok, allow_x25519)? {
@@ -295,7 +334,7 @@ impl ProposalSet {
                     Token::Integ(i) => push_unique(&mut t.integ, i),
                     Token::Prf(p) => push_unique(&mut t.prf, p),
                     Token::Ke(k) => push_unique(&mut t.ke, k),
-                    Token::NoEsn => {}
+                    Token::Esn(e) => push_unique(&mut t.esn, e),
                 }
             }
             if aead.is_empty() && cbc.is_empty() {
@@ -304,6 +343,13 @@ impl ProposalSet {
                 )));
             }
             if protocol == Protocol::Ike {
+                if t.esn.contains(&true) {
+                    return Err(ProposalError::Incomplete(format!(
+                        "'{prop}': ESN is for ESP proposals"
+                    )));
+                }
+                // `noesn` is harmless (strongSwan accepts it) and ignored.
+                t.esn.clear();
                 if t.ke.is_empty() {
                     return Err(ProposalError::Incomplete(format!(
                         "'{prop}' names no key exchange method"
@@ -436,6 +482,18 @@ impl ProposalSet {
     /// Child SA (`with_ke = false`) key exchange transforms are left out,
     /// as RFC 7296 §1.2 has them negotiated only in CREATE_CHILD_SA.
     pub fn to_wire(&self, spi: &[u8], with_ke: bool) -> Vec<Proposal> {
+        self.offer(spi, with_ke, EsnUse::Offer)
+    }
+
+    /// Our proposals to rekey a Child SA, as [`Self::to_wire`]; when the SA
+    /// uses ESN (`esn`), proposals that name neither `esn` nor `noesn`
+    /// offer ESN first, so that a peer that accepts only ESN accepts the
+    /// rekey too.
+    pub fn to_wire_rekeying(&self, spi: &[u8], with_ke: bool, esn: bool) -> Vec<Proposal> {
+        self.offer(spi, with_ke, offer_use(esn))
+    }
+
+    fn offer(&self, spi: &[u8], with_ke: bool, esn_use: EsnUse) -> Vec<Proposal> {
         let mut out = Vec::new();
         for (i, t) in self.offer_order(with_ke).iter().enumerate() {
             let mut transforms = Vec::new();
@@ -460,7 +518,9 @@ impl ProposalSet {
                 }
             }
             if self.protocol == Protocol::Esp {
-                transforms.push(Transform::new(TransformType::Esn, EsnId::NoEsn.into()));
+                for &e in t.esn(esn_use) {
+                    transforms.push(Transform::new(TransformType::Esn, esn_id(e).into()));
+                }
             }
             out.push(Proposal {
                 number: u8::try_from(i + 1).unwrap_or(u8::MAX),
@@ -535,7 +595,7 @@ impl ProposalSet {
                         Some(prf),
                         integ,
                         Some(ke),
-                        false,
+                        None,
                     ),
                 ));
             }
@@ -589,6 +649,11 @@ impl ProposalSet {
     /// round trip for a rekey — then, as [`Self::select_ike`], one with a
     /// group compliant after 2030, then any. Returns the suite, the peer's
     /// SPI and the proposal to send back with `our_spi`.
+    ///
+    /// Extended Sequence Numbers are chosen whenever the peer offers them
+    /// and the proposal allows them (by default it does): a 64-bit counter
+    /// never runs out, so such an SA never has to be rekeyed for it (RFC
+    /// 4303 §2.2.1). A peer offering only 32-bit numbers gets them.
     pub fn select_esp(
         &self,
         offered: &[Proposal],
@@ -615,6 +680,39 @@ impl ProposalSet {
         ignore_ke: bool,
         pass: KePass,
         our_spi: u32,
+    ) -> Option<(EspSuite, u32, Proposal)> {
+        self.choose_esp(offered, ignore_ke, pass, our_spi, EsnUse::Accept)
+    }
+
+    /// Checks the ESP proposal a responder chose from our offer: the
+    /// suite and the responder's SPI, or `None` if it is not one we
+    /// offered (RFC 7296 §2.7: the responder picks among what was
+    /// offered), ESN included. `rekeying_esn`: the offer was
+    /// [`Self::to_wire_rekeying`] for an SA using ESN.
+    pub fn accept_esp(
+        &self,
+        chosen: &[Proposal],
+        ignore_ke: bool,
+        our_spi: u32,
+        rekeying_esn: bool,
+    ) -> Option<(EspSuite, u32)> {
+        self.choose_esp(
+            chosen,
+            ignore_ke,
+            KePass::Any,
+            our_spi,
+            offer_use(rekeying_esn),
+        )
+        .map(|(suite, spi, _)| (suite, spi))
+    }
+
+    fn choose_esp(
+        &self,
+        offered: &[Proposal],
+        ignore_ke: bool,
+        pass: KePass,
+        our_spi: u32,
+        esn_use: EsnUse,
     ) -> Option<(EspSuite, u32, Proposal)> {
         for p in offered.iter().filter(|p| p.protocol == ProtocolId::Esp) {
             if !well_formed(p) {
@@ -658,21 +756,36 @@ impl ProposalSet {
                 } else {
                     continue;
                 };
-                // Only 32-bit sequence numbers for now: ESN must be absent
-                // or offered as an alternative.
-                let esn_ok = p
+                // RFC 7296 §3.3.2: ESN is transform type 5, with values
+                // NO_EXT_SEQ and EXT_SEQ; a proposal without one is read as
+                // 32-bit numbers (it is mandatory for ESP, but lenient
+                // peers omit it). ESN when offered and allowed, otherwise
+                // 32-bit numbers when offered and allowed.
+                let mut esn_transforms = p
                     .transforms
                     .iter()
                     .filter(|x| x.kind == TransformType::Esn)
-                    .map(|x| EsnId::from(x.id))
-                    .fold(None, |acc: Option<bool>, e| {
-                        Some(acc.unwrap_or(false) || e == EsnId::NoEsn)
-                    })
-                    .unwrap_or(true);
-                if !esn_ok || p.transforms.iter().any(|x| x.kind == TransformType::Prf) {
+                    .map(|x| EsnId::from(x.id));
+                let with = esn_transforms.clone().any(|e| e == EsnId::Esn);
+                let without = p.transforms.iter().all(|x| x.kind != TransformType::Esn)
+                    || esn_transforms.any(|e| e == EsnId::NoEsn);
+                let allowed = t.esn(esn_use);
+                let esn = if with && allowed.contains(&true) {
+                    true
+                } else if without && allowed.contains(&false) {
+                    false
+                } else {
+                    continue;
+                };
+                if p.transforms.iter().any(|x| x.kind == TransformType::Prf) {
                     continue;
                 }
-                let suite = EspSuite { encr, integ, ke };
+                let suite = EspSuite {
+                    encr,
+                    integ,
+                    ke,
+                    esn,
+                };
                 let echo = chosen(
                     p.number,
                     ProtocolId::Esp,
@@ -681,7 +794,7 @@ impl ProposalSet {
                     None,
                     integ,
                     if ignore_ke { None } else { ke },
-                    true,
+                    Some(esn),
                 );
                 return Some((suite, u32::from_be_bytes(peer_spi), echo));
             }
@@ -728,7 +841,7 @@ fn chosen(
     prf: Option<Prf>,
     integ: Option<Integ>,
     ke: Option<KeId>,
-    esp: bool,
+    esn: Option<bool>,
 ) -> Proposal {
     let mut transforms = vec![Transform::with_key_length(
         TransformType::Encr,
@@ -744,14 +857,30 @@ fn chosen(
     if let Some(k) = ke {
         transforms.push(Transform::new(TransformType::Ke, k.into()));
     }
-    if esp {
-        transforms.push(Transform::new(TransformType::Esn, EsnId::NoEsn.into()));
+    if let Some(e) = esn {
+        transforms.push(Transform::new(TransformType::Esn, esn_id(e).into()));
     }
     Proposal {
         number,
         protocol,
         spi,
         transforms,
+    }
+}
+
+fn offer_use(keep_esn: bool) -> EsnUse {
+    if keep_esn {
+        EsnUse::OfferKeepingEsn
+    } else {
+        EsnUse::Offer
+    }
+}
+
+fn esn_id(esn: bool) -> EsnId {
+    if esn {
+        EsnId::Esn
+    } else {
+        EsnId::NoEsn
     }
 }
 
@@ -892,6 +1021,128 @@ mod tests {
             None,
             "the hub's own rekeys use no PFS by default"
         );
+    }
+
+    fn esp(s: &str) -> ProposalSet {
+        ProposalSet::parse(s, Protocol::Esp, false).unwrap()
+    }
+
+    fn esn_values(p: &Proposal) -> Vec<EsnId> {
+        p.transforms
+            .iter()
+            .filter(|t| t.kind == TransformType::Esn)
+            .map(|t| EsnId::from(t.id))
+            .collect()
+    }
+
+    #[test]
+    fn esn_tokens_parse_and_are_offered_as_written() {
+        let offer = |s: &str| esn_values(&esp(s).to_wire(&[0, 0, 0, 1], false)[0]);
+        // strongSwan's default: 32-bit sequence numbers only.
+        assert_eq!(offer("aes256gcm16"), [EsnId::NoEsn]);
+        assert_eq!(
+            esn_values(&ProposalSet::default_for(Protocol::Esp).to_wire(&[0; 4], false)[1]),
+            [EsnId::NoEsn]
+        );
+        assert_eq!(offer("aes256gcm16-esn"), [EsnId::Esn]);
+        assert_eq!(offer("aes256gcm16-noesn"), [EsnId::NoEsn]);
+        assert_eq!(offer("aes256gcm16-esn-noesn"), [EsnId::Esn, EsnId::NoEsn]);
+        assert_eq!(offer("aes256-sha256-noesn-esn"), [EsnId::NoEsn, EsnId::Esn]);
+        // Rekeying an SA that uses ESN keeps offering it unless told not to.
+        let rekey = |s: &str| esn_values(&esp(s).to_wire_rekeying(&[0; 4], true, true)[0]);
+        assert_eq!(rekey("aes256gcm16"), [EsnId::Esn, EsnId::NoEsn]);
+        assert_eq!(rekey("aes256gcm16-esn"), [EsnId::Esn]);
+        assert_eq!(rekey("aes256gcm16-noesn"), [EsnId::NoEsn]);
+        assert!(matches!(
+            ProposalSet::parse("aes256gcm16-prfsha256-ecp256-esn", Protocol::Ike, false),
+            Err(ProposalError::Incomplete(_))
+        ));
+        assert!(
+            ProposalSet::parse("aes256gcm16-prfsha256-ecp256-noesn", Protocol::Ike, false).is_ok()
+        );
+        // No ESN transform in IKE proposals (RFC 7296 §3.3.3).
+        assert!(
+            esn_values(&ike("aes256gcm16-prfsha256-ecp256-noesn").to_wire(&[], true)[0]).is_empty()
+        );
+    }
+
+    #[test]
+    fn esn_is_chosen_when_offered() {
+        let ours = ProposalSet::default_for(Protocol::Esp);
+        for (offer, esn) in [
+            ("aes256gcm16-esn", true),
+            ("aes256gcm16-noesn-esn", true),
+            ("aes256gcm16-esn-noesn", true),
+            ("aes256gcm16", false),
+            ("aes256-sha256-esn", true),
+        ] {
+            let wire = esp(offer).to_wire(&[0, 0, 0, 9], false);
+            let (suite, spi, echo) = ours.select_esp(&wire, true, None, 7).unwrap();
+            assert_eq!((suite.esn, spi), (esn, 9), "{offer}");
+            let expect = if esn { EsnId::Esn } else { EsnId::NoEsn };
+            assert_eq!(esn_values(&echo), [expect], "one ESN transform echoed");
+            // The initiator accepts the answer only if it offered that.
+            let answer = [echo];
+            let theirs = esp(offer);
+            assert_eq!(theirs.accept_esp(&answer, true, 9, false), Some((suite, 7)));
+        }
+        let suite = ours
+            .select_esp(
+                &esp("aes256gcm16-esn").to_wire(&[0; 4], false),
+                true,
+                None,
+                1,
+            )
+            .unwrap()
+            .0;
+        assert_eq!(suite.to_string(), "aes256gcm16-esn");
+        let pfs = esp("aes128-sha256-ecp256-esn").to_wire(&[0; 4], true);
+        assert_eq!(
+            ours.select_esp(&pfs, false, None, 1).unwrap().0.to_string(),
+            "aes128-sha256-ecp256-esn"
+        );
+    }
+
+    #[test]
+    fn esn_follows_the_operators_proposal() {
+        let esn_only = esp("aes256gcm16-esn").to_wire(&[0, 0, 0, 9], false);
+        let plain_only = esp("aes256gcm16-noesn").to_wire(&[0, 0, 0, 9], false);
+        // An operator who wrote `noesn` refuses ESN, and the other way round.
+        assert!(esp("aes256gcm16-noesn")
+            .select_esp(&esn_only, true, None, 1)
+            .is_none());
+        assert!(esp("aes256gcm16-esn")
+            .select_esp(&plain_only, true, None, 1)
+            .is_none());
+        assert!(
+            esp("aes256gcm16-esn")
+                .select_esp(&esn_only, true, None, 1)
+                .unwrap()
+                .0
+                .esn
+        );
+        // The hub as initiator with the defaults offered 32-bit numbers
+        // only: a responder answering with ESN misbehaves.
+        let ours = ProposalSet::default_for(Protocol::Esp);
+        let (_, _, echo) = esp("aes256gcm16-esn")
+            .select_esp(&esn_only, true, None, 5)
+            .unwrap();
+        assert!(ours
+            .accept_esp(std::slice::from_ref(&echo), true, 9, false)
+            .is_none());
+        // Unless it rekeys an SA that uses ESN.
+        assert!(ours.accept_esp(&[echo], true, 9, true).unwrap().0.esn);
+        let (_, _, echo) = ours.select_esp(&plain_only, true, None, 5).unwrap();
+        assert!(!ours.accept_esp(&[echo], true, 9, false).unwrap().0.esn);
+        // An ESN transform of an unknown value is not ESN; with nothing
+        // else it is nothing we can accept.
+        let mut odd = esn_only.clone();
+        for t in &mut odd[0].transforms {
+            if t.kind == TransformType::Esn {
+                t.id = 7;
+            }
+        }
+        assert!(ours.select_esp(&odd, true, None, 1).is_none());
     }
 
     #[test]

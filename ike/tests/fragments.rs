@@ -132,13 +132,13 @@ fn lost_reordered_and_duplicated_fragments() {
 
 #[test]
 fn messages_of_too_many_fragments_are_refused() {
-    // A genuine, authenticated IKE_AUTH cut into more than 32 fragments: 60
-    // traffic selectors in 141-byte IP datagrams (113 bytes of UDP payload).
+    // A genuine, authenticated IKE_AUTH cut into more than 32 fragments: 90
+    // traffic selectors in 141-byte IP datagrams.
     let mut p = Pair::with_hub_config(|_| {});
     let mut cfg = Config::new(Identity::parse("kyoto.example").unwrap(), [2; 32]);
     cfg.fragment_size = 141;
     p.site.ep = Endpoint::new(cfg);
-    let many: Vec<String> = (0..60).map(|i| format!("203.0.113.{i}/32")).collect();
+    let many: Vec<String> = (0..90).map(|i| format!("203.0.113.{i}/32")).collect();
     p.site
         .ep
         .set_peer(hub_at_kyoto(

@@ -277,6 +277,45 @@ fn pfs_rekeys_use_a_fresh_key_exchange() {
     );
 }
 
+/// A facility that accepts only Extended Sequence Numbers gets them with
+/// the hub's default proposals, and keeps them through rekeys either side
+/// starts (the hub's own rekey offers ESN again for an SA that uses it).
+#[test]
+fn esn_only_facility_keeps_esn_through_rekeys() {
+    for (hub_child, site_child) in [(20, LONG), (LONG, 20)] {
+        let mut p = Pair::with_lifetimes(
+            GCM,
+            lifetimes(LONG, hub_child, LONG),
+            lifetimes(LONG, site_child, LONG),
+        );
+        let mut cfg = p.site.ep.peer("hub").unwrap().clone();
+        cfg.esp = ike::ProposalSet::parse("aes256gcm16-esn", ike::Protocol::Esp, false).unwrap();
+        p.site.ep.set_peer(cfg).unwrap();
+        p.establish();
+        let start = p.now;
+        p.run_until(start + Duration::from_secs(70));
+        p.assert_consistent();
+        for side in [&p.hub, &p.site] {
+            let suites: Vec<(bool, String)> = side
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ChildSaUp {
+                        child, rekey_of, ..
+                    } => Some((rekey_of.is_some(), child.suite.to_string())),
+                    _ => None,
+                })
+                .collect();
+            assert!(suites.len() >= 3, "{suites:?}");
+            assert!(suites.iter().any(|(rekey, _)| *rekey));
+            assert!(
+                suites.iter().all(|(_, s)| s == "aes256gcm16-esn"),
+                "{suites:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dead_facility_is_detected_and_its_sas_removed() {
     let mut p = Pair::with_lifetimes(GCM, lifetimes(LONG, LONG, 10), lifetimes(LONG, LONG, LONG));

@@ -290,6 +290,8 @@ struct ChildSa {
     /// The peer rekeyed it while our rekey was in flight (RFC 7296 §2.8.1):
     /// the lower nonce of the peer's exchange and the Child SA it made.
     peer_rekey: Option<(Vec<u8>, u32)>,
+    /// It uses Extended Sequence Numbers (our rekey offers them again).
+    esn: bool,
 }
 
 /// Something an established IKE SA still has to do; one request is in
@@ -473,6 +475,7 @@ impl ChildSa {
             rekeying: false,
             replaced: None,
             peer_rekey: None,
+            esn: info.suite.esn,
         }
     }
 }
@@ -2533,9 +2536,9 @@ impl Endpoint {
                 "responder chose more than one proposal".into(),
             ));
         }
-        let (suite, spi_out, _) = peer
+        let (suite, spi_out) = peer
             .esp
-            .select_esp(chosen, true, None, auth.child_spi)
+            .accept_esp(chosen, true, auth.child_spi, false)
             .ok_or_else(|| {
                 Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
             })?;

@@ -283,7 +283,7 @@ impl Endpoint {
             Work::RekeyChild(_) | Work::NewChild => {
                 // A rekey keeps the Child SA's selectors; a new Child SA asks
                 // for the facility's configured ones.
-                let (old, local_ts, remote_ts) = match work {
+                let (old, local_ts, remote_ts, esn) = match work {
                     Work::RekeyChild(old) => {
                         let Some(child) = est
                             .children
@@ -292,12 +292,18 @@ impl Endpoint {
                         else {
                             return Ok(false);
                         };
-                        (Some(old), child.local_ts.clone(), child.remote_ts.clone())
+                        (
+                            Some(old),
+                            child.local_ts.clone(),
+                            child.remote_ts.clone(),
+                            child.esn,
+                        )
                     }
                     _ => (
                         None,
                         peer.local_ts.iter().map(|s| s.to_selector()).collect(),
                         peer.remote_ts.iter().map(|s| s.to_selector()).collect(),
+                        false,
                     ),
                 };
                 let new_spi_in = self.new_child_spi();
@@ -312,9 +318,11 @@ impl Endpoint {
                         data: vec![],
                     }));
                 }
-                payloads.push(Payload::Sa(
-                    peer.esp.to_wire(&new_spi_in.to_be_bytes(), pfs.is_some()),
-                ));
+                payloads.push(Payload::Sa(peer.esp.to_wire_rekeying(
+                    &new_spi_in.to_be_bytes(),
+                    pfs.is_some(),
+                    esn,
+                )));
                 payloads.push(Payload::Nonce(nonce_i.clone()));
                 let ke = match pfs {
                     Some(group) => {
@@ -760,9 +768,10 @@ impl Endpoint {
             if chosen.len() != 1 {
                 return Err(Error::Misbehaved("more than one proposal chosen".into()));
             }
-            let (suite, spi_out, _) = peer
+            let esn = est.children.iter().any(|c| c.spi_in == old_spi_in && c.esn);
+            let (suite, spi_out) = peer
                 .esp
-                .select_esp(chosen, false, ke.as_ref().map(|k| k.group()), new_spi_in)
+                .accept_esp(chosen, false, new_spi_in, esn)
                 .ok_or_else(|| {
                     Error::Misbehaved("responder chose an ESP proposal we did not offer".into())
                 })?;

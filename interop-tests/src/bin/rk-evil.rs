@@ -103,9 +103,14 @@ fn run(a: &[String]) -> Result<(), String> {
     };
     // Seal by hand, skipping the selector check an honest data plane makes.
     let (cipher, integ) = esp_suite(&child);
-    let crypto =
-        esp::packet::SaCrypto::new(cipher, integ, &child.keys.encr_out, &child.keys.integ_out)
-            .map_err(|e| err(&e))?;
+    let crypto = esp::packet::SaCrypto::new(
+        cipher,
+        integ,
+        &child.keys.encr_out,
+        &child.keys.integ_out,
+        child.suite.esn,
+    )
+    .map_err(|e| err(&e))?;
     let send = |src: Ipv4Addr, seq: u16| -> Result<(), String> {
         let inner = icmp_echo(src, dst, seq);
         let mut pkt = vec![0u8; esp::packet::HEADROOM + inner.len() + esp::packet::TAILROOM];

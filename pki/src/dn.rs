@@ -134,6 +134,13 @@ const KNOWN: &[Known] = &[
     },
 ];
 
+/// The longest DN renkei writes (DER bytes); its printed form, escapes
+/// and all, stays under [`MAX_TEXT_LEN`], so what is printed parses back.
+pub const MAX_DER_LEN: usize = 1024;
+
+/// The longest written DN accepted.
+pub const MAX_TEXT_LEN: usize = 4096;
+
 const TYPE_LIST: &str = "C, ST, L, O, OU, CN, DC, E, serialNumber";
 
 fn known_by_name(name: &str) -> Option<&'static Known> {
@@ -271,6 +278,9 @@ impl DistinguishedName {
 
     /// Parses a DN as an operator writes it (see the module doc).
     pub fn parse(s: &str) -> Result<DistinguishedName, DnError> {
+        if s.len() > MAX_TEXT_LEN {
+            return Err(err(format!("longer than {MAX_TEXT_LEN} characters")));
+        }
         let mut rdns = Vec::new();
         let mut der_rdns = Vec::new();
         for part in split_unescaped(s, b',')? {
@@ -332,6 +342,12 @@ impl DistinguishedName {
         let der = RdnSequence::from(der_rdns)
             .to_der()
             .map_err(|e| err(format!("cannot encode: {e}")))?;
+        if der.len() > MAX_DER_LEN {
+            return Err(err(format!(
+                "its encoding of {} bytes is longer than {MAX_DER_LEN}",
+                der.len()
+            )));
+        }
         Ok(DistinguishedName::new(der, rdns))
     }
 
@@ -444,9 +460,10 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, t: &str) -> fmt::Result {
     let last = t.chars().count().saturating_sub(1);
     for (i, c) in t.chars().enumerate() {
         match c {
-            ',' | '\\' | '+' | '"' | '=' | '<' | '>' | ';' => write!(f, "\\{c}")?,
+            // Only what the parser would read otherwise: it takes `+`,
+            // `=`, `"` and `#` literally, as strongSwan does.
+            ',' | '\\' => write!(f, "\\{c}")?,
             ' ' if i == 0 || i == last => f.write_str("\\ ")?,
-            '#' if i == 0 => f.write_str("\\#")?,
             c if c.is_control() => {
                 let mut buf = [0; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
@@ -611,7 +628,7 @@ mod tests {
         let values: Vec<_> = d.rdns().map(|r| r[0].text().unwrap().to_string()).collect();
         assert_eq!(values, ["JP", "Kyoto, Inc.", r"a\b+c "]);
         // Display escapes what parse needs escaped.
-        assert_eq!(d.to_string(), r"C=JP, O=Kyoto\, Inc., CN=a\\b\+c\ ");
+        assert_eq!(d.to_string(), r"C=JP, O=Kyoto\, Inc., CN=a\\b+c\ ");
         assert_eq!(dn(&d.to_string()), d);
         assert_eq!(dn(&d.to_string()).der(), d.der());
         // UTF-8 through hex escapes, and as is.

@@ -107,7 +107,12 @@ impl Identity {
             return Err(IdentityError::Empty);
         }
         // The limit is on the identity; a type prefix may come on top.
-        if s.len() > MAX_IDENTITY_LEN + "email:".len() {
+        // A distinguished name has limits of its own (dn::MAX_DER_LEN).
+        let dn = s.contains('=')
+            && !s.starts_with(['@'])
+            && !s.starts_with("fqdn:")
+            && !s.starts_with("email:");
+        if !dn && s.len() > MAX_IDENTITY_LEN + "email:".len() {
             return Err(IdentityError::TooLong);
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
@@ -146,7 +151,7 @@ impl Identity {
             clean(rest)?;
             return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
         }
-        if s.contains('=') {
+        if dn {
             return DistinguishedName::parse(s)
                 .map(Identity::Dn)
                 .map_err(IdentityError::BadDistinguishedName);
@@ -287,6 +292,11 @@ mod tests {
             Identity::parse("@#0a0b").unwrap(),
             Identity::KeyId(vec![10, 11])
         );
+        // Longer than other identities may be, and printed back whole.
+        let long = format!("C=JP, O={}, CN={}", "o".repeat(300), "c".repeat(300));
+        let id = Identity::parse(&long).unwrap();
+        assert_eq!(Identity::parse(&id.to_string()).unwrap(), id);
+        assert!(Identity::parse(&format!("CN={}", "c".repeat(1100))).is_err());
         let dn = Identity::parse("C=JP, O=Kyoto Hospital, CN=kyoto.example.jp").unwrap();
         assert_eq!(dn.id_type(), id_type::DER_ASN1_DN);
         assert_eq!(
@@ -318,6 +328,10 @@ mod tests {
             "email:plain",
             "hub.example",
             "u@h.example",
+            "C=JP,O=a+b=c\"d#,CN=#x",
+            "CN=\\ lead and trail\\ ,Email=a@b",
+            "O=\\,\\\\\\2c,OU=\\e4\\ba\\ac x",
+            "CN=\\ ",
         ] {
             let id = Identity::parse(s).unwrap();
             assert_eq!(Identity::parse(&id.to_string()).unwrap(), id, "{s} -> {id}");

@@ -20,6 +20,21 @@ fn join<T: ToString>(v: &[T]) -> String {
         .join(",")
 }
 
+/// An identity as swanctl.conf takes it. A distinguished name is quoted
+/// (it has spaces and commas), in strongSwan's own `C=…, O=…, CN=…` form
+/// when strongSwan parses that back to the same name, else as its DER in
+/// hex behind `asn1dn:#`, which strongSwan also reads.
+fn swanctl_id(id: &pki::Identity) -> String {
+    match id {
+        pki::Identity::Dn(dn) if dn.strongswan_writable() => format!("\"{dn}\""),
+        pki::Identity::Dn(dn) => {
+            let hex: String = dn.der().iter().map(|b| format!("{b:02x}")).collect();
+            format!("\"asn1dn:#{hex}\"")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The facility's side of the tunnel as a complete swanctl.conf.
 pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> {
     if hub.public_addrs.is_empty() {
@@ -62,23 +77,24 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
         let _ = writeln!(
             out,
             "    local {{\n      auth = pubkey\n      certs = {}.pem\n      id = {}\n    }}",
-            p.name, p.id
+            p.name,
+            swanctl_id(&p.id)
         );
         let _ = writeln!(
             out,
             "    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = {}\n    }}",
-            hub.id
+            swanctl_id(&hub.id)
         );
     } else {
         let _ = writeln!(
             out,
             "    local {{\n      auth = psk\n      id = {}\n    }}",
-            p.id
+            swanctl_id(&p.id)
         );
         let _ = writeln!(
             out,
             "    remote {{\n      auth = psk\n      id = {}\n    }}",
-            hub.id
+            swanctl_id(&hub.id)
         );
     }
     let _ = writeln!(out, "    children {{");
@@ -103,7 +119,8 @@ pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> 
     let _ = writeln!(
         out,
         "secrets {{\n  ike-renkei-hub {{\n    id-1 = {}\n    id-2 = {}",
-        p.id, hub.id
+        swanctl_id(&p.id),
+        swanctl_id(&hub.id)
     );
     if with_secret {
         // strongSwan takes any secret as base64 behind `0s`.

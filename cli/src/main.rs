@@ -230,7 +230,9 @@ enum PeerCommand {
 struct PeerAdd {
     /// The facility's name in the registry (letters, digits, - _ .).
     name: String,
-    /// The identity the facility's router authenticates as.
+    /// The identity the facility's router authenticates as: an address,
+    /// user@domain, an FQDN, or (with --cert) a distinguished name such as
+    /// "C=JP, O=Kyoto Hospital, CN=kyoto.example.jp".
     #[arg(long)]
     id: String,
     /// File holding the pre-shared key (at least 16 bytes; a trailing

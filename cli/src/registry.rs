@@ -413,12 +413,19 @@ impl Registry {
         check_name(&new.name)?;
         let id = Identity::parse(&new.id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
         let replacing = keep.is_some();
+        let psk_wanted =
+            new.psk_file.is_some() || (!new.cert && matches!(keep, Some(ike::PeerAuth::Psk(_))));
+        if matches!(id, Identity::Dn(_)) && psk_wanted && !new.cert {
+            // RFC 4945 §3.1.5: an ID_DER_ASN1_DN identity is the subject of
+            // the facility's certificate; with a pre-shared key there is none.
+            bail!("id: {id} is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)");
+        }
         let auth = match (&new.psk_file, new.cert, keep) {
             (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
             (Some(p), false, _) => ike::PeerAuth::Psk(read_psk(p)?),
             (None, true, _) => {
-                if matches!(id, Identity::KeyId(_) | Identity::DerDn(_)) {
-                    bail!("id: certificate facilities need an FQDN, email or address identity (it goes in the certificate)");
+                if matches!(id, Identity::KeyId(_)) {
+                    bail!("id: certificate facilities need an FQDN, email, address or distinguished-name identity (it goes in the certificate)");
                 }
                 ike::PeerAuth::Cert
             }
@@ -499,6 +506,22 @@ impl Registry {
             .optional()?
         {
             bail!("id: identity {id} already belongs to facility '{other}'");
+        }
+        if let Identity::Dn(_) = &id {
+            // DNs that differ in case or spacing are the same identity
+            // (pki::dn), which the stored text does not show.
+            let mut dns = tx.prepare(
+                "SELECT name, identity FROM peers WHERE identity LIKE '%=%' AND name != ?1",
+            )?;
+            let rows = dns.query_map([&new.name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (other, theirs) = row?;
+                if Identity::parse(&theirs).is_ok_and(|t| t == id) {
+                    bail!("id: identity {id} already belongs to facility '{other}' (as {theirs})");
+                }
+            }
         }
         // Only the other facilities' selectors are read: with thousands of
         // facilities, parsing every stored record per change is what
@@ -788,6 +811,91 @@ mod tests {
             ike::PeerAuth::Psk(k) => k,
             ike::PeerAuth::Cert => panic!("{} has no PSK", p.name),
         }
+    }
+
+    #[test]
+    fn distinguished_names_are_for_certificate_facilities() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let dn = NewPeer {
+            name: "kyoto".into(),
+            id: "C=JP, O=Kyoto, CN=kyoto".into(),
+            cert: true,
+            remote_ts: "198.51.100.0/26".into(),
+            ..Default::default()
+        };
+        let p = reg.add_peer(&dn).unwrap();
+        assert!(matches!(p.id, Identity::Dn(_)));
+        assert!(matches!(p.auth, ike::PeerAuth::Cert));
+        // Stored and read back in the written form.
+        let back = reg.peer("kyoto").unwrap();
+        assert_eq!(back.id.to_string(), "C=JP, O=Kyoto, CN=kyoto");
+        assert_eq!(back.id, p.id);
+        // The export's local id is the quoted DN.
+        let conf = crate::export::swanctl(&hub(), &back, false).unwrap();
+        assert!(
+            conf.contains("      id = \"C=JP, O=Kyoto, CN=kyoto\"\n"),
+            "{conf}"
+        );
+        // The same DN in other case and spacing is the same identity.
+        let twin = NewPeer {
+            name: "kyoto2".into(),
+            id: "c=jp,o=KYOTO,  cn=Kyoto".into(),
+            remote_ts: "198.51.100.64/26".into(),
+            ..dn.clone()
+        };
+        let e = reg.add_peer(&twin).unwrap_err().to_string();
+        assert!(e.contains("already belongs to facility 'kyoto'"), "{e}");
+        // With a pre-shared key, a DN is refused, saying why.
+        let psk = state.join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let with_psk = NewPeer {
+            name: "nara".into(),
+            id: "C=JP, O=Nara, CN=nara".into(),
+            cert: false,
+            psk_file: Some(psk.clone()),
+            remote_ts: "198.51.100.128/26".into(),
+            ..Default::default()
+        };
+        let e = reg.add_peer(&with_psk).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "id: C=JP, O=Nara, CN=nara is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)"
+        );
+        // Switching the DN facility to a PSK is refused the same way, and
+        // so is giving a PSK facility a DN.
+        let to_psk = NewPeer {
+            psk_file: Some(psk.clone()),
+            ..Default::default()
+        };
+        let e = reg.change_peer("kyoto", &to_psk).unwrap_err().to_string();
+        assert!(e.contains("is a distinguished name"), "{e}");
+        let osaka = NewPeer {
+            name: "osaka".into(),
+            id: "osaka.example".into(),
+            psk_file: Some(psk),
+            remote_ts: "198.51.100.192/26".into(),
+            ..Default::default()
+        };
+        reg.add_peer(&osaka).unwrap();
+        let to_dn = NewPeer {
+            id: "C=JP, CN=osaka".into(),
+            ..Default::default()
+        };
+        let e = reg.change_peer("osaka", &to_dn).unwrap_err().to_string();
+        assert!(e.contains("is a distinguished name"), "{e}");
+        // An unknown attribute type is named.
+        let bad = NewPeer {
+            name: "kobe".into(),
+            id: "C=JP, X=1, CN=kobe".into(),
+            remote_ts: "203.0.113.0/26".into(),
+            ..dn
+        };
+        let e = reg.add_peer(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("id: distinguished name: unknown attribute type 'X'"),
+            "{e}"
+        );
     }
 
     #[test]

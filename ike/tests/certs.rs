@@ -260,3 +260,90 @@ fn rsa_certificates_need_fragments_below_their_size() {
     assert!(largest <= 1280, "largest datagram {largest}");
     assert!(datagrams > 4, "{datagrams} datagrams");
 }
+
+/// A facility known by a distinguished name (RFC 7296 §3.5
+/// ID_DER_ASN1_DN): it sends its certificate's subject as IDi, the hub
+/// finds it by that DN although the operator wrote it in other case and
+/// spacing, and checks it is the certificate's subject (RFC 4945 §3.1.5).
+/// Both directions: as responder the hub looks the facility up by IDi, as
+/// initiator it compares the IDr it gets with the configured DN.
+#[test]
+fn a_distinguished_name_facility_is_found_by_its_certificate_subject() {
+    const SUBJECT: &str = "C=JP, O=Kyoto Hospital, OU=Radiology, CN=kyoto.example.jp";
+    const WRITTEN: &str = "c=jp,o=KYOTO  HOSPITAL , ou=radiology, cn=Kyoto.Example.JP";
+    let dn_setup = || {
+        let mut s = setup(KeyKind::EcdsaP256, KeyKind::EcdsaP384);
+        s.site_cert =
+            s.ca.issue(&id(SUBJECT), KeyKind::EcdsaP256, NOW - 10, 30)
+                .unwrap();
+        s
+    };
+    let dn_pair = |s: &Setup, hub_knows: &str| {
+        let mut p = pair(s);
+        p.site.ep = endpoint(
+            SUBJECT,
+            2,
+            &s.site_cert,
+            TrustStore::new(s.ca.cert_der(), []).unwrap(),
+            s.fragment_size,
+        );
+        p.site.ep.set_wall_clock(p.now, NOW);
+        let mut at_site = hub_at_kyoto("203.0.113.0/25", "aes256gcm16-prfsha256-ecp256");
+        at_site.auth = PeerAuth::Cert;
+        p.site.ep.set_peer(at_site).unwrap();
+        let mut at_hub = kyoto_at_hub();
+        at_hub.remote_id = id(hub_knows);
+        at_hub.auth = PeerAuth::Cert;
+        at_hub.remote_addr = Some(format!("{SITE}:500").parse().unwrap());
+        p.hub.ep.set_peer(at_hub).unwrap();
+        p
+    };
+    let s = dn_setup();
+    let mut p = dn_pair(&s, WRITTEN);
+    p.establish();
+    assert!(established(&p), "facility → hub");
+    p.assert_consistent();
+    let mut p = dn_pair(&s, WRITTEN);
+    p.hub.ep.initiate(p.now, "kyoto").unwrap();
+    p.quiet();
+    assert!(established(&p), "hub → facility");
+
+    // Another DN is no facility's; the refusal names it as written.
+    let refusal = |p: &Pair| {
+        p.hub
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ike::Event::Refused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let mut p = dn_pair(&s, "C=JP, O=Nara Hospital, CN=nara.example.jp");
+    p.establish();
+    assert_hub_refused(&p);
+    let reason = refusal(&p);
+    assert!(
+        reason.contains(&format!("no facility has identity {SUBJECT}")),
+        "{reason}"
+    );
+
+    // The facility claims its DN with a certificate of another subject.
+    let mut s = dn_setup();
+    s.site_cert =
+        s.ca.issue(
+            &id("C=JP, O=Kyoto Hospital, OU=Surgery, CN=kyoto.example.jp"),
+            KeyKind::EcdsaP256,
+            NOW - 10,
+            30,
+        )
+        .unwrap();
+    let mut p = dn_pair(&s, WRITTEN);
+    p.establish();
+    assert_hub_refused(&p);
+    let reason = refusal(&p);
+    assert!(
+        reason.contains(&format!("identity {SUBJECT} is not in the certificate")),
+        "{reason}"
+    );
+}

@@ -172,6 +172,11 @@ pub struct Facility {
     pub swan_charon: Vec<String>,
     /// A second child `net2` with these (local, remote) selectors.
     pub swan_second_child: Option<(String, String)>,
+    /// With [`Facility::cert`]: the hub knows the facility by this
+    /// distinguished name (`peer add --id`, and the issued certificate's
+    /// subject), and strongSwan's `local` section sets no `id`, so it
+    /// identifies itself by its certificate's subject.
+    pub dn_id: Option<String>,
 }
 
 impl Facility {
@@ -191,6 +196,7 @@ impl Facility {
             swan_local_ts: None,
             swan_charon: Vec::new(),
             swan_second_child: None,
+            dn_id: None,
         }
     }
 }
@@ -644,7 +650,11 @@ impl Lab {
         let out = self.renkei(&init);
         assert!(out.status.success(), "init: {out:?}");
         for s in &self.sites {
-            let id = format!("{}.example", s.name);
+            let id = s
+                .facility
+                .dn_id
+                .clone()
+                .unwrap_or_else(|| format!("{}.example", s.name));
             let mut remote_ts = s.net.clone();
             let mut local_ts = HUB_NET.to_string();
             if let Some((_, net6)) = &s.inner6 {
@@ -872,7 +882,13 @@ swanctl {{
 {secrets}
 "#,
             auth = if f.cert.is_some() {
-                format!("local {{\n      auth = pubkey\n      certs = {name}.pem\n      id = {name}.example\n    }}\n    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = hub.example\n    }}", name = s.name)
+                // Without `id`, strongSwan uses its certificate's subject.
+                let id = if f.dn_id.is_some() {
+                    String::new()
+                } else {
+                    format!("\n      id = {}.example", s.name)
+                };
+                format!("local {{\n      auth = pubkey\n      certs = {name}.pem{id}\n    }}\n    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = hub.example\n    }}", name = s.name)
             } else {
                 format!("local {{\n      auth = psk\n      id = {name}.example\n    }}\n    remote {{\n      auth = psk\n      id = hub.example\n    }}", name = s.name)
             },

@@ -95,6 +95,47 @@ fn hub_initiates_to_each_key_type() {
     }
 }
 
+/// A facility known by a distinguished name: strongSwan has no `id` in
+/// its `local` section, so it sends its certificate's subject as an
+/// ID_DER_ASN1_DN IDi; the hub finds the facility by that DN, checks it is
+/// the certificate's subject, and prints it as the operator wrote it.
+#[test]
+fn distinguished_name_facility_without_id_uses_its_certificate_subject() {
+    const DN: &str = "C=JP, O=Kyoto Hospital, OU=Radiology, CN=kyoto.example.jp";
+    let mut f = facility("ecdsa-p256", Role::SwanInitiates);
+    f.dn_id = Some(DN.into());
+    let lab = Lab::start(f);
+    assert!(lab.swan_initiate(), "strongSwan could not initiate");
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 1372, 3), "facility → hub ping");
+    assert!(lab.ping(true, 56, 3), "hub → facility ping");
+    let charon = lab.charon_log();
+    // strongSwan's own form of its identity, taken from the certificate.
+    assert!(
+        charon.contains(&format!("authentication of '{DN}' (myself)")),
+        "strongSwan did not authenticate as its certificate's subject"
+    );
+    assert!(charon.contains("authentication of 'hub.example' with"));
+    let log = lab.hub_log();
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("certificate accepted"))
+        .expect("the hub accepted no certificate");
+    assert!(accepted.contains(DN), "hub log: {accepted}");
+    assert!(!log.contains("dn:30"), "a DN printed as hex: {log}");
+    let st = lab.facility_status();
+    assert_eq!(st["state"], "up", "{st}");
+    assert!(
+        st.to_string().contains(DN),
+        "status does not show the DN: {st}"
+    );
+    let out = lab.renkei(&["export", "kyoto", "--format", "swanctl"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("id = \"{DN}\"")), "{text}");
+    eprintln!("DN facility: up; hub log: {accepted}");
+}
+
 /// The facility is refused with AUTHENTICATION_FAILED, no SA on either
 /// side, and the hub's log says why.
 fn refused(fault: CertFault, why: &str) {
@@ -337,4 +378,25 @@ fn exported_swanctl_config_for_a_certificate_facility_connects() {
     // start_action = start: strongSwan connects by itself once loaded.
     lab.wait_up(Duration::from_secs(30));
     assert!(lab.ping(false, 56, 3));
+}
+
+/// The swanctl configuration `renkei export` writes for a facility with a
+/// distinguished-name identity (`id = "C=JP, …"`, which strongSwan encodes
+/// itself) loads unchanged and connects.
+#[test]
+fn exported_swanctl_config_for_a_distinguished_name_facility_connects() {
+    const DN: &str = "C=JP, O=Kyoto Hospital, CN=kyoto.example.jp";
+    let mut f = facility("ecdsa-p256", Role::SwanInitiates);
+    f.dn_id = Some(DN.into());
+    let lab = Lab::start(f);
+    let out = lab.renkei(&["export", "kyoto", "--format", "swanctl"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("id = \"{DN}\"")), "{text}");
+    lab.load_swanctl_conf("exported-swanctl.conf", text.as_bytes());
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(false, 56, 3));
+    assert!(lab
+        .charon_log()
+        .contains(&format!("authentication of '{DN}' (myself)")));
 }

@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, RsaKeySize,
-    SanType, SerialNumber,
+    DnType, DnValue, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    RsaKeySize, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -169,6 +169,49 @@ fn san_for(identity: &Identity) -> Result<SanType, CaError> {
     })
 }
 
+/// `subject` for rcgen, each value in the string type
+/// [`crate::DistinguishedName::parse`] gives it, so that the certificate's
+/// subject is the DER a facility sends as its `ID_DER_ASN1_DN`.
+fn rcgen_dn(subject: &crate::DistinguishedName) -> Result<DistinguishedName, CaError> {
+    let mut dn = DistinguishedName::new();
+    for rdn in subject.rdns() {
+        let [attr] = rdn else {
+            return Err(CaError(format!(
+                "identity {subject}: a multi-valued RDN cannot be put in a certificate"
+            )));
+        };
+        let (Some(name), Some(text)) = (attr.name(), attr.text()) else {
+            return Err(CaError(format!(
+                "identity {subject}: attribute {} cannot be put in a certificate",
+                attr.oid()
+            )));
+        };
+        let oid = attr
+            .oid()
+            .split('.')
+            .map(str::parse)
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|_| CaError(format!("identity {subject}: bad attribute type {name}")))?;
+        let ty = DnType::CustomDnType(oid);
+        // rcgen keeps one value per attribute type.
+        if dn.get(&ty).is_some() {
+            return Err(CaError(format!(
+                "identity {subject}: {name} appears twice; renkei's CA (rcgen) can put each attribute type in a subject only once"
+            )));
+        }
+        let bad = |_| CaError(format!("identity {subject}: {name} cannot be encoded"));
+        let value = if attr.is_ia5() {
+            DnValue::Ia5String(text.try_into().map_err(bad)?)
+        } else if attr.is_printable() {
+            DnValue::PrintableString(text.try_into().map_err(bad)?)
+        } else {
+            DnValue::Utf8String(text.to_string())
+        };
+        dn.push(ty, value);
+    }
+    Ok(dn)
+}
+
 impl Ca {
     /// Creates a CA named `name` valid from `now` for `days`.
     pub fn create(kind: KeyKind, name: &str, now: i64, days: u32) -> Result<Ca, CaError> {
@@ -230,8 +273,9 @@ impl Ca {
     }
 
     /// Issues a certificate for `identity` (in its subjectAltName, and as
-    /// the subject's common name) with a new key of `kind`, valid from
-    /// `now` for `days`.
+    /// the subject's common name; a distinguished-name identity is the
+    /// subject itself, RFC 4945 §3.1.5, and there is no subjectAltName)
+    /// with a new key of `kind`, valid from `now` for `days`.
     pub fn issue(
         &self,
         identity: &Identity,
@@ -241,10 +285,14 @@ impl Ca {
     ) -> Result<Issued, CaError> {
         let key = kind.generate()?;
         let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.to_string());
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![san_for(identity)?];
+        if let Identity::Dn(subject) = identity {
+            params.distinguished_name = rcgen_dn(subject)?;
+        } else {
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, identity.to_string());
+            params.distinguished_name = dn;
+            params.subject_alt_names = vec![san_for(identity)?];
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.not_before = to_time(now - 300)?;
@@ -466,6 +514,84 @@ mod tests {
                 .unwrap_err(),
             CertError::Malformed
         );
+    }
+
+    #[test]
+    fn a_distinguished_name_identity_is_the_certificate_subject() {
+        let ca = ca();
+        let store = TrustStore::new(ca.cert_der(), []).unwrap();
+        let id = Identity::parse("C=JP, O=Kyoto Hospital, OU=IT, CN=kyoto.example.jp").unwrap();
+        let issued = ca.issue(&id, KeyKind::EcdsaP256, NOW, 30).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&issued.cert_der).unwrap();
+        // The subject is the DN, byte for byte as renkei would send it as
+        // IDi, and nothing else is in the certificate to match.
+        assert_eq!(cert.subject().as_raw(), id.data().as_slice());
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        store.validate(&issued.cert_der, &id, NOW).unwrap();
+        // The ID payload as a facility sends it (the subject's DER), in
+        // other case or spacing, matches too (RFC 4945 §3.1.5, crate::dn).
+        let wire =
+            Identity::from_wire(crate::id_type::DER_ASN1_DN, cert.subject().as_raw()).unwrap();
+        assert_eq!(wire, id);
+        store.validate(&issued.cert_der, &wire, NOW).unwrap();
+        let shouted =
+            Identity::parse("C=jp, O=KYOTO HOSPITAL, OU=it,  CN=Kyoto.Example.JP").unwrap();
+        store.validate(&issued.cert_der, &shouted, NOW).unwrap();
+        // A different DN, a shorter one, and the CN as an FQDN are not it.
+        for other in [
+            "C=JP, O=Nara Hospital, OU=IT, CN=kyoto.example.jp",
+            "C=JP, O=Kyoto Hospital, CN=kyoto.example.jp",
+            "kyoto.example.jp",
+        ] {
+            let other = Identity::parse(other).unwrap();
+            assert!(
+                matches!(
+                    store.validate(&issued.cert_der, &other, NOW),
+                    Err(CertError::IdentityMismatch(_))
+                ),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            store
+                .validate(
+                    &issued.cert_der,
+                    &Identity::parse("C=JP, CN=osaka").unwrap(),
+                    NOW
+                )
+                .unwrap_err()
+                .to_string(),
+            "identity C=JP, CN=osaka is not in the certificate"
+        );
+        // An FQDN certificate does not vouch for a DN made of its subject
+        // (CN=kyoto.example): it has a subjectAltName.
+        let fqdn = ca
+            .issue(
+                &Identity::parse("kyoto.example").unwrap(),
+                KeyKind::EcdsaP256,
+                NOW,
+                30,
+            )
+            .unwrap();
+        assert!(store
+            .validate(
+                &fqdn.cert_der,
+                &Identity::parse("CN=kyoto.example").unwrap(),
+                NOW
+            )
+            .is_err());
+        // rcgen keeps one value per type.
+        let twice = Identity::parse("DC=example, DC=jp, CN=x").unwrap();
+        assert!(ca
+            .issue(&twice, KeyKind::EcdsaP256, NOW, 30)
+            .unwrap_err()
+            .to_string()
+            .contains("DC appears twice"));
+        // Non-printable values as UTF8String, E as IA5String, as parsed.
+        let jp = Identity::parse("C=JP, O=京都病院, E=it@kyoto.example, CN=k").unwrap();
+        let issued = ca.issue(&jp, KeyKind::EcdsaP256, NOW, 30).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&issued.cert_der).unwrap();
+        assert_eq!(cert.subject().as_raw(), jp.data().as_slice());
     }
 
     #[test]

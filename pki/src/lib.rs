@@ -1,6 +1,7 @@
 //! Identities, signatures and the operating entity's CA.
 //!
 //! - [`Identity`]: how a facility or the hub names itself in IKE.
+//! - [`dn`]: distinguished names (`C=JP, O=…, CN=…`) as identities.
 //! - [`sig`]: signature schemes, public and signing keys (CRYPTREC-listed
 //!   only; SHA-1 and RSA under 2048 bits refused).
 //! - [`ca`]: creating the CA, issuing and revoking certificates, CRLs,
@@ -20,11 +21,14 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod dn;
 pub mod sig;
 pub mod verify;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use dn::DistinguishedName;
 
 /// IKEv2 identification types (RFC 7296 §3.5) that renkei understands.
 pub mod id_type {
@@ -56,8 +60,9 @@ pub enum Identity {
     Email(String),
     /// `ID_KEY_ID`: opaque bytes.
     KeyId(Vec<u8>),
-    /// `ID_DER_ASN1_DN`, kept as the peer sent it (DER).
-    DerDn(Vec<u8>),
+    /// `ID_DER_ASN1_DN`: an X.501 distinguished name, compared as
+    /// [`dn`] describes (equal names hash alike, whatever their encoding).
+    Dn(DistinguishedName),
 }
 
 /// Why an identity string or payload was refused.
@@ -69,8 +74,9 @@ pub enum IdentityError {
     TooLong,
     /// Contains control characters or spaces where none may be.
     BadCharacter,
-    /// Distinguished names need certificate support to be encoded.
-    DistinguishedNameUnsupported,
+    /// A distinguished name that does not parse (the message names the
+    /// attribute).
+    BadDistinguishedName(dn::DnError),
     /// An ID payload whose data does not fit its type.
     Malformed(&'static str),
     /// An ID type renkei does not accept.
@@ -85,9 +91,7 @@ impl fmt::Display for IdentityError {
             IdentityError::BadCharacter => {
                 f.write_str("identity contains whitespace or control characters")
             }
-            IdentityError::DistinguishedNameUnsupported => f.write_str(
-                "distinguished-name identities are only supported with certificate authentication",
-            ),
+            IdentityError::BadDistinguishedName(e) => write!(f, "distinguished name: {e}"),
             IdentityError::Malformed(why) => write!(f, "malformed identity: {why}"),
             IdentityError::UnsupportedType(t) => write!(f, "unsupported identity type {t}"),
         }
@@ -103,7 +107,12 @@ impl Identity {
             return Err(IdentityError::Empty);
         }
         // The limit is on the identity; a type prefix may come on top.
-        if s.len() > MAX_IDENTITY_LEN + "email:".len() {
+        // A distinguished name has limits of its own (dn::MAX_DER_LEN).
+        let dn = s.contains('=')
+            && !s.starts_with(['@'])
+            && !s.starts_with("fqdn:")
+            && !s.starts_with("email:");
+        if !dn && s.len() > MAX_IDENTITY_LEN + "email:".len() {
             return Err(IdentityError::TooLong);
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
@@ -142,8 +151,10 @@ impl Identity {
             clean(rest)?;
             return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
         }
-        if s.contains('=') {
-            return Err(IdentityError::DistinguishedNameUnsupported);
+        if dn {
+            return DistinguishedName::parse(s)
+                .map(Identity::Dn)
+                .map_err(IdentityError::BadDistinguishedName);
         }
         clean(s)?;
         if s.contains('@') {
@@ -180,7 +191,9 @@ impl Identity {
             id_type::FQDN => Ok(Identity::Fqdn(text(data)?.to_ascii_lowercase())),
             id_type::RFC822_ADDR => Ok(Identity::Email(text(data)?)),
             id_type::KEY_ID => Ok(Identity::KeyId(data.to_vec())),
-            id_type::DER_ASN1_DN => Ok(Identity::DerDn(data.to_vec())),
+            id_type::DER_ASN1_DN => DistinguishedName::from_der(data)
+                .map(Identity::Dn)
+                .map_err(IdentityError::BadDistinguishedName),
             other => Err(IdentityError::UnsupportedType(other)),
         }
     }
@@ -193,7 +206,7 @@ impl Identity {
             Identity::Fqdn(_) => id_type::FQDN,
             Identity::Email(_) => id_type::RFC822_ADDR,
             Identity::KeyId(_) => id_type::KEY_ID,
-            Identity::DerDn(_) => id_type::DER_ASN1_DN,
+            Identity::Dn(_) => id_type::DER_ASN1_DN,
         }
     }
 
@@ -203,7 +216,8 @@ impl Identity {
             Identity::Addr(IpAddr::V4(a)) => a.octets().to_vec(),
             Identity::Addr(IpAddr::V6(a)) => a.octets().to_vec(),
             Identity::Fqdn(s) | Identity::Email(s) => s.as_bytes().to_vec(),
-            Identity::KeyId(b) | Identity::DerDn(b) => b.clone(),
+            Identity::KeyId(b) => b.clone(),
+            Identity::Dn(d) => d.der().to_vec(),
         }
     }
 }
@@ -227,10 +241,7 @@ impl fmt::Display for Identity {
                 f.write_str("@#")?;
                 b.iter().try_for_each(|x| write!(f, "{x:02x}"))
             }
-            Identity::DerDn(b) => {
-                f.write_str("dn:")?;
-                b.iter().try_for_each(|x| write!(f, "{x:02x}"))
-            }
+            Identity::Dn(d) => write!(f, "{d}"),
         }
     }
 }
@@ -281,9 +292,25 @@ mod tests {
             Identity::parse("@#0a0b").unwrap(),
             Identity::KeyId(vec![10, 11])
         );
+        // Longer than other identities may be, and printed back whole.
+        let long = format!("C=JP, O={}, CN={}", "o".repeat(300), "c".repeat(300));
+        let id = Identity::parse(&long).unwrap();
+        assert_eq!(Identity::parse(&id.to_string()).unwrap(), id);
+        assert!(Identity::parse(&format!("CN={}", "c".repeat(1100))).is_err());
+        let dn = Identity::parse("C=JP, O=Kyoto Hospital, CN=kyoto.example.jp").unwrap();
+        assert_eq!(dn.id_type(), id_type::DER_ASN1_DN);
         assert_eq!(
-            Identity::parse("C=JP, CN=x"),
-            Err(IdentityError::DistinguishedNameUnsupported)
+            dn.to_string(),
+            "C=JP, O=Kyoto Hospital, CN=kyoto.example.jp"
+        );
+        assert_eq!(
+            Identity::parse("C=JP, XX=y").unwrap_err().to_string(),
+            "distinguished name: unknown attribute type 'XX' (known: C, ST, L, O, OU, CN, DC, E, serialNumber)"
+        );
+        // A leading '@' still forces an FQDN.
+        assert_eq!(
+            Identity::parse("@x=y").unwrap(),
+            Identity::Fqdn("x=y".into())
         );
         assert_eq!(Identity::parse(""), Err(IdentityError::Empty));
         assert_eq!(Identity::parse("a b"), Err(IdentityError::BadCharacter));
@@ -301,6 +328,10 @@ mod tests {
             "email:plain",
             "hub.example",
             "u@h.example",
+            "C=JP,O=a+b=c\"d#,CN=#x",
+            "CN=\\ lead and trail\\ ,Email=a@b",
+            "O=\\,\\\\\\2c,OU=\\e4\\ba\\ac x",
+            "CN=\\ ",
         ] {
             let id = Identity::parse(s).unwrap();
             assert_eq!(Identity::parse(&id.to_string()).unwrap(), id, "{s} -> {id}");
@@ -339,6 +370,7 @@ mod tests {
             "a.example",
             "x@y.example",
             "@#beef",
+            "C=JP, O=Kyoto\\, Inc., CN=kyoto",
         ] {
             let id = Identity::parse(s).unwrap();
             let back = Identity::from_wire(id.id_type(), &id.data()).unwrap();
@@ -348,5 +380,10 @@ mod tests {
         assert!(Identity::from_wire(id_type::FQDN, &[0xff, 0xfe]).is_err());
         assert!(Identity::from_wire(id_type::FQDN, b"a\nb").is_err());
         assert!(Identity::from_wire(200, b"x").is_err());
+        // ID_DER_ASN1_DN data must be an X.501 Name (RFC 7296 §3.5).
+        assert!(matches!(
+            Identity::from_wire(id_type::DER_ASN1_DN, b"CN=kyoto"),
+            Err(IdentityError::BadDistinguishedName(_))
+        ));
     }
 }

@@ -10,8 +10,9 @@
 //! 3. its key is acceptable (RSA at least 2048 bits, or ECDSA / Ed25519);
 //! 4. the time is within its validity period;
 //! 5. its serial number is not revoked;
-//! 6. the identity the facility claims is in its subjectAltName (or is its
-//!    subject, for distinguished-name identities).
+//! 6. the identity the facility claims is in its subjectAltName (or, for
+//!    a distinguished-name identity, is its subject, compared as
+//!    [`crate::dn`] says, and it has no subjectAltName).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -229,8 +230,24 @@ impl TrustStore {
 
 /// Whether `identity` is one the certificate vouches for.
 fn identity_in(cert: &X509Certificate<'_>, identity: &Identity) -> bool {
-    if let Identity::DerDn(dn) = identity {
-        return cert.subject().as_raw() == dn.as_slice();
+    if let Identity::Dn(dn) = identity {
+        // RFC 7296 §3.5 and RFC 4945 §3.1.5: an ID_DER_ASN1_DN identity
+        // must be the certificate's subject. RFC 4945 has the sender make
+        // them binary-equal; they are compared as DNs (see `crate::dn`)
+        // because strongSwan re-encodes a configured `id = "C=…"` itself.
+        //
+        // renkei's CA puts a subjectAltName in every certificate it issues
+        // for an FQDN, email or address identity, and none in one it
+        // issues for a DN. A DN identity is vouched for only by a
+        // certificate without one, so that the certificate of
+        // `kyoto.example` (subject `CN=kyoto.example`) cannot stand in for
+        // a facility configured as the DN `CN=kyoto.example`.
+        return !cert
+            .extensions()
+            .iter()
+            .any(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME)
+            && crate::DistinguishedName::from_x509_name(cert.subject())
+                .is_ok_and(|subject| subject == *dn);
     }
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return false;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what renkei's build, demo and tests need on Debian 12 (as root):
 # strongSwan with kernel-libipsec (the interop peer), iproute2, ping, iperf3,
-# and openssl (an independent reader of the PKCS#12 files and CRLs renkei makes).
+# openssl (an independent reader of the PKCS#12 files and CRLs renkei makes)
+# and tcpdump (the replay test captures ESP to send it again).
 # The Rust toolchain comes with the machine.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ packages=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
   iproute2 iputils-ping iperf3 procps ca-certificates nftables conntrack
-  openssl
+  openssl tcpdump
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -24,8 +25,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Wait for another apt (unattended-upgrades on a fresh machine) rather
+  # than fail on its lock.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Debian's package may start a system-wide charon; the tests run their own.

@@ -452,10 +452,17 @@ impl Outbound {
         };
         let sa = header_spi(first).and_then(|spi| snapshot.outbound_by_spi(spi));
         let outer = if dest.is_ipv4() { 20 + 8 } else { 40 + 8 };
-        let path = udp::path_mtu(dest).ok();
+        // Only a size error (or, on older kernels, a refused GSO train) can
+        // mean a smaller path: ask the kernel for it then, not on every
+        // failure (an unreachable facility fails every train).
+        let gso_refused = packets.len() > 1 && is_gso_refusal(&e);
+        let emsgsize = e.raw_os_error() == Some(libc::EMSGSIZE);
+        let path = (emsgsize || gso_refused)
+            .then(|| udp::path_mtu(dest).ok())
+            .flatten();
         let too_big = path.is_some_and(|mtu| first.len() + outer > mtu as usize);
         let mut resend = false;
-        if too_big || e.raw_os_error() == Some(libc::EMSGSIZE) {
+        if too_big || emsgsize {
             resend = true;
             if let (Some(sa), Some(path)) = (sa, path.filter(|_| too_big)) {
                 let fit = crate::mtu::inner_fit(path, outer as u32, |n| sa.crypto.overhead(n));
@@ -468,7 +475,7 @@ impl Outbound {
                     (self.on_mtu)(&sa.peer, sa.mtu.get());
                 }
             }
-        } else if packets.len() > 1 && is_gso_refusal(&e) {
+        } else if gso_refused {
             if *gso {
                 warn!("UDP segmentation offload refused ({e}); sending packet by packet");
             }

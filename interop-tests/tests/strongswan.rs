@@ -539,3 +539,24 @@ fn the_first_ike_sa_init_after_start_is_sent() {
         "the hub failed to send an IKE datagram"
     );
 }
+
+/// With strongSwan's default proposals on the facility (`default`, whose
+/// groups include MODP-2048), the hub settles on a group that stays
+/// compliant after 2030, in both roles.
+#[test]
+fn default_proposals_settle_on_a_group_compliant_after_2030() {
+    for role in [Role::SwanInitiates, Role::RenkeiInitiates] {
+        let lab = Lab::start(Facility::new("default", "default", role));
+        if role == Role::SwanInitiates {
+            assert!(lab.swan_initiate(), "strongSwan could not initiate");
+        }
+        lab.wait_up(Duration::from_secs(30));
+        let f = lab.facility_status();
+        let suite = f["ike_suite"].as_str().unwrap().to_string();
+        assert!(
+            !suite.contains("modp2048"),
+            "{role:?}: negotiated {suite}, the group flagged for 2030"
+        );
+        eprintln!("default proposals ({role:?}): {suite}");
+    }
+}

@@ -377,6 +377,13 @@ pub fn recv_trains(
 mod tests {
     use super::*;
 
+    #[test]
+    fn path_mtu_of_loopback_is_its_link_mtu() {
+        // No ICMP has lowered it: the route's (loopback's) MTU, 65536.
+        let v4 = path_mtu("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(v4 >= 1500, "loopback path MTU {v4}");
+    }
+
     /// A loopback receiver (GRO on where the kernel has it) that gives up
     /// after 2 s, and a sender.
     fn pair() -> (UdpSocket, UdpSocket) {

@@ -8,6 +8,7 @@
 #   LOAD_FACILITIES=10000 bash benches/handshakes.sh
 #   LOAD_CA_KEY=ecdsa-p256 bash benches/handshakes.sh   # CA and hub key P-256
 #   LOAD_ONLY_RENKEI=1 / LOAD_ONLY_SWAN=1                # one responder only
+#   RENKEI_BIN=/path/to/renkei bash benches/handshakes.sh # another hub build
 #
 #   ns A: responder (renkei serve | strongSwan charon)  192.0.2.1
 #   ns B: rk-load, facility i = f{i}.load.example       192.0.2.2
@@ -44,7 +45,8 @@ trap 'bench_finish "${LOAD_KEEP:-}" "$WORK" "$NS_A" "$NS_B"' EXIT
 bash "$ROOT/scripts/install-deps.sh" >/dev/null
 log "building renkei and rk-load (release)"
 (cd "$ROOT" && cargo build --release -p renkei-cli -p renkei-benches --bins --quiet)
-RENKEI=$ROOT/target/release/renkei
+# RENKEI_BIN measures another build of the hub (an A/B comparison).
+RENKEI=${RENKEI_BIN:-$ROOT/target/release/renkei}
 LOAD=$ROOT/target/release/rk-load
 CHARON=
 for c in /usr/lib/ipsec/charon /usr/libexec/ipsec/charon; do

@@ -18,8 +18,10 @@ mod registry;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use control::Request;
+use daemon::status::{ChildSaStatus, FacilityState, HubStatus};
 use pki::Identity;
 use registry::{Hub, NewPeer, Registry};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -445,22 +447,27 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Status { json } => {
-            let v = control::request(&state, &Request::Status)?;
+            let status = control::status(&state)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print_status(&v);
+                print_status(&status);
             }
             Ok(())
         }
         Command::Sa(SaCommand::List { json }) => {
-            let v = control::request(&state, &Request::Status)?;
-            let sas: Vec<Value> = v["facilities"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|f| f["state"] == "up" || f["state"] == "connecting")
-                .map(|f| json!({ "name": f["name"], "state": f["state"], "remote": f["remote"], "ike_suite": f["ike_suite"], "child_sas": f["child_sas"] }))
+            let status = control::status(&state)?;
+            let sas: Vec<SaListEntry<'_>> = status
+                .facilities
+                .iter()
+                .filter(|f| matches!(f.state, FacilityState::Up | FacilityState::Connecting))
+                .map(|f| SaListEntry {
+                    name: &f.name,
+                    state: f.state,
+                    remote: f.remote,
+                    ike_suite: f.ike_suite.as_deref(),
+                    child_sas: &f.child_sas,
+                })
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&sas)?);
@@ -468,12 +475,12 @@ fn run(cli: Cli) -> Result<()> {
                 for s in &sas {
                     println!(
                         "{} {} {} {}",
-                        s["name"].as_str().unwrap_or(""),
-                        s["state"].as_str().unwrap_or(""),
-                        s["remote"].as_str().unwrap_or("-"),
-                        s["ike_suite"].as_str().unwrap_or("-")
+                        s.name,
+                        s.state,
+                        s.remote.map_or("-".into(), |a| a.to_string()),
+                        s.ike_suite.unwrap_or("-")
                     );
-                    print_children(&s["child_sas"], "  ");
+                    print_children(s.child_sas, "  ");
                 }
             }
             Ok(())
@@ -514,20 +521,15 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", report["summary"].as_str().unwrap_or(""));
-                println!("hub: {}", report["hub_certificate"].as_str().unwrap_or("-"));
-                for note in report["hub_findings"].as_array().into_iter().flatten() {
-                    println!("    - {}", note.as_str().unwrap_or(""));
+                println!("{}", report.summary);
+                println!("hub: {}", report.hub_certificate);
+                for note in &report.hub_findings {
+                    println!("    - {note}");
                 }
-                for f in report["facilities"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<16} {:<22} {}",
-                        f["name"].as_str().unwrap_or(""),
-                        f["status"].as_str().unwrap_or(""),
-                        f["auth"].as_str().unwrap_or("")
-                    );
-                    for note in f["findings"].as_array().into_iter().flatten() {
-                        println!("    - {}", note.as_str().unwrap_or(""));
+                for f in &report.facilities {
+                    println!("{:<16} {:<22} {}", f.name, f.status, f.auth);
+                    for note in &f.findings {
+                        println!("    - {note}");
                     }
                 }
             }
@@ -568,11 +570,67 @@ const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 /// RSA-2048) is acceptable until then under CRYPTREC's key-length criteria.
 const END_OF_2030: u64 = 1_924_992_000;
 
+/// `renkei compliance`: every facility's configured and negotiated
+/// algorithms against the CRYPTREC profile.
+#[derive(Debug, Serialize)]
+struct ComplianceReport {
+    profile: &'static str,
+    summary: String,
+    hub_certificate: String,
+    hub_findings: Vec<String>,
+    facilities: Vec<FacilityCompliance>,
+}
+
+/// One facility in the compliance report.
+#[derive(Debug, Serialize)]
+struct FacilityCompliance {
+    name: String,
+    status: Compliance,
+    auth: String,
+    ike_proposals: String,
+    esp_proposals: String,
+    negotiated_ike: Option<String>,
+    negotiated_esp: Vec<String>,
+    findings: Vec<String>,
+}
+
+/// A facility's standing against the CRYPTREC profile, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+enum Compliance {
+    #[serde(rename = "compliant")]
+    Compliant,
+    /// 112-bit algorithms: acceptable until the end of 2030.
+    #[serde(rename = "compliant until 2030")]
+    Until2030,
+    #[serde(rename = "non-compliant")]
+    NonCompliant,
+}
+
+impl std::fmt::Display for Compliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Compliance::Compliant => "compliant",
+            Compliance::Until2030 => "compliant until 2030",
+            Compliance::NonCompliant => "non-compliant",
+        })
+    }
+}
+
+/// One Child SA line of `sa list --json`.
+#[derive(Debug, Serialize)]
+struct SaListEntry<'a> {
+    name: &'a str,
+    state: FacilityState,
+    remote: Option<std::net::SocketAddr>,
+    ike_suite: Option<&'a str>,
+    child_sas: &'a [ChildSaStatus],
+}
+
 /// The compliance report: configuration from the registry, negotiated
 /// suites from the running hub when there is one.
-fn compliance(state: &std::path::Path) -> Result<Value> {
+fn compliance(state: &std::path::Path) -> Result<ComplianceReport> {
     let reg = Registry::open(state)?;
-    let live = control::request(state, &Request::Status).ok();
+    let live = control::status(state).ok();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -582,7 +640,7 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
     let (mut ok, mut until_2030, mut bad) = (0, 0, 0);
     let certs = reg.certs()?;
     // The newest unrevoked certificate of `name`, with notes on its expiry.
-    let cert_of = |name: &str, findings: &mut Vec<String>, level: &mut usize| -> String {
+    let cert_of = |name: &str, findings: &mut Vec<String>, level: &mut Compliance| -> String {
         let Some(c) = certs
             .iter()
             .filter(|c| c.name == name && c.revoked.is_none())
@@ -598,7 +656,7 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
                 c.serial,
                 pki::verify::iso(c.not_after)
             ));
-            *level = 2;
+            *level = Compliance::NonCompliant;
         } else if left < CERT_EXPIRY_WARNING_DAYS {
             findings.push(format!(
                 "certificate {} expires on {} ({left} days left)",
@@ -614,82 +672,73 @@ fn compliance(state: &std::path::Path) -> Result<Value> {
         )
     };
     let mut hub_findings = Vec::new();
-    let hub_cert = cert_of(certs::HUB_CERT_NAME, &mut hub_findings, &mut 0);
+    let hub_cert = cert_of(
+        certs::HUB_CERT_NAME,
+        &mut hub_findings,
+        &mut Compliance::Compliant,
+    );
     for p in reg.peers()? {
         let mut findings = Vec::new();
-        let mut level = 0; // 0 compliant, 1 until 2030, 2 non-compliant
+        let mut level = Compliance::Compliant;
         let auth = match p.auth {
             ike::PeerAuth::Psk(_) => "pre-shared key".to_string(),
             ike::PeerAuth::Cert => cert_of(&p.name, &mut findings, &mut level),
         };
         if p.ike.weak_groups().contains(&ike::wire::KeId::Modp2048) {
             findings.push(format!("IKE proposals allow MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
-            level = level.max(1);
+            level = level.max(Compliance::Until2030);
         }
         if p.esp.weak_groups().contains(&ike::wire::KeId::Modp2048) {
             findings.push(format!("ESP PFS allows MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
-            level = level.max(1);
+            level = level.max(Compliance::Until2030);
         }
-        let f = live.as_ref().and_then(|l| {
-            l["facilities"]
-                .as_array()?
-                .iter()
-                .find(|f| f["name"] == p.name.as_str())
-                .cloned()
-        });
-        let negotiated_ike = f
-            .as_ref()
-            .and_then(|f| f["ike_suite"].as_str().map(str::to_string));
+        let f = live.as_ref().and_then(|l| l.facility(&p.name));
+        let negotiated_ike = f.and_then(|f| f.ike_suite.clone());
         let negotiated_esp: Vec<String> = f
-            .as_ref()
-            .and_then(|f| f["child_sas"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["suite"].as_str().map(str::to_string))
-            .collect();
+            .map(|f| f.child_sas.iter().map(|c| c.suite.clone()).collect())
+            .unwrap_or_default();
         for suite in negotiated_ike.iter().chain(negotiated_esp.iter()) {
             if suite.contains("modp2048") {
                 findings.push(format!("negotiated {suite}: MODP-2048 is 112-bit, acceptable until 2030-12-31 ({days_left} days left)"));
-                level = level.max(1);
+                level = level.max(Compliance::Until2030);
             }
             if suite.contains("x25519") {
                 findings.push(format!(
                     "negotiated {suite}: X25519 is not on the CRYPTREC list"
                 ));
-                level = 2;
+                level = Compliance::NonCompliant;
             }
         }
-        if now >= END_OF_2030 && level == 1 {
-            level = 2;
+        if now >= END_OF_2030 && level == Compliance::Until2030 {
+            level = Compliance::NonCompliant;
         }
-        let status = ["compliant", "compliant until 2030", "non-compliant"][level];
         match level {
-            0 => ok += 1,
-            1 => until_2030 += 1,
-            _ => bad += 1,
+            Compliance::Compliant => ok += 1,
+            Compliance::Until2030 => until_2030 += 1,
+            Compliance::NonCompliant => bad += 1,
         }
-        facilities.push(json!({
-            "name": p.name,
-            "status": status,
-            "auth": auth,
-            "ike_proposals": p.ike.to_string(),
-            "esp_proposals": p.esp.to_string(),
-            "negotiated_ike": negotiated_ike,
-            "negotiated_esp": negotiated_esp,
-            "findings": findings,
-        }));
+        facilities.push(FacilityCompliance {
+            ike_proposals: p.ike.to_string(),
+            esp_proposals: p.esp.to_string(),
+            name: p.name,
+            status: level,
+            auth,
+            negotiated_ike,
+            negotiated_esp,
+            findings,
+        });
     }
     let summary = format!(
         "CRYPTREC profile (LS-0001-2022): {ok} compliant, {until_2030} compliant only until 2030-12-31, {bad} non-compliant{}",
         if live.is_none() { " (hub not running: configuration only)" } else { "" }
     );
-    Ok(json!({
-        "profile": "cryptrec",
-        "summary": summary,
-        "hub_certificate": hub_cert,
-        "hub_findings": hub_findings,
-        "facilities": facilities,
-    }))
+    Ok(ComplianceReport {
+        profile: "cryptrec",
+        summary,
+        hub_certificate: hub_cert,
+        hub_findings,
+        facilities,
+    })
 }
 
 /// Tells a running daemon to re-read the registry.
@@ -978,70 +1027,57 @@ fn cert(state: &std::path::Path, cmd: CertCommand) -> Result<()> {
     Ok(())
 }
 
-fn print_children(children: &Value, indent: &str) {
-    let text = |c: &Value, k: &str| c[k].as_str().unwrap_or("").to_string();
-    for c in children.as_array().into_iter().flatten() {
+fn print_children(children: &[ChildSaStatus], indent: &str) {
+    for c in children {
         println!(
             "{indent}child {}/{} {} {} === {}",
-            text(c, "spi_in"),
-            text(c, "spi_out"),
-            text(c, "suite"),
-            text(c, "local_ts"),
-            text(c, "remote_ts")
+            c.spi_in, c.spi_out, c.suite, c.local_ts, c.remote_ts
         );
     }
 }
 
-fn print_status(v: &Value) {
-    let hub = &v["hub"];
+fn print_status(status: &HubStatus) {
+    let hub = &status.hub;
     println!(
         "hub: tun {} listening on {} since {}; {} IKE SAs, {} Child SAs",
-        hub["tun"].as_str().unwrap_or("?"),
-        hub["listen"]
-            .as_array()
-            .map(|a| a
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
-        hub["started"].as_str().unwrap_or("?"),
-        hub["ike_sas"],
-        hub["child_sas"]
+        hub.tun,
+        hub.listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        hub.started,
+        hub.ike_sas,
+        hub.child_sas
     );
     println!(
         "{:<16} {:<10} {:<21} {:<22} {:<36} {:>12} {:>12} DROPS",
         "FACILITY", "STATE", "SINCE", "REMOTE", "SUITE (IKE)", "IN", "OUT"
     );
-    for f in v["facilities"].as_array().into_iter().flatten() {
-        let drops = f["drops"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+    for f in &status.facilities {
         println!(
             "{:<16} {:<10} {:<21} {:<22} {:<36} {:>12} {:>12} {}",
-            f["name"].as_str().unwrap_or(""),
-            f["state"].as_str().unwrap_or(""),
-            f["since"].as_str().unwrap_or("-"),
-            f["remote"].as_str().unwrap_or("-"),
-            f["ike_suite"].as_str().unwrap_or("-"),
-            format!("{}p/{}B", f["packets_in"], f["bytes_in"]),
-            format!("{}p/{}B", f["packets_out"], f["bytes_out"]),
-            if drops.is_empty() { "-".into() } else { drops }
+            f.name,
+            f.state,
+            f.since.as_deref().unwrap_or("-"),
+            f.remote.map_or("-".into(), |a| a.to_string()),
+            f.ike_suite.as_deref().unwrap_or("-"),
+            format!("{}p/{}B", f.packets_in, f.bytes_in),
+            format!("{}p/{}B", f.packets_out, f.bytes_out),
+            if f.drops.is_empty() {
+                "-".into()
+            } else {
+                f.drops.describe()
+            }
         );
-        print_children(&f["child_sas"], "    ");
-        if f["path_mtu_limited"].as_bool() == Some(true) {
+        print_children(&f.child_sas, "    ");
+        if f.path_mtu_limited {
             println!(
                 "    tunnel MTU {} (lowered: the path to the facility is smaller)",
-                f["mtu"]
+                f.mtu
             );
         }
-        if let Some(e) = f["last_error"].as_str() {
+        if let Some(e) = &f.last_error {
             println!("    last error: {e}");
         }
     }

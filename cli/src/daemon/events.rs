@@ -4,6 +4,7 @@
 
 use super::audit_map::audit_record;
 use super::reconnect::{Reconnect, RECONNECT_MAX, RECONNECT_MIN};
+use super::status::FacilityState;
 use super::Hub;
 use ike::Event;
 use std::time::Instant;
@@ -47,7 +48,7 @@ impl Hub {
             } => {
                 info!(%peer, %remote, %suite, initiator, remote_behind_nat, "facility up");
                 let st = self.status.entry(peer.clone()).or_default();
-                st.state = "up";
+                st.state = FacilityState::Up;
                 st.since = now;
                 st.remote = Some(remote);
                 st.ike_suite = Some(suite.to_string());
@@ -121,7 +122,7 @@ impl Hub {
                 self.child_retry.remove(&peer);
                 let st = self.status.entry(peer.clone()).or_default();
                 if st.ike_sa == Some(ike_sa) || st.ike_sa.is_none() {
-                    st.state = "down";
+                    st.state = FacilityState::Down;
                     st.since = now;
                     st.ike_sa = None;
                     st.last_error = Some(reason);

@@ -32,7 +32,7 @@ pub(crate) mod status;
 
 pub(crate) use io::default_listen;
 
-use crate::control::{self, Request, Response};
+use crate::control::{self, Answer, Asked, Closed, Initiated, Reply, Request};
 use crate::registry::{Peer, Registry};
 use anyhow::{bail, Context, Result};
 use esp::sys::Tun;
@@ -46,7 +46,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Options of `renkei serve`.
@@ -171,7 +171,7 @@ async fn run(
         natt: natt_sockets,
         natt_group,
     } = io::Sockets::bind(&opts.listen, ike_port, natt_port, opts.workers)?;
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<(Request, u32, oneshot::Sender<Response>)>(64);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Asked>(64);
     let listener = control::bind(&opts.state)?;
     let metrics = match opts.metrics {
         Some(addr) => Some(
@@ -322,7 +322,7 @@ impl Hub {
 
     /// Answers one control request (from `renkei` commands or the
     /// metrics endpoint), auditing what changes something.
-    fn handle_request(&mut self, req: Request, uid: u32) -> Response {
+    fn handle_request(&mut self, req: Request, uid: u32) -> Answer {
         let now = Instant::now();
         let who = crate::audit::user(uid);
         match &req {
@@ -338,31 +338,33 @@ impl Hub {
             Request::Ping | Request::Status => {}
         }
         match req {
-            Request::Ping => Response::ok(json!("pong")),
-            Request::Status => Response::ok(self.status_json()),
-            Request::Reload => match self.reload(now) {
-                Ok(v) => Response::ok(v),
-                Err(e) => Response::err(e.to_string()),
-            },
+            Request::Ping => Ok(Reply::Pong),
+            Request::Status => Ok(Reply::Status(Box::new(self.status()))),
+            Request::Reload => self
+                .reload(now)
+                .map(Reply::Reloaded)
+                .map_err(|e| e.to_string()),
             Request::SaUp { name } => {
                 if !self.peers.get(&name).is_some_and(|p| p.enabled) {
-                    return Response::err(format!("name: no enabled facility named '{name}'"));
+                    return Err(format!("name: no enabled facility named '{name}'"));
                 }
                 match self.endpoint.initiate(now, &name) {
-                    Ok(id) => Response::ok(json!({ "ike_sa": id.to_string() })),
-                    Err(e) => Response::err(e.to_string()),
+                    Ok(id) => Ok(Reply::Initiated(Initiated {
+                        ike_sa: id.to_string(),
+                    })),
+                    Err(e) => Err(e.to_string()),
                 }
             }
             Request::SaDown { name } => {
                 let ids = self.endpoint.ike_sas_of(&name);
                 if ids.is_empty() {
-                    return Response::err(format!("name: facility '{name}' has no IKE SA"));
+                    return Err(format!("name: facility '{name}' has no IKE SA"));
                 }
                 self.reconnect.remove(&name);
                 for id in &ids {
                     self.endpoint.close(now, *id);
                 }
-                Response::ok(json!({ "closed": ids.len() }))
+                Ok(Reply::Closed(Closed { closed: ids.len() }))
             }
         }
     }

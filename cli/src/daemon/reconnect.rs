@@ -2,6 +2,7 @@
 //! it keeps connected (with backoff), asking again for a refused Child SA,
 //! and rekeying Child SAs that carried their byte lifetime.
 
+use super::status::FacilityState;
 use super::Hub;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -37,7 +38,7 @@ impl Hub {
             match self.endpoint.initiate(now, &name) {
                 Ok(id) => {
                     let st = self.status.entry(name.clone()).or_default();
-                    st.state = "connecting";
+                    st.state = FacilityState::Connecting;
                     st.ike_sa = Some(id);
                 }
                 Err(e) => warn!(peer = %name, "cannot initiate: {e}"),

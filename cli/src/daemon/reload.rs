@@ -3,9 +3,9 @@
 
 use super::reconnect::{Reconnect, RECONNECT_MIN};
 use super::Hub;
+use crate::control::{Change, ChangeAction, Reloaded};
 use crate::registry::{Peer, Registry};
 use anyhow::Result;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Instant;
 use tracing::{info, warn};
@@ -24,7 +24,7 @@ impl Hub {
     /// Applies the registry to the running endpoint: new and changed
     /// facilities take effect for their next IKE SA; removed or disabled
     /// ones are torn down. Other facilities are not touched.
-    pub(super) fn reload(&mut self, now: Instant) -> Result<Value> {
+    pub(super) fn reload(&mut self, now: Instant) -> Result<Reloaded> {
         let registry = Registry::open(&self.state)?;
         let fresh: HashMap<String, Peer> = registry
             .peers()?
@@ -43,7 +43,10 @@ impl Hub {
                 let _ = self.endpoint.remove_peer(now, name);
             }
             self.reconnect.remove(name);
-            changed.push(json!({ "name": name, "action": "removed" }));
+            changed.push(Change {
+                name: name.clone(),
+                action: ChangeAction::Removed,
+            });
         }
         for (name, p) in &fresh {
             if !p.enabled {
@@ -62,7 +65,10 @@ impl Hub {
                 for id in self.endpoint.ike_sas_of(name) {
                     self.endpoint.close(now, id);
                 }
-                changed.push(json!({ "name": name, "action": "changed" }));
+                changed.push(Change {
+                    name: name.clone(),
+                    action: ChangeAction::Changed,
+                });
                 if p.start {
                     self.reconnect.insert(
                         name.clone(),
@@ -74,7 +80,10 @@ impl Hub {
                 }
             }
             if is_new {
-                changed.push(json!({ "name": name, "action": "added" }));
+                changed.push(Change {
+                    name: name.clone(),
+                    action: ChangeAction::Added,
+                });
                 if p.start {
                     self.reconnect.insert(
                         name.clone(),
@@ -103,7 +112,10 @@ impl Hub {
                 for id in ids {
                     self.endpoint.close(now, id);
                 }
-                changed.push(json!({ "name": name, "action": "revoked" }));
+                changed.push(Change {
+                    name: name.clone(),
+                    action: ChangeAction::Revoked,
+                });
             }
         }
         self.revoked = revoked;
@@ -120,6 +132,6 @@ impl Hub {
         for name in gone.iter().filter(|n| !self.peers.contains_key(*n)) {
             self.status.remove(name);
         }
-        Ok(json!({ "changes": changed }))
+        Ok(Reloaded { changes: changed })
     }
 }

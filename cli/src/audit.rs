@@ -99,9 +99,12 @@ fn append_many(state: &Path, records: &[(String, String, Value)]) -> Result<()> 
         .with_context(|| format!("locking {}", p.display()))?;
     let (mut seq, mut prev) = match last_line(&mut file)? {
         Some(line) => {
-            let v: Value = serde_json::from_str(&line)
+            let last: Value = serde_json::from_str(&line)
                 .context("the last audit record is not JSON; run `renkei audit verify`")?;
-            (v["seq"].as_u64().unwrap_or(0), sha256_hex(line.as_bytes()))
+            let seq = serde_json::from_value::<Line>(last)
+                .ok()
+                .and_then(|l| l.seq);
+            (seq.unwrap_or(0), sha256_hex(line.as_bytes()))
         }
         None => (0, GENESIS.to_string()),
     };
@@ -125,6 +128,25 @@ fn append_many(state: &Path, records: &[(String, String, Value)]) -> Result<()> 
     file.write_all(out.as_bytes())?;
     file.sync_data()?;
     Ok(())
+}
+
+/// A record as `audit show` reads it: every field optional, so that a
+/// damaged line still shows what it has (`audit verify` judges it).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Line {
+    pub(crate) seq: Option<u64>,
+    pub(crate) time: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) event: Option<String>,
+    #[serde(default)]
+    pub(crate) details: Value,
+}
+
+impl Line {
+    /// Reads one line; one that is not a JSON record shows as empty.
+    pub(crate) fn parse(line: &str) -> Line {
+        serde_json::from_str(line).unwrap_or_default()
+    }
 }
 
 /// What `verify` found.

@@ -547,14 +547,16 @@ fn run(cli: Cli) -> Result<()> {
                 if json {
                     println!("{line}");
                 } else {
-                    let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                    let r = audit::Line::parse(line);
                     println!(
-                        "{:>6} {} {:<24} {:<22} {}",
-                        v["seq"],
-                        v["time"].as_str().unwrap_or("?"),
-                        v["actor"].as_str().unwrap_or("?"),
-                        v["event"].as_str().unwrap_or("?"),
-                        v["details"]
+                        // The sequence number unpadded, as before (the
+                        // width was never applied to a JSON value).
+                        "{} {} {:<24} {:<22} {}",
+                        r.seq.map_or("null".into(), |n| n.to_string()),
+                        r.time.as_deref().unwrap_or("?"),
+                        r.actor.as_deref().unwrap_or("?"),
+                        r.event.as_deref().unwrap_or("?"),
+                        r.details
                     );
                 }
             }
@@ -749,29 +751,94 @@ fn notify_daemon(state: &std::path::Path) {
     }
 }
 
-fn peer_json(p: &registry::Peer) -> Value {
-    json!({
-        "name": p.name,
-        "id": p.id.to_string(),
-        "auth": match p.auth { ike::PeerAuth::Psk(_) => "psk", ike::PeerAuth::Cert => "cert" },
-        "remote_ts": p.remote_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "local_ts": p.local_ts.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "remote_addr": p.remote_addr.map(|a| a.to_string()),
-        "start": p.start,
-        "ike": p.ike.to_string(),
-        "esp": p.esp.to_string(),
-        "enabled": p.enabled,
-        "created": p.created,
-        "ike_lifetime": p.lifetimes.ike.as_secs(),
-        "child_lifetime": p.lifetimes.child.as_secs(),
-        "child_bytes": p.lifetimes.child_bytes,
-        "dpd": p.lifetimes.dpd.as_secs(),
-        "mtu": p.mtu,
-        "warnings": explicit_weak_groups(p).iter().map(|g| match g {
-            ike::wire::KeId::Modp2048 => "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string(),
-            other => format!("{} is not on the CRYPTREC list", ike::proposal::ke_name(*other)),
-        }).collect::<Vec<_>>(),
-    })
+/// A facility's configuration as `peer show --json` and the audit log
+/// show it (never its key).
+#[derive(Debug, Serialize)]
+struct PeerView {
+    name: String,
+    id: String,
+    auth: &'static str,
+    remote_ts: Vec<String>,
+    local_ts: Vec<String>,
+    remote_addr: Option<String>,
+    start: bool,
+    ike: String,
+    esp: String,
+    enabled: bool,
+    created: String,
+    ike_lifetime: u64,
+    child_lifetime: u64,
+    child_bytes: Option<u64>,
+    dpd: u64,
+    mtu: Option<u32>,
+}
+
+impl From<&registry::Peer> for PeerView {
+    fn from(p: &registry::Peer) -> PeerView {
+        PeerView {
+            name: p.name.clone(),
+            id: p.id.to_string(),
+            auth: match p.auth {
+                ike::PeerAuth::Psk(_) => "psk",
+                ike::PeerAuth::Cert => "cert",
+            },
+            remote_ts: p.remote_ts.iter().map(ToString::to_string).collect(),
+            local_ts: p.local_ts.iter().map(ToString::to_string).collect(),
+            remote_addr: p.remote_addr.map(|a| a.to_string()),
+            start: p.start,
+            ike: p.ike.to_string(),
+            esp: p.esp.to_string(),
+            enabled: p.enabled,
+            created: p.created.clone(),
+            ike_lifetime: p.lifetimes.ike.as_secs(),
+            child_lifetime: p.lifetimes.child.as_secs(),
+            child_bytes: p.lifetimes.child_bytes,
+            dpd: p.lifetimes.dpd.as_secs(),
+            mtu: p.mtu,
+        }
+    }
+}
+
+/// `peer list --json` and `peer show`: the configuration and warnings
+/// about it.
+#[derive(Debug, Serialize)]
+struct PeerListing {
+    #[serde(flatten)]
+    peer: PeerView,
+    warnings: Vec<String>,
+}
+
+impl From<&registry::Peer> for PeerListing {
+    fn from(p: &registry::Peer) -> PeerListing {
+        PeerListing {
+            peer: PeerView::from(p),
+            warnings: peer_warnings(p),
+        }
+    }
+}
+
+/// The audit record of `peer set`.
+#[derive(Debug, Serialize)]
+struct PeerChanged {
+    #[serde(flatten)]
+    peer: PeerView,
+    psk_changed: bool,
+}
+
+/// What `peer show` and `peer add` warn about.
+fn peer_warnings(p: &registry::Peer) -> Vec<String> {
+    explicit_weak_groups(p)
+        .iter()
+        .map(|g| match g {
+            ike::wire::KeId::Modp2048 => {
+                "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string()
+            }
+            other => format!(
+                "{} is not on the CRYPTREC list",
+                ike::proposal::ke_name(*other)
+            ),
+        })
+        .collect()
 }
 
 /// Weak groups in proposals the operator chose (the default profile lists
@@ -811,13 +878,14 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 no_start: false,
             })?;
             println!("added facility {} ({})", p.name, p.id);
-            let mut details = peer_json(&p);
-            if let Some(o) = details.as_object_mut() {
-                o.remove("warnings");
-            }
-            audit::append(state, &audit::actor(), "peer.add", details)?;
-            for w in peer_json(&p)["warnings"].as_array().into_iter().flatten() {
-                println!("warning: {}", w.as_str().unwrap_or_default());
+            audit::append(
+                state,
+                &audit::actor(),
+                "peer.add",
+                serde_json::to_value(PeerView::from(&p))?,
+            )?;
+            for w in peer_warnings(&p) {
+                println!("warning: {w}");
             }
             drop(reg);
             notify_daemon(state);
@@ -828,7 +896,9 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&peers.iter().map(peer_json).collect::<Vec<_>>())?
+                    serde_json::to_string_pretty(
+                        &peers.iter().map(PeerListing::from).collect::<Vec<_>>()
+                    )?
                 );
             } else {
                 println!(
@@ -855,11 +925,12 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
         }
         PeerCommand::Show { name, json } => {
             let reg = Registry::open(state)?;
-            let v = peer_json(&reg.peer(&name)?);
+            let listing = PeerListing::from(&reg.peer(&name)?);
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if let Some(obj) = v.as_object() {
-                for (k, val) in obj {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else if let Value::Object(fields) = serde_json::to_value(&listing)? {
+                // One line per field, in name order.
+                for (k, val) in &fields {
                     let shown = match val {
                         Value::String(s) => s.clone(),
                         Value::Null => "-".into(),
@@ -893,12 +964,16 @@ fn peer(state: &std::path::Path, cmd: PeerCommand) -> Result<()> {
                 },
             )?;
             println!("changed facility {}", p.name);
-            let mut details = peer_json(&p);
-            if let Some(o) = details.as_object_mut() {
-                o.remove("warnings");
-                o.insert("psk_changed".into(), json!(c.psk_file.is_some()));
-            }
-            audit::append(state, &audit::actor(), "peer.change", details)?;
+            let details = PeerChanged {
+                peer: PeerView::from(&p),
+                psk_changed: c.psk_file.is_some(),
+            };
+            audit::append(
+                state,
+                &audit::actor(),
+                "peer.change",
+                serde_json::to_value(details)?,
+            )?;
             drop(reg);
             notify_daemon(state);
         }
@@ -987,21 +1062,7 @@ fn cert(state: &std::path::Path, cmd: CertCommand) -> Result<()> {
         }
         CertCommand::List { json } => {
             let reg = Registry::open(state)?;
-            let list: Vec<Value> = reg
-                .certs()?
-                .iter()
-                .map(|c| {
-                    json!({
-                        "serial": c.serial,
-                        "name": c.name,
-                        "identity": c.identity,
-                        "key": c.key_type,
-                        "not_after": pki::verify::iso(c.not_after),
-                        "issued": c.issued,
-                        "revoked": c.revoked.map(pki::verify::iso),
-                    })
-                })
-                .collect();
+            let list: Vec<CertView> = reg.certs()?.iter().map(CertView::from).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -1010,21 +1071,46 @@ fn cert(state: &std::path::Path, cmd: CertCommand) -> Result<()> {
                     "SERIAL", "NAME", "IDENTITY", "KEY", "NOT-AFTER"
                 );
                 for c in &list {
-                    let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
                     println!(
                         "{:<34} {:<16} {:<28} {:<11} {:<21} {}",
-                        s("serial"),
-                        s("name"),
-                        s("identity"),
-                        s("key"),
-                        s("not_after"),
-                        s("revoked")
+                        c.serial,
+                        c.name,
+                        c.identity,
+                        c.key,
+                        c.not_after,
+                        c.revoked.as_deref().unwrap_or("-")
                     );
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A certificate as `cert list` shows it.
+#[derive(Debug, Serialize)]
+struct CertView {
+    serial: String,
+    name: String,
+    identity: String,
+    key: String,
+    not_after: String,
+    issued: String,
+    revoked: Option<String>,
+}
+
+impl From<&registry::CertRecord> for CertView {
+    fn from(c: &registry::CertRecord) -> CertView {
+        CertView {
+            serial: c.serial.clone(),
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            key: c.key_type.clone(),
+            not_after: pki::verify::iso(c.not_after),
+            issued: c.issued.clone(),
+            revoked: c.revoked.map(pki::verify::iso),
+        }
+    }
 }
 
 fn print_children(children: &[ChildSaStatus], indent: &str) {

@@ -1,0 +1,23 @@
+//! What each command does, one module per command group; the arguments
+//! are in [`crate::args`].
+
+pub(crate) mod audit;
+pub(crate) mod cert;
+pub(crate) mod compliance;
+pub(crate) mod export;
+pub(crate) mod init;
+pub(crate) mod peer;
+pub(crate) mod sa;
+pub(crate) mod serve;
+pub(crate) mod status;
+
+use crate::control::{self, Request};
+use std::path::Path;
+
+/// Tells a running daemon to re-read the registry.
+pub(crate) fn notify_daemon(state: &Path) {
+    match control::request(state, &Request::Reload) {
+        Ok(_) => println!("applied to the running hub"),
+        Err(_) => println!("(the hub is not running; this takes effect when it starts)"),
+    }
+}

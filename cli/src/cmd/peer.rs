@@ -3,7 +3,7 @@
 use super::notify_daemon;
 use crate::args::PeerCommand;
 use crate::audit;
-use crate::registry::{self, NewPeer, Registry};
+use crate::registry::{self, NewPeer, PeerChange, Registry};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -133,7 +133,6 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 child_bytes: a.tuning.child_bytes,
                 dpd: a.tuning.dpd,
                 mtu: a.tuning.mtu,
-                no_start: false,
             })?;
             println!("added facility {} ({})", p.name, p.id);
             audit::append(
@@ -200,18 +199,21 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
         }
         PeerCommand::Set(c) => {
             let mut reg = Registry::open(state)?;
+            let start = match (c.start, c.no_start) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
             let p = reg.change_peer(
                 &c.name,
-                &NewPeer {
-                    name: c.name.clone(),
-                    id: c.id.clone().unwrap_or_default(),
+                &PeerChange {
+                    id: c.id.clone(),
                     psk_file: c.psk_file.clone(),
                     cert: c.cert,
-                    remote_ts: c.remote_ts.clone().unwrap_or_default(),
+                    remote_ts: c.remote_ts.clone(),
                     local_ts: c.local_ts.clone(),
                     remote_addr: c.remote_addr.clone(),
-                    start: c.start,
-                    no_start: c.no_start,
+                    start,
                     ike: c.tuning.ike.clone(),
                     esp: c.tuning.esp.clone(),
                     ike_lifetime: c.tuning.ike_lifetime,

@@ -23,8 +23,14 @@ pub(crate) enum Request {
     Ping,
     /// Everything `renkei status` shows.
     Status,
-    /// Re-read the registry.
-    Reload,
+    /// Re-read the registry: only the facility named when one is (and
+    /// the CA's revocations with `certificates`), else everything.
+    Reload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facility: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        certificates: bool,
+    },
     /// Initiate a facility's tunnel now.
     SaUp { name: String },
     /// Tear a facility's tunnel down.
@@ -229,4 +235,38 @@ pub(crate) fn request(state: &Path, req: &Request) -> Result<Value> {
         bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
     }
     Ok(resp.data.unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_names_the_facility_and_an_old_one_still_parses() {
+        let all: Request = serde_json::from_str(r#"{"cmd":"reload"}"#).unwrap();
+        assert!(matches!(
+            all,
+            Request::Reload {
+                facility: None,
+                certificates: false
+            }
+        ));
+        let one = Request::Reload {
+            facility: Some("kyoto".into()),
+            certificates: true,
+        };
+        let line = serde_json::to_string(&one).unwrap();
+        assert_eq!(
+            line,
+            r#"{"cmd":"reload","facility":"kyoto","certificates":true}"#
+        );
+        let everything = Request::Reload {
+            facility: None,
+            certificates: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&everything).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
+    }
 }

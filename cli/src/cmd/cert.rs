@@ -54,7 +54,7 @@ pub(crate) fn run(state: &Path, cmd: CertCommand) -> Result<()> {
                 json!({ "name": name, "serials": serials }),
             )?;
             drop(reg);
-            notify_daemon(state);
+            notify_daemon(state, &name, true);
         }
         CertCommand::List { json } => {
             let reg = Registry::open(state)?;

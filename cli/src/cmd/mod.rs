@@ -14,9 +14,14 @@ pub(crate) mod status;
 use crate::control::{self, Request};
 use std::path::Path;
 
-/// Tells a running daemon to re-read the registry.
-pub(crate) fn notify_daemon(state: &Path) {
-    match control::request(state, &Request::Reload) {
+/// Tells a running daemon that `facility` changed (and with
+/// `certificates`, that certificates were revoked).
+pub(crate) fn notify_daemon(state: &Path, facility: &str, certificates: bool) {
+    let reload = Request::Reload {
+        facility: Some(facility.to_string()),
+        certificates,
+    };
+    match control::request(state, &reload) {
         Ok(_) => println!("applied to the running hub"),
         Err(_) => println!("(the hub is not running; this takes effect when it starts)"),
     }

@@ -145,7 +145,7 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 println!("warning: {w}");
             }
             drop(reg);
-            notify_daemon(state);
+            notify_daemon(state, &p.name, false);
         }
         PeerCommand::List { json } => {
             let reg = Registry::open(state)?;
@@ -235,7 +235,7 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 serde_json::to_value(details)?,
             )?;
             drop(reg);
-            notify_daemon(state);
+            notify_daemon(state, &p.name, false);
         }
         PeerCommand::Remove { name } => {
             Registry::open(state)?.remove_peer(&name)?;
@@ -246,7 +246,7 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 "peer.remove",
                 json!({ "name": name }),
             )?;
-            notify_daemon(state);
+            notify_daemon(state, &name, false);
         }
         PeerCommand::Disable { name } => {
             Registry::open(state)?.set_enabled(&name, false)?;
@@ -257,7 +257,7 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 "peer.disable",
                 json!({ "name": name }),
             )?;
-            notify_daemon(state);
+            notify_daemon(state, &name, false);
         }
         PeerCommand::Enable { name } => {
             Registry::open(state)?.set_enabled(&name, true)?;
@@ -268,7 +268,7 @@ pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
                 "peer.enable",
                 json!({ "name": name }),
             )?;
-            notify_daemon(state);
+            notify_daemon(state, &name, false);
         }
     }
     Ok(())

@@ -334,14 +334,17 @@ impl Hub {
                 self.audit
                     .record(&who, "sa.down_requested", json!({ "facility": name }))
             }
-            Request::Reload => self.audit.record(&who, "hub.reload", json!({})),
+            Request::Reload { .. } => self.audit.record(&who, "hub.reload", json!({})),
             Request::Ping | Request::Status => {}
         }
         match req {
             Request::Ping => Ok(Reply::Pong),
             Request::Status => Ok(Reply::Status(Box::new(self.status()))),
-            Request::Reload => self
-                .reload(now)
+            Request::Reload {
+                facility,
+                certificates,
+            } => self
+                .reload(now, facility.as_deref(), certificates)
                 .map(Reply::Reloaded)
                 .map_err(|e| e.to_string()),
             Request::SaUp { name } => {

@@ -3,6 +3,7 @@
 //! (root) are answered.
 
 use crate::daemon::status::HubStatus;
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,6 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -138,13 +138,9 @@ impl Response {
     }
 }
 
-pub(crate) fn socket_path(state: &Path) -> PathBuf {
-    state.join("renkei.sock")
-}
-
 /// Binds the control socket, replacing a stale one.
-pub(crate) fn bind(state: &Path) -> Result<tokio::net::UnixListener> {
-    let path = socket_path(state);
+pub(crate) fn bind(state: &StateDir) -> Result<tokio::net::UnixListener> {
+    let path = state.control_socket();
     if path.exists() {
         std::fs::remove_file(&path)
             .with_context(|| format!("removing stale {}", path.display()))?;
@@ -205,18 +201,18 @@ fn own_uid() -> u32 {
 }
 
 /// Sends one request to the running daemon and reads its answer as `T`.
-pub(crate) fn request_as<T: DeserializeOwned>(state: &Path, req: &Request) -> Result<T> {
+pub(crate) fn request_as<T: DeserializeOwned>(state: &StateDir, req: &Request) -> Result<T> {
     serde_json::from_value(request(state, req)?).context("reading the daemon's answer")
 }
 
 /// The running hub's status report.
-pub(crate) fn status(state: &Path) -> Result<HubStatus> {
+pub(crate) fn status(state: &StateDir) -> Result<HubStatus> {
     request_as(state, &Request::Status)
 }
 
 /// Sends one request to the running daemon and returns its data.
-pub(crate) fn request(state: &Path, req: &Request) -> Result<Value> {
-    let path = socket_path(state);
+pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
+    let path = state.control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         anyhow::anyhow!(
             "renkei is not running for {} ({}: {e})",

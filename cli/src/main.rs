@@ -16,6 +16,7 @@ mod daemon;
 mod export;
 mod metrics;
 mod registry;
+mod state;
 
 use anyhow::Result;
 use args::{Cli, Command};
@@ -53,7 +54,7 @@ fn init_logging(filter: &str) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let state = cli.state;
+    let state = state::StateDir::new(cli.state);
     match cli.command {
         Command::Init {
             hub_id,

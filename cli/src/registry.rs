@@ -17,13 +17,14 @@
 //! (unique names and identities, overlapping selectors) is checked in the
 //! transaction that writes.
 
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts::{parse_subnets, Subnet};
 use pki::Identity;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -411,17 +412,13 @@ pub(crate) struct Registry {
 }
 
 /// Removes the registry database of `state` (after a failed `init`).
-pub(crate) fn remove_files(state: &Path) {
-    let db = db_path(state);
+pub(crate) fn remove_files(state: &StateDir) {
+    let db = state.registry();
     for suffix in ["", "-wal", "-shm"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
-}
-
-fn db_path(state: &Path) -> PathBuf {
-    state.join("registry.db")
 }
 
 /// Refuses names that would be awkward in logs, file names and configs.
@@ -470,20 +467,15 @@ fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 impl Registry {
     /// Creates the state directory (0700) and the registry, refusing an
     /// existing one.
-    pub(crate) fn init(state: &Path, hub: &Hub) -> Result<Registry> {
-        if db_path(state).exists() {
+    pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
+        if state.registry().exists() {
             bail!(
                 "state: {} already holds a registry; refusing to overwrite it",
                 state.display()
             );
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state)
-            .with_context(|| format!("creating {}", state.display()))?;
-        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
-        let reg = Self::open_path(&db_path(state))?;
+        state.create()?;
+        let reg = Self::open_path(&state.registry())?;
         let tx = reg.conn.unchecked_transaction()?;
         for (k, v) in [
             ("hub_id", hub.id.to_string()),
@@ -508,8 +500,8 @@ impl Registry {
     }
 
     /// Opens an existing registry.
-    pub(crate) fn open(state: &Path) -> Result<Registry> {
-        let path = db_path(state);
+    pub(crate) fn open(state: &StateDir) -> Result<Registry> {
+        let path = state.registry();
         if !path.exists() {
             bail!(
                 "state: no registry in {} (run `renkei init` first)",
@@ -910,14 +902,14 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 mod tests {
     use super::*;
 
-    fn temp_state() -> PathBuf {
+    fn temp_state() -> StateDir {
         let dir = std::env::temp_dir().join(format!(
             "renkei-reg-{}-{}",
             std::process::id(),
             rand_suffix()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        dir
+        StateDir::new(dir)
     }
 
     fn rand_suffix() -> u64 {
@@ -967,7 +959,7 @@ mod tests {
         let e = reg.add_peer(&twin).unwrap_err().to_string();
         assert!(e.contains("already belongs to facility 'kyoto'"), "{e}");
         // With a pre-shared key, a DN is refused, saying why.
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         let with_psk = NewPeer {
             name: "nara".into(),
@@ -1031,7 +1023,7 @@ mod tests {
         };
         let p = reg.add_peer(&cert).unwrap();
         assert!(matches!(p.auth, ike::PeerAuth::Cert));
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         // Both at once is refused; switching either way works and keeps
         // the rest.
@@ -1091,7 +1083,7 @@ mod tests {
     fn a_registry_from_before_certificates_is_migrated() {
         let state = temp_state();
         drop(Registry::init(&state, &hub()).unwrap());
-        let db = db_path(&state);
+        let db = state.registry();
         {
             // Rebuild the peers table as the first version made it.
             let conn = Connection::open(&db).unwrap();
@@ -1137,9 +1129,9 @@ mod tests {
     fn refused_input_leaves_the_registry_unchanged() {
         let state = temp_state();
         let mut reg = Registry::init(&state, &hub()).unwrap();
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
-        let short = state.join("short");
+        let short = state.as_ref().join("short");
         std::fs::write(&short, "tooshort\n").unwrap();
         let good = NewPeer {
             name: "kyoto".into(),
@@ -1182,7 +1174,7 @@ mod tests {
             ),
             (but(&|p| p.psk_file = Some(short.clone())), "at least 16"),
             (
-                but(&|p| p.psk_file = Some(state.join("missing"))),
+                but(&|p| p.psk_file = Some(state.as_ref().join("missing"))),
                 "cannot read",
             ),
             (
@@ -1208,7 +1200,7 @@ mod tests {
         );
         let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = std::fs::metadata(state.join("registry.db"))
+        let mode = std::fs::metadata(state.as_ref().join("registry.db"))
             .unwrap()
             .permissions()
             .mode()
@@ -1223,7 +1215,7 @@ mod tests {
     fn changes_are_validated_like_additions() {
         let state = temp_state();
         let mut reg = Registry::init(&state, &hub()).unwrap();
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         for (name, id, ts) in [
             ("kyoto", "kyoto.example", "198.51.100.0/26"),

@@ -2,10 +2,10 @@
 
 use crate::args::AuditCommand;
 use crate::audit;
+use crate::state::StateDir;
 use anyhow::Result;
-use std::path::Path;
 
-pub(crate) fn run(state: &Path, cmd: AuditCommand) -> Result<()> {
+pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify => {
             let v = audit::verify(state)?;
@@ -13,7 +13,7 @@ pub(crate) fn run(state: &Path, cmd: AuditCommand) -> Result<()> {
             Ok(())
         }
         AuditCommand::Show { tail, json } => {
-            let text = std::fs::read_to_string(audit::path(state)).unwrap_or_default();
+            let text = std::fs::read_to_string(state.audit_log()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             for line in &lines[lines.len().saturating_sub(tail)..] {
                 if json {

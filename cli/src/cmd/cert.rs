@@ -4,13 +4,13 @@
 use super::notify_daemon;
 use crate::args::CertCommand;
 use crate::registry::{self, Registry};
+use crate::state::StateDir;
 use crate::{audit, certs};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
-use std::path::Path;
 
-pub(crate) fn run(state: &Path, cmd: CertCommand) -> Result<()> {
+pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
     match cmd {
         CertCommand::Issue {
             name,

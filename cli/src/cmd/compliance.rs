@@ -3,12 +3,12 @@
 //! for 112-bit ones.
 
 use crate::registry::Registry;
+use crate::state::StateDir;
 use crate::{certs, control};
 use anyhow::Result;
 use serde::Serialize;
-use std::path::Path;
 
-pub(crate) fn run(state: &Path, json: bool) -> Result<()> {
+pub(crate) fn run(state: &StateDir, json: bool) -> Result<()> {
     let report = compliance(state)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -83,7 +83,7 @@ impl std::fmt::Display for Compliance {
 
 /// The compliance report: configuration from the registry, negotiated
 /// suites from the running hub when there is one.
-fn compliance(state: &std::path::Path) -> Result<ComplianceReport> {
+fn compliance(state: &StateDir) -> Result<ComplianceReport> {
     let reg = Registry::open(state)?;
     let live = control::status(state).ok();
     let now = std::time::SystemTime::now()

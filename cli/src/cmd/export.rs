@@ -1,13 +1,13 @@
 //! `renkei export`: a facility router's configuration.
 
 use crate::registry::Registry;
+use crate::state::StateDir;
 use crate::{audit, export};
 use anyhow::Result;
 use serde_json::json;
-use std::path::Path;
 
 pub(crate) fn run(
-    state: &Path,
+    state: &StateDir,
     name: &str,
     format: export::Format,
     with_secret: bool,

@@ -1,15 +1,15 @@
 //! `renkei init`: the state directory, registry, CA and hub certificate.
 
 use crate::registry::{self, Hub, Registry};
+use crate::state::StateDir;
 use crate::{audit, certs};
 use anyhow::{bail, Result};
 use pki::Identity;
 use serde_json::json;
 use std::net::IpAddr;
-use std::path::Path;
 
 pub(crate) fn run(
-    state: &Path,
+    state: &StateDir,
     hub_id: &str,
     public_addr: Vec<IpAddr>,
     profile: String,
@@ -43,7 +43,7 @@ pub(crate) fn run(
     println!(
         "initialized hub {id} in {} (CA key {ca_key}; CA certificate {})",
         state.display(),
-        state.join("ca/ca.pem").display()
+        state.ca_cert().display()
     );
     Ok(())
 }

@@ -12,11 +12,11 @@ pub(crate) mod serve;
 pub(crate) mod status;
 
 use crate::control::{self, Request};
-use std::path::Path;
+use crate::state::StateDir;
 
 /// Tells a running daemon that `facility` changed (and with
 /// `certificates`, that certificates were revoked).
-pub(crate) fn notify_daemon(state: &Path, facility: &str, certificates: bool) {
+pub(crate) fn notify_daemon(state: &StateDir, facility: &str, certificates: bool) {
     let reload = Request::Reload {
         facility: Some(facility.to_string()),
         certificates,

@@ -4,10 +4,10 @@ use super::notify_daemon;
 use crate::args::PeerCommand;
 use crate::audit;
 use crate::registry::{self, NewPeer, PeerChange, Registry};
+use crate::state::StateDir;
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::path::Path;
 
 /// A facility's configuration as `peer show --json` and the audit log
 /// show it (never its key).
@@ -113,7 +113,7 @@ fn explicit_weak_groups(p: &registry::Peer) -> Vec<ike::wire::KeId> {
     v
 }
 
-pub(crate) fn run(state: &Path, cmd: PeerCommand) -> Result<()> {
+pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
     match cmd {
         PeerCommand::Add(a) => {
             let mut reg = Registry::open(state)?;

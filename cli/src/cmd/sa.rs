@@ -4,9 +4,9 @@ use super::status::print_children;
 use crate::args::SaCommand;
 use crate::control::{self, Request};
 use crate::daemon::status::{ChildSaStatus, FacilityState};
+use crate::state::StateDir;
 use anyhow::Result;
 use serde::Serialize;
-use std::path::Path;
 
 /// One facility's line of `sa list --json`.
 #[derive(Debug, Serialize)]
@@ -18,7 +18,7 @@ struct SaListEntry<'a> {
     child_sas: &'a [ChildSaStatus],
 }
 
-pub(crate) fn run(state: &Path, cmd: SaCommand) -> Result<()> {
+pub(crate) fn run(state: &StateDir, cmd: SaCommand) -> Result<()> {
     match cmd {
         SaCommand::List { json } => {
             let status = control::status(state)?;

@@ -1,9 +1,9 @@
 //! `renkei serve`: checks the options and runs the daemon.
 
 use crate::daemon;
+use crate::state::StateDir;
 use anyhow::{bail, Result};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 
 /// The options of `renkei serve` as given.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub(crate) struct Given {
     pub(crate) workers: u16,
 }
 
-pub(crate) fn run(state: PathBuf, given: Given) -> Result<()> {
+pub(crate) fn run(state: StateDir, given: Given) -> Result<()> {
     let Given {
         listen,
         tun,

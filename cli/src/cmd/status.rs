@@ -2,10 +2,10 @@
 
 use crate::control;
 use crate::daemon::status::{ChildSaStatus, HubStatus};
+use crate::state::StateDir;
 use anyhow::Result;
-use std::path::Path;
 
-pub(crate) fn run(state: &Path, json: bool) -> Result<()> {
+pub(crate) fn run(state: &StateDir, json: bool) -> Result<()> {
     let status = control::status(state)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -34,6 +34,7 @@ pub(crate) use io::default_listen;
 
 use crate::control::{self, Answer, Asked, Closed, Initiated, Reply, Request};
 use crate::registry::{Peer, Registry};
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use esp::sys::Tun;
 use esp::{DataPlane, SaTable};
@@ -43,7 +44,6 @@ use serde_json::json;
 use status::PeerStatus;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -52,7 +52,7 @@ use tracing::{info, warn};
 /// Options of `renkei serve`.
 #[derive(Debug, Clone)]
 pub(crate) struct ServeOptions {
-    pub(crate) state: PathBuf,
+    pub(crate) state: StateDir,
     pub(crate) listen: Vec<IpAddr>,
     pub(crate) tun: String,
     pub(crate) mtu: u32,
@@ -97,7 +97,7 @@ struct Hub {
     mtu_learned: HashMap<String, Instant>,
     /// The routes each installed Child SA (by inbound SPI) needs.
     child_routes: HashMap<u32, Vec<(IpAddr, u8)>>,
-    state: PathBuf,
+    state: StateDir,
     started: String,
     audit: crate::audit::Writer,
     /// Revoked certificate serials and whose they were, as last applied.
@@ -119,7 +119,7 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
     let pki = crate::certs::load(&opts.state, &registry)?;
     let revoked = reload::revoked_serials(&registry)?;
     drop(registry);
-    let sock_path = control::socket_path(&opts.state);
+    let sock_path = opts.state.control_socket();
     if control::request(&opts.state, &Request::Ping).is_ok() {
         bail!(
             "state: another renkei is already serving {} (control socket {})",
@@ -297,7 +297,7 @@ async fn run(
     hub.endpoint.close_all(Instant::now());
     hub.flush().await;
     dataplane.stop();
-    let _ = std::fs::remove_file(control::socket_path(&hub.state));
+    let _ = std::fs::remove_file(hub.state.control_socket());
     // The last records (facilities down, hub.stop) reach the disk first.
     hub.audit.finish();
     info!("stopped");

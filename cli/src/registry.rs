@@ -282,9 +282,14 @@ impl PeerChange {
 
 /// Validates a new facility completely: every field parsed, every bound
 /// and combination checked. `key` is what `new.psk_file` holds
-/// ([`NewPeer::read_key`]). Needs no database: what depends on the other
-/// facilities is checked when it is stored.
-pub(crate) fn validate(new: &NewPeer, key: Option<Zeroizing<Vec<u8>>>) -> Result<Peer> {
+/// ([`NewPeer::read_key`]), `created` the time it is added (RFC 3339). A
+/// pure function: it needs no database, file or clock; what depends on the
+/// other facilities is checked when it is stored.
+pub(crate) fn validate(
+    new: &NewPeer,
+    key: Option<Zeroizing<Vec<u8>>>,
+    created: &str,
+) -> Result<Peer> {
     check_name(&new.name)?;
     let id = parse_id(&new.id)?;
     let auth = resolve_auth(&id, key, new.cert, None)?;
@@ -304,7 +309,7 @@ pub(crate) fn validate(new: &NewPeer, key: Option<Zeroizing<Vec<u8>>>) -> Result
         ike: parse_proposals(new.ike.as_deref(), Protocol::Ike)?,
         esp: parse_proposals(new.esp.as_deref(), Protocol::Esp)?,
         enabled: true,
-        created: now_rfc3339(),
+        created: created.to_string(),
         lifetimes: ike::Lifetimes {
             ike: secs(new.ike_lifetime, defaults.ike),
             child: secs(new.child_lifetime, defaults.child),
@@ -575,7 +580,7 @@ impl Registry {
 
     /// Validates and stores a facility. Refused input changes nothing.
     pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
-        let peer = validate(new, new.read_key()?)?;
+        let peer = validate(new, new.read_key()?, &now_rfc3339())?;
         self.store_peer(&peer, false)
     }
 
@@ -1313,16 +1318,18 @@ mod tests {
             child_lifetime: Some(28800),
             ..Default::default()
         };
-        let p = validate(&new, None).unwrap();
+        let p = validate(&new, None, "2026-11-30T00:00:00Z").unwrap();
         assert_eq!(p.remote_ts[0].to_string(), "198.51.100.0/26");
         assert_eq!(p.lifetimes.child.as_secs(), 28800);
         assert!(p.enabled);
+        assert_eq!(p.created, "2026-11-30T00:00:00Z");
         let e = validate(
             &NewPeer {
                 dpd: Some(1),
                 ..new.clone()
             },
             None,
+            "2026-11-30T00:00:00Z",
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("dpd: "), "{e}");

@@ -12,20 +12,16 @@
 //! proves integrity up to its head: keep the head hash `verify` prints
 //! somewhere else to detect a rewrite of the newest records.
 
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 /// The hash standing in for "no previous record".
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub(crate) fn path(state: &Path) -> PathBuf {
-    state.join("audit.log")
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
@@ -82,12 +78,12 @@ fn last_line(file: &mut File) -> Result<Option<String>> {
 }
 
 /// Appends one record under an exclusive lock.
-pub(crate) fn append(state: &Path, actor: &str, event: &str, details: Value) -> Result<()> {
+pub(crate) fn append(state: &StateDir, actor: &str, event: &str, details: Value) -> Result<()> {
     append_many(state, &[(actor.to_string(), event.to_string(), details)])
 }
 
-fn append_many(state: &Path, records: &[(String, String, Value)]) -> Result<()> {
-    let p = path(state);
+fn append_many(state: &StateDir, records: &[(String, String, Value)]) -> Result<()> {
+    let p = state.audit_log();
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
@@ -99,9 +95,12 @@ fn append_many(state: &Path, records: &[(String, String, Value)]) -> Result<()> 
         .with_context(|| format!("locking {}", p.display()))?;
     let (mut seq, mut prev) = match last_line(&mut file)? {
         Some(line) => {
-            let v: Value = serde_json::from_str(&line)
+            let last: Value = serde_json::from_str(&line)
                 .context("the last audit record is not JSON; run `renkei audit verify`")?;
-            (v["seq"].as_u64().unwrap_or(0), sha256_hex(line.as_bytes()))
+            let seq = serde_json::from_value::<Line>(last)
+                .ok()
+                .and_then(|l| l.seq);
+            (seq.unwrap_or(0), sha256_hex(line.as_bytes()))
         }
         None => (0, GENESIS.to_string()),
     };
@@ -127,6 +126,25 @@ fn append_many(state: &Path, records: &[(String, String, Value)]) -> Result<()> 
     Ok(())
 }
 
+/// A record as `audit show` reads it: every field optional, so that a
+/// damaged line still shows what it has (`audit verify` judges it).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Line {
+    pub(crate) seq: Option<u64>,
+    pub(crate) time: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) event: Option<String>,
+    #[serde(default)]
+    pub(crate) details: Value,
+}
+
+impl Line {
+    /// Reads one line; one that is not a JSON record shows as empty.
+    pub(crate) fn parse(line: &str) -> Line {
+        serde_json::from_str(line).unwrap_or_default()
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug)]
 pub(crate) struct Verified {
@@ -135,8 +153,8 @@ pub(crate) struct Verified {
 }
 
 /// Checks the whole chain; the error names the first bad record.
-pub(crate) fn verify(state: &Path) -> Result<Verified> {
-    let p = path(state);
+pub(crate) fn verify(state: &StateDir) -> Result<Verified> {
+    let p = state.audit_log();
     let file = match File::open(&p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -192,9 +210,9 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(state: &Path) -> Writer {
+    pub(crate) fn start(state: &StateDir) -> Writer {
         let (tx, rx) = mpsc::channel::<Record>();
-        let state = state.to_path_buf();
+        let state = state.clone();
         let thread = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
@@ -258,25 +276,25 @@ impl Drop for Writer {
 mod tests {
     use super::*;
 
-    fn state() -> PathBuf {
+    fn state() -> StateDir {
         let mut b = [0u8; 8];
         aws_lc_rs::rand::fill(&mut b).unwrap();
         let d = std::env::temp_dir().join(format!("renkei-audit-{}", u64::from_ne_bytes(b)));
         std::fs::create_dir_all(&d).unwrap();
-        d
+        StateDir::new(d)
     }
 
-    fn lines(s: &Path) -> Vec<String> {
-        std::fs::read_to_string(path(s))
+    fn lines(s: &StateDir) -> Vec<String> {
+        std::fs::read_to_string(s.audit_log())
             .unwrap()
             .lines()
             .map(str::to_string)
             .collect()
     }
 
-    fn write(s: &Path, lines: &[String]) {
+    fn write(s: &StateDir, lines: &[String]) {
         std::fs::write(
-            path(s),
+            s.audit_log(),
             lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         )
         .unwrap();
@@ -314,7 +332,7 @@ mod tests {
 
         write(&s, &good);
         assert_eq!(verify(&s).unwrap().head, v.head);
-        let mode = std::fs::metadata(path(&s)).unwrap().permissions();
+        let mode = std::fs::metadata(s.audit_log()).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600

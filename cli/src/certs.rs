@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::registry::{now_rfc3339, CertRecord, Registry};
+use crate::state::StateDir;
 
 /// Validity of the CA certificate.
 const CA_DAYS: u32 = 20 * 365;
@@ -39,10 +40,6 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn ca_dir(state: &Path) -> PathBuf {
-    state.join("ca")
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so a
@@ -65,7 +62,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 /// Creates the CA and the hub's certificate for a new hub. Returns the
 /// files written so `init` can take them back if a later step fails.
 pub(crate) fn create(
-    state: &Path,
+    state: &StateDir,
     reg: &mut Registry,
     hub_id: &Identity,
     kind: KeyKind,
@@ -82,7 +79,7 @@ pub(crate) fn create(
     let hub = ca
         .issue(hub_id, kind, now, HUB_DAYS)
         .map_err(|e| anyhow::anyhow!("hub certificate: {e}"))?;
-    let dir = ca_dir(state);
+    let dir = state.ca_dir();
     let mut written = Vec::new();
     let result = (|| -> Result<()> {
         std::fs::DirBuilder::new()
@@ -91,18 +88,10 @@ pub(crate) fn create(
             .with_context(|| format!("creating {}", dir.display()))?;
         written.push(dir.clone());
         for (path, data, mode) in [
-            (dir.join("ca.key"), ca.key_pem().as_bytes().to_vec(), 0o600),
-            (dir.join("ca.pem"), ca.cert_pem().as_bytes().to_vec(), 0o644),
-            (
-                state.join("hub.key"),
-                hub.key_pem.as_bytes().to_vec(),
-                0o600,
-            ),
-            (
-                state.join("hub.pem"),
-                hub.cert_pem.as_bytes().to_vec(),
-                0o644,
-            ),
+            (state.ca_key(), ca.key_pem().as_bytes().to_vec(), 0o600),
+            (state.ca_cert(), ca.cert_pem().as_bytes().to_vec(), 0o644),
+            (state.hub_key(), hub.key_pem.as_bytes().to_vec(), 0o600),
+            (state.hub_cert(), hub.cert_pem.as_bytes().to_vec(), 0o644),
         ] {
             write_file(&path, &data, mode)?;
             written.push(path);
@@ -141,16 +130,16 @@ pub(crate) fn remove_all(paths: &[PathBuf]) {
     }
 }
 
-fn load_ca(state: &Path) -> Result<Ca> {
-    let dir = ca_dir(state);
-    let key = std::fs::read_to_string(dir.join("ca.key")).with_context(|| {
+fn load_ca(state: &StateDir) -> Result<Ca> {
+    let dir = state.ca_dir();
+    let key = std::fs::read_to_string(state.ca_key()).with_context(|| {
         format!(
             "no CA in {} (this state directory was made before certificate support; create a new hub with `renkei init`)",
             dir.display()
         )
     })?;
-    let cert = std::fs::read_to_string(dir.join("ca.pem"))
-        .with_context(|| format!("reading {}", dir.join("ca.pem").display()))?;
+    let cert = std::fs::read_to_string(state.ca_cert())
+        .with_context(|| format!("reading {}", state.ca_cert().display()))?;
     Ca::load(&key, &cert).map_err(|e| anyhow::anyhow!("loading the CA: {e}"))
 }
 
@@ -176,14 +165,14 @@ fn revoked(reg: &Registry) -> Result<Vec<Revoked>> {
 }
 
 /// Rewrites the CRL from the registry; returns its path.
-fn write_crl(state: &Path, reg: &Registry, ca: &Ca) -> Result<PathBuf> {
+fn write_crl(state: &StateDir, reg: &Registry, ca: &Ca) -> Result<PathBuf> {
     let list = revoked(reg)?;
     let now = unix_now();
     // CRL numbers must increase (RFC 5280 §5.2.3): seconds do.
     let pem = ca
         .crl(&list, now as u64, now, CRL_DAYS)
         .map_err(|e| anyhow::anyhow!("CRL: {e}"))?;
-    let path = ca_dir(state).join("crl.pem");
+    let path = state.crl();
     write_file(&path, pem.as_bytes(), 0o644)?;
     Ok(path)
 }
@@ -191,14 +180,14 @@ fn write_crl(state: &Path, reg: &Registry, ca: &Ca) -> Result<PathBuf> {
 /// The hub's credentials and trust store, or `None` for a state directory
 /// without a CA (certificate facilities then cannot connect).
 pub(crate) fn load(
-    state: &Path,
+    state: &StateDir,
     reg: &Registry,
 ) -> Result<Option<(Arc<ike::Credentials>, Arc<TrustStore>)>> {
-    if !ca_dir(state).join("ca.pem").exists() {
+    if !state.ca_cert().exists() {
         return Ok(None);
     }
-    let key_path = state.join("hub.key");
-    let cert_path = state.join("hub.pem");
+    let key_path = state.hub_key();
+    let cert_path = state.hub_cert();
     let key_pem = zeroize::Zeroizing::new(
         std::fs::read_to_string(&key_path)
             .with_context(|| format!("reading {}", key_path.display()))?,
@@ -218,8 +207,8 @@ pub(crate) fn load(
 }
 
 /// The trust store: the CA certificate and the registry's revocations.
-pub(crate) fn trust(state: &Path, reg: &Registry) -> Result<Option<Arc<TrustStore>>> {
-    let path = ca_dir(state).join("ca.pem");
+pub(crate) fn trust(state: &StateDir, reg: &Registry) -> Result<Option<Arc<TrustStore>>> {
+    let path = state.ca_cert();
     if !path.exists() {
         return Ok(None);
     }
@@ -239,7 +228,7 @@ pub(crate) struct IssuedFiles {
 
 /// `renkei cert issue`: a key and certificate for facility `name`.
 pub(crate) fn issue(
-    state: &Path,
+    state: &StateDir,
     reg: &mut Registry,
     name: &str,
     kind: KeyKind,
@@ -323,7 +312,7 @@ pub(crate) fn issue(
 
 /// `renkei cert revoke`: revokes every current certificate of `name` and
 /// rewrites the CRL. Returns the revoked serials.
-pub(crate) fn revoke(state: &Path, reg: &mut Registry, name: &str) -> Result<Vec<String>> {
+pub(crate) fn revoke(state: &StateDir, reg: &mut Registry, name: &str) -> Result<Vec<String>> {
     if name == HUB_CERT_NAME {
         bail!("name: the hub's own certificate is replaced by a new `renkei init`, not revoked");
     }

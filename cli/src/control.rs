@@ -2,13 +2,15 @@
 //! state directory, mode 0600, and only peers with the daemon's own user ID
 //! (root) are answered.
 
+use crate::daemon::status::HubStatus;
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -21,15 +23,78 @@ pub(crate) enum Request {
     Ping,
     /// Everything `renkei status` shows.
     Status,
-    /// Re-read the registry.
-    Reload,
+    /// Re-read the registry: only the facility named when one is (and
+    /// the CA's revocations with `certificates`), else everything.
+    Reload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facility: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        certificates: bool,
+    },
     /// Initiate a facility's tunnel now.
     SaUp { name: String },
     /// Tear a facility's tunnel down.
     SaDown { name: String },
 }
 
-/// The daemon's answer.
+/// The daemon's answer to a request, typed; [`Response`] is its form on
+/// the wire.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// To [`Request::Ping`].
+    Pong,
+    /// To [`Request::Status`].
+    Status(Box<HubStatus>),
+    /// To [`Request::Reload`].
+    Reloaded(Reloaded),
+    /// To [`Request::SaUp`].
+    Initiated(Initiated),
+    /// To [`Request::SaDown`].
+    Closed(Closed),
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Reloaded {
+    pub(crate) changes: Vec<Change>,
+}
+
+/// One facility a reload touched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Change {
+    pub(crate) name: String,
+    pub(crate) action: ChangeAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ChangeAction {
+    Added,
+    Changed,
+    Removed,
+    Revoked,
+}
+
+/// The IKE SA `sa up` started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Initiated {
+    pub(crate) ike_sa: String,
+}
+
+/// How many IKE SAs `sa down` closed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Closed {
+    pub(crate) closed: usize,
+}
+
+/// What the control loop answers: a reply, or an error for the operator.
+pub(crate) type Answer = std::result::Result<Reply, String>;
+
+/// A request on its way to the control loop, with the asking user's ID and
+/// where the answer goes.
+pub(crate) type Asked = (Request, u32, oneshot::Sender<Answer>);
+
+/// The daemon's answer on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Response {
     pub(crate) ok: bool,
@@ -37,6 +102,23 @@ pub(crate) struct Response {
     pub(crate) data: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+}
+
+impl From<Answer> for Response {
+    fn from(answer: Answer) -> Response {
+        let data = match answer {
+            Ok(Reply::Pong) => serde_json::to_value("pong"),
+            Ok(Reply::Status(s)) => serde_json::to_value(s),
+            Ok(Reply::Reloaded(r)) => serde_json::to_value(r),
+            Ok(Reply::Initiated(i)) => serde_json::to_value(i),
+            Ok(Reply::Closed(c)) => serde_json::to_value(c),
+            Err(e) => return Response::err(e),
+        };
+        match data {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(format!("cannot encode the answer: {e}")),
+        }
+    }
 }
 
 impl Response {
@@ -56,13 +138,9 @@ impl Response {
     }
 }
 
-pub(crate) fn socket_path(state: &Path) -> PathBuf {
-    state.join("renkei.sock")
-}
-
 /// Binds the control socket, replacing a stale one.
-pub(crate) fn bind(state: &Path) -> Result<tokio::net::UnixListener> {
-    let path = socket_path(state);
+pub(crate) fn bind(state: &StateDir) -> Result<tokio::net::UnixListener> {
+    let path = state.control_socket();
     if path.exists() {
         std::fs::remove_file(&path)
             .with_context(|| format!("removing stale {}", path.display()))?;
@@ -74,10 +152,7 @@ pub(crate) fn bind(state: &Path) -> Result<tokio::net::UnixListener> {
 }
 
 /// Accepts connections and hands each request to the control loop.
-pub(crate) async fn serve(
-    listener: tokio::net::UnixListener,
-    tx: mpsc::Sender<(Request, u32, oneshot::Sender<Response>)>,
-) {
+pub(crate) async fn serve(listener: tokio::net::UnixListener, tx: mpsc::Sender<Asked>) {
     let own_uid = own_uid();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -100,8 +175,10 @@ pub(crate) async fn serve(
                             if tx.send((req, uid, otx)).await.is_err() {
                                 return;
                             }
-                            orx.await
-                                .unwrap_or_else(|_| Response::err("daemon is shutting down".into()))
+                            orx.await.map_or_else(
+                                |_| Response::err("daemon is shutting down".into()),
+                                Response::from,
+                            )
                         }
                         Err(e) => Response::err(format!("bad request: {e}")),
                     }
@@ -123,9 +200,19 @@ fn own_uid() -> u32 {
         .unwrap_or(0)
 }
 
+/// Sends one request to the running daemon and reads its answer as `T`.
+pub(crate) fn request_as<T: DeserializeOwned>(state: &StateDir, req: &Request) -> Result<T> {
+    serde_json::from_value(request(state, req)?).context("reading the daemon's answer")
+}
+
+/// The running hub's status report.
+pub(crate) fn status(state: &StateDir) -> Result<HubStatus> {
+    request_as(state, &Request::Status)
+}
+
 /// Sends one request to the running daemon and returns its data.
-pub(crate) fn request(state: &Path, req: &Request) -> Result<Value> {
-    let path = socket_path(state);
+pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
+    let path = state.control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         anyhow::anyhow!(
             "renkei is not running for {} ({}: {e})",
@@ -144,4 +231,38 @@ pub(crate) fn request(state: &Path, req: &Request) -> Result<Value> {
         bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
     }
     Ok(resp.data.unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_names_the_facility_and_an_old_one_still_parses() {
+        let all: Request = serde_json::from_str(r#"{"cmd":"reload"}"#).unwrap();
+        assert!(matches!(
+            all,
+            Request::Reload {
+                facility: None,
+                certificates: false
+            }
+        ));
+        let one = Request::Reload {
+            facility: Some("kyoto".into()),
+            certificates: true,
+        };
+        let line = serde_json::to_string(&one).unwrap();
+        assert_eq!(
+            line,
+            r#"{"cmd":"reload","facility":"kyoto","certificates":true}"#
+        );
+        let everything = Request::Reload {
+            facility: None,
+            certificates: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&everything).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
+    }
 }

@@ -5,58 +5,58 @@
 //! reads, `Connection: close` — a web framework would be far more surface
 //! than this needs.
 
-use crate::control::{Request, Response};
-use serde_json::Value;
+use crate::control::{Asked, Reply, Request};
+use crate::daemon::status::{FacilityState, FacilityStatus, HubStatus};
 use std::fmt::Write as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-type Requests = mpsc::Sender<(Request, u32, oneshot::Sender<Response>)>;
+type Requests = mpsc::Sender<Asked>;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Renders the status snapshot in the Prometheus text format (0.0.4).
-pub(crate) fn render(status: &Value) -> String {
+/// A per-facility counter read from the status report.
+type Field = fn(&FacilityStatus) -> u64;
+
+/// Renders the status report in the Prometheus text format (0.0.4).
+pub(crate) fn render(status: &HubStatus) -> String {
     let mut out = String::new();
-    let facilities = status["facilities"].as_array().cloned().unwrap_or_default();
-    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    let facilities = &status.facilities;
     family(
         &mut out,
         "renkei_facility_up",
         "gauge",
         "1 while the facility's tunnel is up.",
     );
-    for f in &facilities {
-        let up = u8::from(f["state"] == "up");
-        let _ = writeln!(
-            out,
-            "renkei_facility_up{{facility=\"{}\"}} {up}",
-            f["name"].as_str().unwrap_or("")
-        );
+    for f in facilities {
+        let up = u8::from(f.state == FacilityState::Up);
+        let _ = writeln!(out, "renkei_facility_up{{facility=\"{}\"}} {up}", f.name);
     }
+    let bytes: [(&str, Field); 2] = [("in", |f| f.bytes_in), ("out", |f| f.bytes_out)];
+    let packets: [(&str, Field); 2] = [("in", |f| f.packets_in), ("out", |f| f.packets_out)];
     for (metric, help, fields) in [
         (
             "renkei_facility_bytes_total",
             "Inner bytes through the tunnel.",
-            [("in", "bytes_in"), ("out", "bytes_out")],
+            bytes,
         ),
         (
             "renkei_facility_packets_total",
             "Packets through the tunnel.",
-            [("in", "packets_in"), ("out", "packets_out")],
+            packets,
         ),
     ] {
         family(&mut out, metric, "counter", help);
-        for f in &facilities {
+        for f in facilities {
             for (direction, field) in fields {
                 let _ = writeln!(
                     out,
                     "{metric}{{facility=\"{}\",direction=\"{direction}\"}} {}",
-                    f["name"].as_str().unwrap_or(""),
-                    num(&f[field])
+                    f.name,
+                    field(f)
                 );
             }
         }
@@ -67,37 +67,33 @@ pub(crate) fn render(status: &Value) -> String {
         "counter",
         "Packets dropped, by reason.",
     );
-    for f in &facilities {
+    for f in facilities {
         for reason in esp::DropReason::ALL {
             let _ = writeln!(
                 out,
                 "renkei_facility_drops_total{{facility=\"{}\",reason=\"{}\"}} {}",
-                f["name"].as_str().unwrap_or(""),
+                f.name,
                 reason.name(),
-                num(&f["drops"][reason.name()])
+                f.drops.count(reason)
             );
         }
     }
-    for (metric, help, field) in [
+    let counters: [(&str, &str, Field); 2] = [
         (
             "renkei_facility_handshakes_total",
             "IKE SAs established.",
-            "handshakes",
+            |f| f.handshakes,
         ),
         (
             "renkei_facility_auth_failures_total",
             "Failed authentications.",
-            "auth_failures",
+            |f| f.auth_failures,
         ),
-    ] {
+    ];
+    for (metric, help, field) in counters {
         family(&mut out, metric, "counter", help);
-        for f in &facilities {
-            let _ = writeln!(
-                out,
-                "{metric}{{facility=\"{}\"}} {}",
-                f["name"].as_str().unwrap_or(""),
-                num(&f[field])
-            );
+        for f in facilities {
+            let _ = writeln!(out, "{metric}{{facility=\"{}\"}} {}", f.name, field(f));
         }
     }
     family(
@@ -106,13 +102,12 @@ pub(crate) fn render(status: &Value) -> String {
         "counter",
         "Rekeys, by kind of SA.",
     );
-    for f in &facilities {
-        for (kind, field) in [("child", "child_rekeys"), ("ike", "ike_rekeys")] {
+    for f in facilities {
+        for (kind, count) in [("child", f.child_rekeys), ("ike", f.ike_rekeys)] {
             let _ = writeln!(
                 out,
-                "renkei_facility_rekeys_total{{facility=\"{}\",kind=\"{kind}\"}} {}",
-                f["name"].as_str().unwrap_or(""),
-                num(&f[field])
+                "renkei_facility_rekeys_total{{facility=\"{}\",kind=\"{kind}\"}} {count}",
+                f.name
             );
         }
     }
@@ -127,18 +122,18 @@ pub(crate) fn render(status: &Value) -> String {
             out,
             "renkei_unattributed_drops_total{{reason=\"{}\"}} {}",
             reason.name(),
-            num(&status["hub"]["unattributed_drops"][reason.name()])
+            status.hub.unattributed_drops.count(reason)
         );
     }
     family(&mut out, "renkei_ike_sas", "gauge", "IKE SAs.");
-    let _ = writeln!(out, "renkei_ike_sas {}", num(&status["hub"]["ike_sas"]));
+    let _ = writeln!(out, "renkei_ike_sas {}", status.hub.ike_sas);
     family(
         &mut out,
         "renkei_child_sas",
         "gauge",
         "Child SAs installed.",
     );
-    let _ = writeln!(out, "renkei_child_sas {}", num(&status["hub"]["child_sas"]));
+    let _ = writeln!(out, "renkei_child_sas {}", status.hub.child_sas);
     out
 }
 
@@ -169,7 +164,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests)
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
                     let (tx, rx) = oneshot::channel();
                     let body = match requests.send((Request::Status, 0, tx)).await {
-                        Ok(()) => rx.await.ok().and_then(|r| r.data).map(|d| render(&d)),
+                        Ok(()) => match rx.await {
+                            Ok(Ok(Reply::Status(status))) => Some(render(&status)),
+                            _ => None,
+                        },
                         Err(_) => None,
                     };
                     match body {
@@ -195,11 +193,16 @@ mod tests {
 
     #[test]
     fn renders_every_family() {
-        let status = json!({
-            "hub": { "ike_sas": 1, "child_sas": 1, "unattributed_drops": { "no_sa": 4 } },
-            "facilities": [{ "name": "kyoto", "state": "up", "bytes_in": 10, "bytes_out": 20, "packets_in": 1, "packets_out": 2,
-                             "drops": { "replay": 3 }, "handshakes": 1, "auth_failures": 0, "child_rekeys": 5, "ike_rekeys": 1 }]
-        });
+        let status: HubStatus = serde_json::from_value(json!({
+            "hub": { "started": "2026-11-30T00:00:00Z", "tun": "renkei0", "listen": ["0.0.0.0"],
+                     "ike_sas": 1, "half_open_ike_sas": 0, "child_sas": 1, "unattributed_drops": { "no_sa": 4 } },
+            "facilities": [{ "name": "kyoto", "id": "kyoto.example", "state": "up", "since": null, "remote": null,
+                             "ike_suite": null, "child_sas": [], "mtu": 1358, "path_mtu_limited": false,
+                             "bytes_in": 10, "bytes_out": 20, "packets_in": 1, "packets_out": 2,
+                             "drops": { "replay": 3 }, "handshakes": 1, "auth_failures": 0, "child_rekeys": 5, "ike_rekeys": 1,
+                             "last_heard": null, "last_rekey": null, "last_error": null }]
+        }))
+        .unwrap();
         let text = render(&status);
         for line in [
             "renkei_facility_up{facility=\"kyoto\"} 1",

@@ -3,15 +3,30 @@
 //!
 //! Every change is validated completely before one transaction writes it,
 //! so a refused command leaves the registry exactly as it was.
+//!
+//! ```text
+//!  NewPeer (peer add) ──validate──┐
+//!                                 ├─▶ Peer (typed) ─▶ store: checks against the
+//!  PeerChange (peer set) ─apply───┘                   other facilities, one row written
+//!  load: one row ─▶ Peer
+//! ```
+//!
+//! [`validate`] and [`PeerChange::apply`] need no database: every field is
+//! parsed and every bound checked there, once, so a bulk import can check
+//! all its rows before it stores any. What needs the other facilities
+//! (unique names and identities, overlapping selectors) is checked in the
+//! transaction that writes.
 
+use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts::{parse_subnets, Subnet};
 use pki::Identity;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const SCHEMA: &str = "
@@ -175,8 +190,226 @@ pub(crate) struct NewPeer {
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
     pub(crate) mtu: Option<u32>,
-    /// For changes: stop initiating.
-    pub(crate) no_start: bool,
+}
+
+impl NewPeer {
+    /// The pre-shared key from `psk_file`, if one is named: the one input
+    /// [`validate`] does not find in the request itself.
+    pub(crate) fn read_key(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.psk_file.as_deref().map(read_psk).transpose()
+    }
+}
+
+/// What `peer set` asks for: each field given replaces the stored value,
+/// `None` (or `false`) keeps it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PeerChange {
+    pub(crate) id: Option<String>,
+    /// A new pre-shared key (switches a certificate facility to PSK).
+    pub(crate) psk_file: Option<PathBuf>,
+    /// Switch to certificate authentication.
+    pub(crate) cert: bool,
+    pub(crate) remote_ts: Option<String>,
+    pub(crate) local_ts: Option<String>,
+    pub(crate) remote_addr: Option<String>,
+    /// Initiate and keep the tunnel up (`true`) or wait for the facility.
+    pub(crate) start: Option<bool>,
+    pub(crate) ike: Option<String>,
+    pub(crate) esp: Option<String>,
+    pub(crate) ike_lifetime: Option<u64>,
+    pub(crate) child_lifetime: Option<u64>,
+    pub(crate) child_bytes: Option<u64>,
+    pub(crate) dpd: Option<u64>,
+    pub(crate) mtu: Option<u32>,
+}
+
+impl PeerChange {
+    /// The pre-shared key from `psk_file`, if one is named.
+    pub(crate) fn read_key(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.psk_file.as_deref().map(read_psk).transpose()
+    }
+
+    /// `old` with this change applied, validated as [`validate`] validates
+    /// a new facility; `key` is what `psk_file` holds. Needs no database.
+    pub(crate) fn apply(&self, old: &Peer, key: Option<Zeroizing<Vec<u8>>>) -> Result<Peer> {
+        let id = match &self.id {
+            Some(id) => parse_id(id)?,
+            None => old.id.clone(),
+        };
+        let auth = resolve_auth(&id, key, self.cert, Some(&old.auth))?;
+        let mut new = Peer {
+            id,
+            auth,
+            remote_ts: match &self.remote_ts {
+                Some(ts) => parse_remote_ts(ts)?,
+                None => old.remote_ts.clone(),
+            },
+            local_ts: match &self.local_ts {
+                Some(ts) => parse_local_ts(Some(ts))?,
+                None => old.local_ts.clone(),
+            },
+            remote_addr: match &self.remote_addr {
+                Some(a) => Some(parse_remote_addr(a)?),
+                None => old.remote_addr,
+            },
+            start: self.start.unwrap_or(old.start),
+            ike: match &self.ike {
+                Some(ike) => parse_proposals(Some(ike), Protocol::Ike)?,
+                None => old.ike.clone(),
+            },
+            esp: match &self.esp {
+                Some(esp) => parse_proposals(Some(esp), Protocol::Esp)?,
+                None => old.esp.clone(),
+            },
+            mtu: self.mtu.or(old.mtu),
+            ..old.clone()
+        };
+        new.lifetimes = ike::Lifetimes {
+            ike: self
+                .ike_lifetime
+                .map_or(old.lifetimes.ike, Duration::from_secs),
+            child: self
+                .child_lifetime
+                .map_or(old.lifetimes.child, Duration::from_secs),
+            child_bytes: self.child_bytes.or(old.lifetimes.child_bytes),
+            dpd: self.dpd.map_or(old.lifetimes.dpd, Duration::from_secs),
+            ..old.lifetimes
+        };
+        check(&new)?;
+        Ok(new)
+    }
+}
+
+/// Validates a new facility completely: every field parsed, every bound
+/// and combination checked. `key` is what `new.psk_file` holds
+/// ([`NewPeer::read_key`]), `created` the time it is added (RFC 3339). A
+/// pure function: it needs no database, file or clock; what depends on the
+/// other facilities is checked when it is stored.
+pub(crate) fn validate(
+    new: &NewPeer,
+    key: Option<Zeroizing<Vec<u8>>>,
+    created: &str,
+) -> Result<Peer> {
+    check_name(&new.name)?;
+    let id = parse_id(&new.id)?;
+    let auth = resolve_auth(&id, key, new.cert, None)?;
+    let defaults = ike::Lifetimes::default();
+    let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    let peer = Peer {
+        name: new.name.clone(),
+        auth,
+        remote_ts: parse_remote_ts(&new.remote_ts)?,
+        local_ts: parse_local_ts(new.local_ts.as_deref())?,
+        remote_addr: new
+            .remote_addr
+            .as_deref()
+            .map(parse_remote_addr)
+            .transpose()?,
+        start: new.start,
+        ike: parse_proposals(new.ike.as_deref(), Protocol::Ike)?,
+        esp: parse_proposals(new.esp.as_deref(), Protocol::Esp)?,
+        enabled: true,
+        created: created.to_string(),
+        lifetimes: ike::Lifetimes {
+            ike: secs(new.ike_lifetime, defaults.ike),
+            child: secs(new.child_lifetime, defaults.child),
+            child_bytes: new.child_bytes,
+            dpd: secs(new.dpd, defaults.dpd),
+            ..defaults
+        },
+        mtu: new.mtu,
+        id,
+    };
+    check(&peer)?;
+    Ok(peer)
+}
+
+fn parse_id(id: &str) -> Result<Identity> {
+    Identity::parse(id).map_err(|e| anyhow::anyhow!("id: {e}"))
+}
+
+fn parse_remote_ts(ts: &str) -> Result<Vec<Subnet>> {
+    parse_subnets(ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))
+}
+
+fn parse_local_ts(ts: Option<&str>) -> Result<Vec<Subnet>> {
+    parse_subnets(ts.unwrap_or(DEFAULT_LOCAL_TS)).map_err(|e| anyhow::anyhow!("local-ts: {e}"))
+}
+
+/// Proposals in strongSwan syntax; `None`: the whole CRYPTREC profile.
+fn parse_proposals(s: Option<&str>, protocol: Protocol) -> Result<ProposalSet> {
+    let (default, field) = match protocol {
+        Protocol::Ike => (ike::proposal::DEFAULT_IKE, "ike"),
+        Protocol::Esp => (ike::proposal::DEFAULT_ESP, "esp"),
+    };
+    ProposalSet::parse(s.unwrap_or(default), protocol, false)
+        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+/// The authentication a facility ends up with: a new key, a switch to
+/// certificates, or (for a change) what it had.
+fn resolve_auth(
+    id: &Identity,
+    key: Option<Zeroizing<Vec<u8>>>,
+    cert: bool,
+    kept: Option<&ike::PeerAuth>,
+) -> Result<ike::PeerAuth> {
+    let psk_wanted = key.is_some() || (!cert && matches!(kept, Some(ike::PeerAuth::Psk(_))));
+    if matches!(id, Identity::Dn(_)) && psk_wanted && !cert {
+        // RFC 4945 §3.1.5: an ID_DER_ASN1_DN identity is the subject of
+        // the facility's certificate; with a pre-shared key there is none.
+        bail!("id: {id} is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)");
+    }
+    Ok(match (key, cert, kept) {
+        (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
+        (Some(k), false, _) => ike::PeerAuth::Psk(k),
+        (None, true, _) => {
+            if matches!(id, Identity::KeyId(_)) {
+                bail!("id: certificate facilities need an FQDN, email, address or distinguished-name identity (it goes in the certificate)");
+            }
+            ike::PeerAuth::Cert
+        }
+        (None, false, Some(kept)) => kept.clone(),
+        (None, false, None) => {
+            bail!("psk-file: a pre-shared key file (--psk-file FILE) or --cert is required")
+        }
+    })
+}
+
+/// The bounds and combinations every stored facility satisfies.
+fn check(p: &Peer) -> Result<()> {
+    check_name(&p.name)?;
+    if p.start && p.remote_addr.is_none() {
+        bail!("start: --start needs --remote-addr (where to connect)");
+    }
+    for (field, v) in [
+        ("ike-lifetime", p.lifetimes.ike),
+        ("child-lifetime", p.lifetimes.child),
+        ("dpd", p.lifetimes.dpd),
+    ] {
+        let v = v.as_secs();
+        if !(MIN_LIFETIME..=MAX_LIFETIME).contains(&v) {
+            bail!("{field}: {v} s is outside {MIN_LIFETIME}..={MAX_LIFETIME} s");
+        }
+    }
+    if let Some(m) = p.mtu {
+        if !(MIN_MTU..=MAX_MTU).contains(&m) {
+            bail!("mtu: {m} is outside {MIN_MTU}..={MAX_MTU} bytes");
+        }
+    }
+    if let Some(b) = p.lifetimes.child_bytes {
+        if b < 1_000_000 {
+            bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
+        }
+    }
+    Ok(())
+}
+
+fn join_subnets(v: &[Subnet]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub(crate) struct Registry {
@@ -184,17 +417,13 @@ pub(crate) struct Registry {
 }
 
 /// Removes the registry database of `state` (after a failed `init`).
-pub(crate) fn remove_files(state: &Path) {
-    let db = db_path(state);
+pub(crate) fn remove_files(state: &StateDir) {
+    let db = state.registry();
     for suffix in ["", "-wal", "-shm"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
-}
-
-fn db_path(state: &Path) -> PathBuf {
-    state.join("registry.db")
 }
 
 /// Refuses names that would be awkward in logs, file names and configs.
@@ -243,20 +472,15 @@ fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 impl Registry {
     /// Creates the state directory (0700) and the registry, refusing an
     /// existing one.
-    pub(crate) fn init(state: &Path, hub: &Hub) -> Result<Registry> {
-        if db_path(state).exists() {
+    pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
+        if state.registry().exists() {
             bail!(
                 "state: {} already holds a registry; refusing to overwrite it",
                 state.display()
             );
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state)
-            .with_context(|| format!("creating {}", state.display()))?;
-        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
-        let reg = Self::open_path(&db_path(state))?;
+        state.create()?;
+        let reg = Self::open_path(&state.registry())?;
         let tx = reg.conn.unchecked_transaction()?;
         for (k, v) in [
             ("hub_id", hub.id.to_string()),
@@ -281,8 +505,8 @@ impl Registry {
     }
 
     /// Opens an existing registry.
-    pub(crate) fn open(state: &Path) -> Result<Registry> {
-        let path = db_path(state);
+    pub(crate) fn open(state: &StateDir) -> Result<Registry> {
+        let path = state.registry();
         if !path.exists() {
             bail!(
                 "state: no registry in {} (run `renkei init` first)",
@@ -356,133 +580,27 @@ impl Registry {
 
     /// Validates and stores a facility. Refused input changes nothing.
     pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
-        self.store_peer(new, None)
+        let peer = validate(new, new.read_key()?, &now_rfc3339())?;
+        self.store_peer(&peer, false)
     }
 
-    /// Changes a facility: `change` holds the new values, `None` keeping
-    /// the stored ones. Validated like `add_peer`; refused input changes
-    /// nothing.
-    pub(crate) fn change_peer(&mut self, name: &str, change: &NewPeer) -> Result<Peer> {
+    /// Changes a facility: the fields `change` gives replace the stored
+    /// ones. Validated like `add_peer`; refused input changes nothing.
+    pub(crate) fn change_peer(&mut self, name: &str, change: &PeerChange) -> Result<Peer> {
         let old = self.peer(name)?;
-        let join = |v: &[Subnet]| {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let merged = NewPeer {
-            name: old.name.clone(),
-            id: if change.id.is_empty() {
-                old.id.to_string()
-            } else {
-                change.id.clone()
-            },
-            psk_file: change.psk_file.clone(),
-            cert: change.cert,
-            remote_ts: if change.remote_ts.is_empty() {
-                join(&old.remote_ts)
-            } else {
-                change.remote_ts.clone()
-            },
-            local_ts: change
-                .local_ts
-                .clone()
-                .or_else(|| Some(join(&old.local_ts))),
-            remote_addr: change
-                .remote_addr
-                .clone()
-                .or_else(|| old.remote_addr.map(|a| a.to_string())),
-            start: change.start || (old.start && !change.no_start),
-            no_start: false,
-            ike: change.ike.clone().or_else(|| Some(old.ike.to_string())),
-            esp: change.esp.clone().or_else(|| Some(old.esp.to_string())),
-            ike_lifetime: change.ike_lifetime.or(Some(old.lifetimes.ike.as_secs())),
-            child_lifetime: change
-                .child_lifetime
-                .or(Some(old.lifetimes.child.as_secs())),
-            child_bytes: change.child_bytes.or(old.lifetimes.child_bytes),
-            dpd: change.dpd.or(Some(old.lifetimes.dpd.as_secs())),
-            mtu: change.mtu.or(old.mtu),
-        };
-        self.store_peer(&merged, Some(old.auth.clone()))
+        let peer = change.apply(&old, change.read_key()?)?;
+        self.store_peer(&peer, true)
     }
 
-    /// Inserts a new facility, or with `keep` replaces an existing one
-    /// (whose authentication stays unless `--psk-file` or `--cert` is given).
-    fn store_peer(&mut self, new: &NewPeer, keep: Option<ike::PeerAuth>) -> Result<Peer> {
-        check_name(&new.name)?;
-        let id = Identity::parse(&new.id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
-        let replacing = keep.is_some();
-        let psk_wanted =
-            new.psk_file.is_some() || (!new.cert && matches!(keep, Some(ike::PeerAuth::Psk(_))));
-        if matches!(id, Identity::Dn(_)) && psk_wanted && !new.cert {
-            // RFC 4945 §3.1.5: an ID_DER_ASN1_DN identity is the subject of
-            // the facility's certificate; with a pre-shared key there is none.
-            bail!("id: {id} is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)");
-        }
-        let auth = match (&new.psk_file, new.cert, keep) {
-            (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
-            (Some(p), false, _) => ike::PeerAuth::Psk(read_psk(p)?),
-            (None, true, _) => {
-                if matches!(id, Identity::KeyId(_)) {
-                    bail!("id: certificate facilities need an FQDN, email, address or distinguished-name identity (it goes in the certificate)");
-                }
-                ike::PeerAuth::Cert
-            }
-            (None, false, Some(kept)) => kept,
-            (None, false, None) => {
-                bail!("psk-file: a pre-shared key file (--psk-file FILE) or --cert is required")
-            }
-        };
-        let (auth_kind, psk): (&str, Option<&[u8]>) = match &auth {
+    /// Inserts a new facility, or with `replacing` replaces the stored one
+    /// of that name (keeping whether it is enabled and when it was made),
+    /// after the checks against the other facilities.
+    fn store_peer(&mut self, new: &Peer, replacing: bool) -> Result<Peer> {
+        let id = &new.id;
+        let (auth_kind, psk): (&str, Option<&[u8]>) = match &new.auth {
             ike::PeerAuth::Psk(k) => ("psk", Some(&k[..])),
             ike::PeerAuth::Cert => ("cert", None),
         };
-        let remote_ts =
-            parse_subnets(&new.remote_ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))?;
-        let local_ts = parse_subnets(new.local_ts.as_deref().unwrap_or(DEFAULT_LOCAL_TS))
-            .map_err(|e| anyhow::anyhow!("local-ts: {e}"))?;
-        let remote_addr = new
-            .remote_addr
-            .as_deref()
-            .map(parse_remote_addr)
-            .transpose()?;
-        if new.start && remote_addr.is_none() {
-            bail!("start: --start needs --remote-addr (where to connect)");
-        }
-        let ike = ProposalSet::parse(
-            new.ike.as_deref().unwrap_or(ike::proposal::DEFAULT_IKE),
-            Protocol::Ike,
-            false,
-        )
-        .map_err(|e| anyhow::anyhow!("ike: {e}"))?;
-        let esp = ProposalSet::parse(
-            new.esp.as_deref().unwrap_or(ike::proposal::DEFAULT_ESP),
-            Protocol::Esp,
-            false,
-        )
-        .map_err(|e| anyhow::anyhow!("esp: {e}"))?;
-        let defaults = ike::Lifetimes::default();
-        let secs = |field: &str, v: Option<u64>, default: std::time::Duration| -> Result<u64> {
-            let v = v.unwrap_or(default.as_secs());
-            if !(MIN_LIFETIME..=MAX_LIFETIME).contains(&v) {
-                bail!("{field}: {v} s is outside {MIN_LIFETIME}..={MAX_LIFETIME} s");
-            }
-            Ok(v)
-        };
-        let ike_lifetime = secs("ike-lifetime", new.ike_lifetime, defaults.ike)?;
-        let child_lifetime = secs("child-lifetime", new.child_lifetime, defaults.child)?;
-        let dpd = secs("dpd", new.dpd, defaults.dpd)?;
-        if let Some(m) = new.mtu {
-            if !(MIN_MTU..=MAX_MTU).contains(&m) {
-                bail!("mtu: {m} is outside {MIN_MTU}..={MAX_MTU} bytes");
-            }
-        }
-        if let Some(b) = new.child_bytes {
-            if b < 1_000_000 {
-                bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
-            }
-        }
         let tx = self.conn.unchecked_transaction()?;
         if tx
             .query_row("SELECT 1 FROM peers WHERE name = ?1", [&new.name], |_| {
@@ -507,7 +625,7 @@ impl Registry {
         {
             bail!("id: identity {id} already belongs to facility '{other}'");
         }
-        if let Identity::Dn(_) = &id {
+        if let Identity::Dn(_) = id {
             // DNs that differ in case or spacing are the same identity
             // (pki::dn), which the stored text does not show.
             let mut dns = tx.prepare(
@@ -518,7 +636,7 @@ impl Registry {
             })?;
             for row in rows {
                 let (other, theirs) = row?;
-                if Identity::parse(&theirs).is_ok_and(|t| t == id) {
+                if Identity::parse(&theirs).is_ok_and(|t| t == *id) {
                     bail!("id: identity {id} already belongs to facility '{other}' (as {theirs})");
                 }
             }
@@ -535,19 +653,13 @@ impl Registry {
             let theirs = parse_subnets(&theirs).map_err(|_| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored remote-ts")
             })?;
-            for mine in &remote_ts {
+            for mine in &new.remote_ts {
                 if let Some(t) = theirs.iter().find(|t| t.overlaps(mine)) {
                     bail!("remote-ts: {mine} overlaps {t} of facility '{name}' (its traffic would be routed to this one)");
                 }
             }
         }
         drop(others);
-        let join = |v: &[Subnet]| {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         // One statement for both: whether the name exists was checked above
         // in this transaction. A change keeps `enabled` and `created`.
         tx.execute(
@@ -564,17 +676,17 @@ impl Registry {
                 new.name,
                 id.to_string(),
                 psk,
-                join(&remote_ts),
-                join(&local_ts),
-                remote_addr.map(|a| a.to_string()),
+                join_subnets(&new.remote_ts),
+                join_subnets(&new.local_ts),
+                new.remote_addr.map(|a| a.to_string()),
                 new.start,
-                ike.to_string(),
-                esp.to_string(),
-                now_rfc3339(),
-                ike_lifetime,
-                child_lifetime,
-                new.child_bytes,
-                dpd,
+                new.ike.to_string(),
+                new.esp.to_string(),
+                new.created,
+                new.lifetimes.ike.as_secs(),
+                new.lifetimes.child.as_secs(),
+                new.lifetimes.child_bytes,
+                new.lifetimes.dpd.as_secs(),
                 auth_kind,
                 new.mtu
             ],
@@ -662,22 +774,27 @@ impl Registry {
     }
 
     pub(crate) fn peer(&self, name: &str) -> Result<Peer> {
-        Self::load_peers(&self.conn)?
-            .into_iter()
-            .find(|p| p.name == name)
+        self.find_peer(name)?
             .ok_or_else(|| anyhow::anyhow!("name: no facility named '{name}'"))
     }
 
-    pub(crate) fn peers(&self) -> Result<Vec<Peer>> {
-        Self::load_peers(&self.conn)
+    /// One facility, read from its own row only.
+    pub(crate) fn find_peer(&self, name: &str) -> Result<Option<Peer>> {
+        Ok(Self::load_peers(&self.conn, Some(name))?.pop())
     }
 
-    fn load_peers(conn: &Connection) -> Result<Vec<Peer>> {
+    pub(crate) fn peers(&self) -> Result<Vec<Peer>> {
+        Self::load_peers(&self.conn, None)
+    }
+
+    /// Every facility, or the one named.
+    fn load_peers(conn: &Connection, name: Option<&str>) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
             "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu FROM peers ORDER BY name",
+                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu FROM peers
+             WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([name], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -790,14 +907,14 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 mod tests {
     use super::*;
 
-    fn temp_state() -> PathBuf {
+    fn temp_state() -> StateDir {
         let dir = std::env::temp_dir().join(format!(
             "renkei-reg-{}-{}",
             std::process::id(),
             rand_suffix()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        dir
+        StateDir::new(dir)
     }
 
     fn rand_suffix() -> u64 {
@@ -847,7 +964,7 @@ mod tests {
         let e = reg.add_peer(&twin).unwrap_err().to_string();
         assert!(e.contains("already belongs to facility 'kyoto'"), "{e}");
         // With a pre-shared key, a DN is refused, saying why.
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         let with_psk = NewPeer {
             name: "nara".into(),
@@ -864,7 +981,7 @@ mod tests {
         );
         // Switching the DN facility to a PSK is refused the same way, and
         // so is giving a PSK facility a DN.
-        let to_psk = NewPeer {
+        let to_psk = PeerChange {
             psk_file: Some(psk.clone()),
             ..Default::default()
         };
@@ -878,8 +995,8 @@ mod tests {
             ..Default::default()
         };
         reg.add_peer(&osaka).unwrap();
-        let to_dn = NewPeer {
-            id: "C=JP, CN=osaka".into(),
+        let to_dn = PeerChange {
+            id: Some("C=JP, CN=osaka".into()),
             ..Default::default()
         };
         let e = reg.change_peer("osaka", &to_dn).unwrap_err().to_string();
@@ -911,22 +1028,25 @@ mod tests {
         };
         let p = reg.add_peer(&cert).unwrap();
         assert!(matches!(p.auth, ike::PeerAuth::Cert));
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         // Both at once is refused; switching either way works and keeps
         // the rest.
-        let both = NewPeer {
+        let both = PeerChange {
+            id: Some(cert.id.clone()),
             psk_file: Some(psk.clone()),
-            ..cert.clone()
+            cert: true,
+            remote_ts: Some(cert.remote_ts.clone()),
+            ..Default::default()
         };
         assert!(reg.change_peer("kyoto", &both).is_err());
-        let to_psk = NewPeer {
+        let to_psk = PeerChange {
             psk_file: Some(psk),
             ..Default::default()
         };
         let p = reg.change_peer("kyoto", &to_psk).unwrap();
         assert_eq!(psk_of(&p), b"0123456789abcdef0123");
-        let to_cert = NewPeer {
+        let to_cert = PeerChange {
             cert: true,
             ..Default::default()
         };
@@ -968,7 +1088,7 @@ mod tests {
     fn a_registry_from_before_certificates_is_migrated() {
         let state = temp_state();
         drop(Registry::init(&state, &hub()).unwrap());
-        let db = db_path(&state);
+        let db = state.registry();
         {
             // Rebuild the peers table as the first version made it.
             let conn = Connection::open(&db).unwrap();
@@ -1014,9 +1134,9 @@ mod tests {
     fn refused_input_leaves_the_registry_unchanged() {
         let state = temp_state();
         let mut reg = Registry::init(&state, &hub()).unwrap();
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
-        let short = state.join("short");
+        let short = state.as_ref().join("short");
         std::fs::write(&short, "tooshort\n").unwrap();
         let good = NewPeer {
             name: "kyoto".into(),
@@ -1059,7 +1179,7 @@ mod tests {
             ),
             (but(&|p| p.psk_file = Some(short.clone())), "at least 16"),
             (
-                but(&|p| p.psk_file = Some(state.join("missing"))),
+                but(&|p| p.psk_file = Some(state.as_ref().join("missing"))),
                 "cannot read",
             ),
             (
@@ -1085,7 +1205,7 @@ mod tests {
         );
         let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = std::fs::metadata(state.join("registry.db"))
+        let mode = std::fs::metadata(state.as_ref().join("registry.db"))
             .unwrap()
             .permissions()
             .mode()
@@ -1100,7 +1220,7 @@ mod tests {
     fn changes_are_validated_like_additions() {
         let state = temp_state();
         let mut reg = Registry::init(&state, &hub()).unwrap();
-        let psk = state.join("psk");
+        let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
         for (name, id, ts) in [
             ("kyoto", "kyoto.example", "198.51.100.0/26"),
@@ -1121,8 +1241,8 @@ mod tests {
         let p = reg
             .change_peer(
                 "osaka",
-                &NewPeer {
-                    remote_ts: "198.51.100.64/27".into(),
+                &PeerChange {
+                    remote_ts: Some("198.51.100.64/27".into()),
                     ..Default::default()
                 },
             )
@@ -1134,28 +1254,28 @@ mod tests {
         let before = reg.peer("osaka").unwrap();
         for (change, expect) in [
             (
-                NewPeer {
-                    remote_ts: "198.51.100.0/25".into(),
+                PeerChange {
+                    remote_ts: Some("198.51.100.0/25".into()),
                     ..Default::default()
                 },
                 "overlaps",
             ),
             (
-                NewPeer {
-                    id: "kyoto.example".into(),
+                PeerChange {
+                    id: Some("kyoto.example".into()),
                     ..Default::default()
                 },
                 "already belongs",
             ),
             (
-                NewPeer {
+                PeerChange {
                     esp: Some("3des-sha1".into()),
                     ..Default::default()
                 },
                 "CRYPTREC",
             ),
             (
-                NewPeer {
+                PeerChange {
                     dpd: Some(1),
                     ..Default::default()
                 },
@@ -1170,11 +1290,11 @@ mod tests {
                 "unchanged after: {err}"
             );
         }
-        assert!(reg.change_peer("nagoya", &NewPeer::default()).is_err());
+        assert!(reg.change_peer("nagoya", &PeerChange::default()).is_err());
         let p = reg
             .change_peer(
                 "osaka",
-                &NewPeer {
+                &PeerChange {
                     child_lifetime: Some(28800),
                     ..Default::default()
                 },
@@ -1185,6 +1305,53 @@ mod tests {
             "a lifetime change does not restart the tunnel"
         );
         std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn validation_needs_no_registry() {
+        // The same checks as `add_peer`, on typed values, without a database.
+        let new = NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            cert: true,
+            remote_ts: "198.51.100.0/26".into(),
+            child_lifetime: Some(28800),
+            ..Default::default()
+        };
+        let p = validate(&new, None, "2026-11-30T00:00:00Z").unwrap();
+        assert_eq!(p.remote_ts[0].to_string(), "198.51.100.0/26");
+        assert_eq!(p.lifetimes.child.as_secs(), 28800);
+        assert!(p.enabled);
+        assert_eq!(p.created, "2026-11-30T00:00:00Z");
+        let e = validate(
+            &NewPeer {
+                dpd: Some(1),
+                ..new.clone()
+            },
+            None,
+            "2026-11-30T00:00:00Z",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("dpd: "), "{e}");
+        // A change is applied to the typed facility: fields not given keep
+        // their values without being printed and parsed again.
+        let change = PeerChange {
+            remote_ts: Some("198.51.100.0/27".into()),
+            start: Some(true),
+            ..Default::default()
+        };
+        let e = change.apply(&p, None).unwrap_err().to_string();
+        assert!(e.contains("--start needs"), "{e}");
+        let changed = PeerChange {
+            remote_addr: Some("192.0.2.7".into()),
+            ..change
+        }
+        .apply(&p, None)
+        .unwrap();
+        assert_eq!(changed.remote_ts[0].to_string(), "198.51.100.0/27");
+        assert_eq!(changed.id, p.id);
+        assert_eq!(changed.lifetimes, p.lifetimes);
+        assert!(changed.tunnel_differs(&p));
     }
 
     #[test]

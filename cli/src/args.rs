@@ -1,0 +1,319 @@
+//! The command line: everything `renkei` accepts, as clap definitions.
+//! What each command does is in [`crate::cmd`].
+
+use crate::export;
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// renkei: an IPsec/IKEv2 VPN hub for medical-information networks.
+///
+/// Facilities' routers (YAMAHA RTX, NEC IX, Cisco, FortiGate, strongSwan)
+/// connect with IKEv2 and ESP-in-UDP; only CRYPTREC-listed algorithms are
+/// negotiated. Everything an instance keeps lives in its state directory.
+#[derive(Debug, Parser)]
+#[command(name = "renkei", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// State directory: registry database, control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "RENKEI_STATE",
+        default_value = "/var/lib/renkei"
+    )]
+    pub(crate) state: PathBuf,
+    /// Log filter for the daemon (error, warn, info, debug, trace, or
+    /// tracing directives such as "ike=debug").
+    #[arg(long, global = true, env = "RENKEI_LOG", default_value = "info")]
+    pub(crate) log: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create the state directory and registry for a new hub.
+    Init {
+        /// The hub's IKE identity (an IP, an FQDN, or user@domain).
+        #[arg(long)]
+        hub_id: String,
+        /// Address(es) facilities use to reach the hub (for exported configs).
+        #[arg(long = "public-addr", value_name = "ADDR")]
+        public_addr: Vec<IpAddr>,
+        /// Cryptographic profile; only "cryptrec" exists.
+        #[arg(long, default_value = "cryptrec")]
+        profile: String,
+        /// Key type of the CA and of the hub's certificate: ecdsa-p384,
+        /// ecdsa-p256 (about half the hub's CPU per certificate handshake,
+        /// for hubs with very many facilities) or rsa-3072 (for routers
+        /// that only take RSA certificates).
+        #[arg(long, default_value = "ecdsa-p384", value_name = "KEY")]
+        ca_key: pki::ca::KeyKind,
+    },
+    /// Issue, revoke and list facility certificates from the hub's CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Add, list, show, remove, enable or disable facilities.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Run the hub until SIGINT or SIGTERM.
+    Serve {
+        /// Address to listen on for IKE (UDP 500) and NAT-T (UDP 4500);
+        /// repeat for several. Default: all IPv4 and IPv6 addresses.
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<IpAddr>,
+        /// Name of the TUN device the facilities' prefixes are routed to.
+        #[arg(long, default_value = "renkei0")]
+        tun: String,
+        /// Tunnel MTU: the largest inner packet sent to a facility whole,
+        /// and the TUN device's MTU. The default, 1358, is the largest
+        /// whose ESP-in-UDP datagram fits a 1454-byte PPPoE path (NTT
+        /// FLET'S) and a 1460-byte IPv6 IPoE tunnel (DS-Lite, MAP-E) over
+        /// IPv4 with every CRYPTREC suite (AES-CBC with SHA-512 adds the
+        /// most: 86 bytes). `peer add --mtu` lowers it per facility; a
+        /// smaller path is also learned from ICMP while the hub runs.
+        #[arg(long, default_value_t = 1358, value_parser = clap::value_parser!(u32).range(576..=9000))]
+        mtu: u32,
+        /// First IKE retransmission timeout in seconds; doubled on each try.
+        #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+        retransmit_timeout: f64,
+        /// Transmissions of an IKE request (including liveness checks)
+        /// before the facility is declared dead.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+        retransmit_tries: u32,
+        /// Largest IKE datagram towards facilities that support IKE
+        /// fragmentation (RFC 7383); larger messages are fragmented.
+        #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(200..=65000))]
+        ike_fragment_size: u32,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Data-plane workers in each direction: TUN queues, and NAT-T
+        /// sockets per listening address (the kernel spreads facilities
+        /// over them). 0: one per CPU core.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+        workers: u16,
+    },
+    /// Live state of every facility, from the running hub.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Security associations of the running hub.
+    #[command(subcommand)]
+    Sa(SaCommand),
+    /// The append-only audit log of operator changes and tunnel events.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print a facility router's configuration, matching what the hub accepts.
+    Export {
+        /// The facility.
+        name: String,
+        /// Configuration format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Include the pre-shared key (otherwise a comment marks its place).
+        #[arg(long)]
+        with_secret: bool,
+    },
+    /// Every facility's configured and negotiated algorithms against the
+    /// CRYPTREC profile, with the end-of-2030 deadline for 112-bit ones.
+    Compliance {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Issue a key and certificate for a facility: writes NAME.key (0600),
+    /// NAME.pem, ca.pem, and NAME.p12 with its password in
+    /// NAME.p12.password (both 0600) into DIR. The facility's identity goes
+    /// in the certificate's subjectAltName.
+    Issue {
+        /// The facility (as registered with `peer add`).
+        name: String,
+        /// Key type.
+        #[arg(
+            long,
+            default_value = "ecdsa-p256",
+            value_name = "ecdsa-p256|ecdsa-p384|rsa-3072|ed25519"
+        )]
+        key: pki::ca::KeyKind,
+        /// Directory to write the files to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Revoke every current certificate of a facility: the CRL
+    /// (STATE/ca/crl.pem) is rewritten, the running hub refuses the
+    /// certificates from now on and closes the facility's tunnel.
+    Revoke {
+        /// The facility.
+        name: String,
+    },
+    /// List issued certificates.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check that no record was edited, removed or inserted; prints the
+    /// number of records and the head hash (keep it elsewhere to detect a
+    /// rewrite of the newest records).
+    Verify,
+    /// Print the newest records.
+    Show {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        tail: usize,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PeerCommand {
+    /// Register a facility.
+    Add(Box<PeerAdd>),
+    /// List facilities.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one facility's configuration.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a facility; options not given keep their values. A change to
+    /// identity, key, selectors, address or proposals restarts its tunnel;
+    /// lifetimes apply to its next SAs. Other facilities are not touched.
+    Set(Box<PeerSet>),
+    /// Remove a facility (its tunnel is torn down).
+    Remove { name: String },
+    /// Disable a facility (its tunnel is torn down and refused).
+    Disable { name: String },
+    /// Enable a disabled facility.
+    Enable { name: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerAdd {
+    /// The facility's name in the registry (letters, digits, - _ .).
+    pub(crate) name: String,
+    /// The identity the facility's router authenticates as: an address,
+    /// user@domain, an FQDN, or (with --cert) a distinguished name such as
+    /// "C=JP, O=Kyoto Hospital, CN=kyoto.example.jp".
+    #[arg(long)]
+    pub(crate) id: String,
+    /// File holding the pre-shared key (at least 16 bytes; a trailing
+    /// newline is ignored).
+    #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+    pub(crate) psk_file: Option<PathBuf>,
+    /// Authenticate with a certificate from the hub's CA (issue it with
+    /// `renkei cert issue NAME`); the hub answers with its own certificate.
+    #[arg(long)]
+    pub(crate) cert: bool,
+    /// The facility's prefixes, comma-separated CIDRs.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub(crate) remote_ts: String,
+    /// The hub-side prefixes the facility may reach (default: any).
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub(crate) local_ts: Option<String>,
+    /// The facility's address, for the hub to initiate to (ADDR or ADDR:PORT).
+    #[arg(long)]
+    pub(crate) remote_addr: Option<String>,
+    /// Initiate and keep the tunnel up (needs --remote-addr).
+    #[arg(long)]
+    pub(crate) start: bool,
+    #[command(flatten)]
+    pub(crate) tuning: Tuning,
+}
+
+/// Proposals, lifetimes and liveness: the same options for `peer add` and
+/// `peer set` (where one not given keeps its stored value).
+#[derive(Debug, Args)]
+pub(crate) struct Tuning {
+    /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
+    #[arg(long, value_name = "PROPOSALS")]
+    pub(crate) ike: Option<String>,
+    /// ESP proposals in strongSwan syntax (default: the whole CRYPTREC
+    /// profile). A key exchange method (e.g. `aes256-sha256-modp2048`)
+    /// turns on PFS for rekeyed Child SAs.
+    #[arg(long, value_name = "PROPOSALS")]
+    pub(crate) esp: Option<String>,
+    /// Rekey the IKE SA after this many seconds (default 14400).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) ike_lifetime: Option<u64>,
+    /// Rekey each Child SA after this many seconds (default 3600; YAMAHA
+    /// routers default to 28800).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) child_lifetime: Option<u64>,
+    /// Also rekey a Child SA once it has carried this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) child_bytes: Option<u64>,
+    /// Check the facility's liveness after this many silent seconds (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) dpd: Option<u64>,
+    /// Tunnel MTU of this facility: the largest inner packet sent to it
+    /// whole (default: `serve --mtu`, which fits PPPoE and IPv6 IPoE
+    /// paths). Lower it for smaller paths (e.g. 1280 for IPv6 over PPPoE
+    /// or where ICMP is filtered); it cannot exceed `serve --mtu`.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) mtu: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerSet {
+    /// The facility to change.
+    pub(crate) name: String,
+    /// A new identity.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// A new pre-shared key file (switches a certificate facility to PSK).
+    #[arg(long, conflicts_with = "cert")]
+    pub(crate) psk_file: Option<PathBuf>,
+    /// Switch to certificate authentication.
+    #[arg(long)]
+    pub(crate) cert: bool,
+    /// New prefixes of the facility.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub(crate) remote_ts: Option<String>,
+    /// New hub-side prefixes.
+    #[arg(long, value_name = "CIDR[,CIDR…]")]
+    pub(crate) local_ts: Option<String>,
+    /// A new address of the facility.
+    #[arg(long)]
+    pub(crate) remote_addr: Option<String>,
+    /// Initiate and keep the tunnel up.
+    #[arg(long, conflicts_with = "no_start")]
+    pub(crate) start: bool,
+    /// Stop initiating; wait for the facility.
+    #[arg(long)]
+    pub(crate) no_start: bool,
+    #[command(flatten)]
+    pub(crate) tuning: Tuning,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SaCommand {
+    /// List IKE and Child SAs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Initiate a facility's tunnel now.
+    Up { name: String },
+    /// Tear a facility's tunnel down (it may reconnect).
+    Down { name: String },
+}

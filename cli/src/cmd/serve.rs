@@ -1,0 +1,54 @@
+//! `renkei serve`: checks the options and runs the daemon.
+
+use crate::daemon;
+use crate::state::StateDir;
+use anyhow::{bail, Result};
+use std::net::{IpAddr, SocketAddr};
+
+/// The options of `renkei serve` as given.
+#[derive(Debug)]
+pub(crate) struct Given {
+    pub(crate) listen: Vec<IpAddr>,
+    pub(crate) tun: String,
+    pub(crate) mtu: u32,
+    pub(crate) retransmit_timeout: f64,
+    pub(crate) retransmit_tries: u32,
+    pub(crate) ike_fragment_size: u32,
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) workers: u16,
+}
+
+pub(crate) fn run(state: StateDir, given: Given) -> Result<()> {
+    let Given {
+        listen,
+        tun,
+        mtu,
+        retransmit_timeout,
+        retransmit_tries,
+        ike_fragment_size,
+        metrics,
+        workers,
+    } = given;
+    if !(0.1..=60.0).contains(&retransmit_timeout) {
+        bail!("retransmit-timeout: {retransmit_timeout} s is outside 0.1..=60 s");
+    }
+    let listen = if listen.is_empty() {
+        daemon::default_listen()
+    } else {
+        listen
+    };
+    daemon::serve(daemon::ServeOptions {
+        state,
+        listen,
+        tun,
+        mtu,
+        retransmit_timeout: std::time::Duration::from_secs_f64(retransmit_timeout),
+        retransmit_tries,
+        ike_fragment_size: ike_fragment_size as usize,
+        metrics,
+        workers: match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
+            n => usize::from(n),
+        },
+    })
+}

@@ -1,0 +1,156 @@
+//! What each event of the IKE endpoint does: Child SAs installed and
+//! removed, the facility's live status, reconnects and Child SA retries
+//! scheduled, and a record in the audit log.
+
+use super::audit_map::audit_record;
+use super::reconnect::{Reconnect, RECONNECT_MAX, RECONNECT_MIN};
+use super::status::FacilityState;
+use super::Hub;
+use ike::Event;
+use std::time::Instant;
+use tracing::{debug, info, warn};
+
+impl Hub {
+    pub(super) fn apply(&mut self, event: Event) {
+        let now = crate::registry::now_rfc3339();
+        let (kind, details) = audit_record(&event);
+        self.audit.record("renkei", kind, details);
+        match event {
+            Event::PeerMoved {
+                peer,
+                remote,
+                spis_out,
+                ..
+            } => {
+                for spi in &spis_out {
+                    self.table.update_remote(*spi, remote);
+                }
+                info!(%peer, %remote, child_sas = spis_out.len(), "facility moved; ESP follows");
+                self.status.entry(peer).or_default().remote = Some(remote);
+            }
+            // The endpoint has logged it.
+            Event::IkeSaRekeyed {
+                new, peer, suite, ..
+            } => {
+                let st = self.status.entry(peer).or_default();
+                st.ike_sa = Some(new);
+                st.ike_suite = Some(suite.to_string());
+                st.ike_rekeys += 1;
+                st.last_rekey = Some(now);
+            }
+            Event::IkeSaUp {
+                ike_sa,
+                peer,
+                remote,
+                suite,
+                initiator,
+                remote_behind_nat,
+            } => {
+                info!(%peer, %remote, %suite, initiator, remote_behind_nat, "facility up");
+                let st = self.status.entry(peer.clone()).or_default();
+                st.state = FacilityState::Up;
+                st.since = now;
+                st.remote = Some(remote);
+                st.ike_suite = Some(suite.to_string());
+                st.ike_sa = Some(ike_sa);
+                st.last_error = None;
+                st.handshakes += 1;
+                if let Some(r) = self.reconnect.get_mut(&peer) {
+                    r.backoff = RECONNECT_MIN;
+                    r.at = Instant::now() + RECONNECT_MAX;
+                }
+            }
+            Event::ChildSaUp {
+                peer,
+                child,
+                rekey_of,
+                answered,
+                ..
+            } => {
+                if rekey_of.is_some() {
+                    let st = self.status.entry(peer.clone()).or_default();
+                    st.child_rekeys += 1;
+                    st.last_rekey = Some(now);
+                }
+                // A rekey the facility initiated: it has no inbound SA for
+                // the new SPI until our answer reaches it, so keep sending
+                // on the old SA until the facility deletes it.
+                let replacing = rekey_of.filter(|_| answered);
+                if rekey_of.is_none() {
+                    // A Child SA made: the latest attempt succeeded.
+                    self.child_retry.remove(&peer);
+                    if let Some(st) = self.status.get_mut(&peer) {
+                        st.last_error = None;
+                    }
+                }
+                self.install_child(&peer, child, replacing);
+            }
+            Event::ChildSaFailed {
+                peer,
+                notify,
+                by_peer,
+                reason,
+                ..
+            } => {
+                let who = if by_peer { "the facility" } else { "the hub" };
+                warn!(%peer, %notify, "IKE SA up without a Child SA: {who} refused it ({reason})");
+                let st = self.status.entry(peer.clone()).or_default();
+                st.last_error = Some(format!("{notify} ({who} refused the Child SA): {reason}"));
+                if st.children.is_empty()
+                    && self.peers.get(&peer).is_some_and(|p| p.enabled && p.start)
+                {
+                    let r = self.child_retry.entry(peer).or_insert(Reconnect {
+                        at: Instant::now(),
+                        backoff: RECONNECT_MIN,
+                    });
+                    r.at = Instant::now() + r.backoff;
+                }
+            }
+            Event::ChildSaDown {
+                peer,
+                spi_in,
+                spi_out,
+                ..
+            } => self.remove_child(&peer, spi_in, spi_out),
+            Event::IkeSaDown {
+                ike_sa,
+                peer,
+                reason,
+            } => {
+                let Some(peer) = peer else { return };
+                info!(%peer, %reason, "facility down");
+                self.child_retry.remove(&peer);
+                let st = self.status.entry(peer.clone()).or_default();
+                if st.ike_sa == Some(ike_sa) || st.ike_sa.is_none() {
+                    st.state = FacilityState::Down;
+                    st.since = now;
+                    st.ike_sa = None;
+                    st.last_error = Some(reason);
+                }
+                if self.peers.get(&peer).is_some_and(|p| p.enabled && p.start) {
+                    let r = self.reconnect.entry(peer).or_insert(Reconnect {
+                        at: Instant::now(),
+                        backoff: RECONNECT_MIN,
+                    });
+                    r.at = Instant::now() + r.backoff;
+                }
+            }
+            Event::Refused {
+                remote,
+                peer,
+                notify,
+                reason,
+            } => {
+                if let Some(peer) = peer {
+                    let st = self.status.entry(peer).or_default();
+                    if notify == ike::wire::NotifyType::AuthenticationFailed {
+                        st.auth_failures += 1;
+                    }
+                    st.last_error = Some(format!("{notify}: {reason}"));
+                } else {
+                    debug!(%remote, %notify, "refused unknown peer");
+                }
+            }
+        }
+    }
+}

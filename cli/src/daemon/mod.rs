@@ -1,0 +1,374 @@
+//! `renkei serve`: drives the IKE endpoint with sockets and timers, installs
+//! Child SAs in the data plane, routes facility prefixes to the TUN device,
+//! and answers the control socket.
+//!
+//! ```text
+//!  UDP 500 (tokio) ─┐                        ┌─▶ UDP 500 / 4500 sends
+//!  UDP 4500 IKE ────┼─▶ control loop ─ ike ──┤
+//!  (esp workers)    │   (one thread)         └─▶ events ─▶ SaTable, routes, status
+//!  control socket ──┘
+//! ```
+//!
+//! This module holds the [`Hub`] and its event loop; the rest is split by
+//! concern:
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`io`] | sockets, sending IKE datagrams, dropping privileges |
+//! | [`events`] | what each `ike` event does to SAs, routes and status |
+//! | [`install`] | Child SA installation (ike → esp), route refcounts, tunnel and path MTUs |
+//! | [`reconnect`] | reconnect backoff, Child SA retries, byte lifetimes |
+//! | [`reload`] | applying registry changes to the running endpoint |
+//! | [`status`] | the live per-facility state and the typed status report |
+//! | [`audit_map`] | what the audit log keeps of an `ike` event |
+
+mod audit_map;
+mod events;
+mod install;
+mod io;
+mod reconnect;
+mod reload;
+pub(crate) mod status;
+
+pub(crate) use io::default_listen;
+
+use crate::control::{self, Answer, Asked, Closed, Initiated, Reply, Request};
+use crate::registry::{Peer, Registry};
+use crate::state::StateDir;
+use anyhow::{bail, Context, Result};
+use esp::sys::Tun;
+use esp::{DataPlane, SaTable};
+use ike::Endpoint;
+use reconnect::{Reconnect, RECONNECT_MIN};
+use serde_json::json;
+use status::PeerStatus;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Options of `renkei serve`.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeOptions {
+    pub(crate) state: StateDir,
+    pub(crate) listen: Vec<IpAddr>,
+    pub(crate) tun: String,
+    pub(crate) mtu: u32,
+    /// First IKE retransmission timeout (doubled per try).
+    pub(crate) retransmit_timeout: Duration,
+    /// Transmissions of a request before the facility is given up.
+    pub(crate) retransmit_tries: u32,
+    /// IKE fragment size (RFC 7383).
+    pub(crate) ike_fragment_size: usize,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Data-plane workers each way (TUN queues, NAT-T sockets per address).
+    pub(crate) workers: usize,
+}
+
+struct Datagram {
+    remote: SocketAddr,
+    local: SocketAddr,
+    data: Vec<u8>,
+}
+
+struct Hub {
+    endpoint: Endpoint,
+    table: Arc<SaTable>,
+    tun: Arc<Tun>,
+    /// The IKE sockets and, for IKE over NAT-T, the first socket of each
+    /// address's NAT-T group, each with its local address (known once
+    /// bound, so a transmit asks the kernel nothing).
+    ike_sockets: Vec<(SocketAddr, Arc<tokio::net::UdpSocket>)>,
+    natt_sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    peers: HashMap<String, Peer>,
+    status: HashMap<String, PeerStatus>,
+    reconnect: HashMap<String, Reconnect>,
+    /// Facilities the hub initiates to whose IKE SA is up without a Child
+    /// SA (it was refused): when to ask for one again.
+    child_retry: HashMap<String, Reconnect>,
+    /// Routes installed, with how many Child SAs need each and the
+    /// source address each was given.
+    routes: HashMap<(IpAddr, u8), (usize, Option<IpAddr>)>,
+    /// Facilities whose tunnel MTU the path lowered, since when (the
+    /// lower value is forgotten after [`install::PATH_MTU_EXPIRES`]).
+    mtu_learned: HashMap<String, Instant>,
+    /// The routes each installed Child SA (by inbound SPI) needs.
+    child_routes: HashMap<u32, Vec<(IpAddr, u8)>>,
+    state: StateDir,
+    started: String,
+    audit: crate::audit::Writer,
+    /// Revoked certificate serials and whose they were, as last applied.
+    revoked: HashMap<String, String>,
+}
+
+fn rng_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(seed)
+}
+
+/// Runs the hub until SIGINT or SIGTERM.
+pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
+    let registry = Registry::open(&opts.state)?;
+    let hub_cfg = registry.hub()?;
+    let peers = registry.peers()?;
+    let pki = crate::certs::load(&opts.state, &registry)?;
+    let revoked = reload::revoked_serials(&registry)?;
+    drop(registry);
+    let sock_path = opts.state.control_socket();
+    if control::request(&opts.state, &Request::Ping).is_ok() {
+        bail!(
+            "state: another renkei is already serving {} (control socket {})",
+            opts.state.display(),
+            sock_path.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(opts, hub_cfg, peers, pki, revoked))
+}
+
+type Pki = Option<(Arc<ike::Credentials>, Arc<pki::verify::TrustStore>)>;
+
+async fn run(
+    opts: ServeOptions,
+    hub_cfg: crate::registry::Hub,
+    peers: Vec<Peer>,
+    pki: Pki,
+    revoked: HashMap<String, String>,
+) -> Result<()> {
+    let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
+    if let Some((credentials, trust)) = pki {
+        config.credentials = Some(credentials);
+        config.trust = Some(trust);
+    } else if peers.iter().any(|p| matches!(p.auth, ike::PeerAuth::Cert)) {
+        warn!(
+            "this state directory has no CA: facilities configured for certificates cannot connect"
+        );
+    }
+    config.retransmit_timeout = opts.retransmit_timeout;
+    config.retransmit_tries = opts.retransmit_tries;
+    config.fragment_size = opts.ike_fragment_size;
+    let (ike_port, natt_port) = (config.ike_port, config.natt_port);
+    let mut endpoint = Endpoint::new(config);
+    for p in peers.iter().filter(|p| p.enabled) {
+        endpoint
+            .set_peer(p.to_config())
+            .map_err(|e| anyhow::anyhow!("facility {}: {e}", p.name))?;
+    }
+    let tun = Arc::new(
+        Tun::create(&opts.tun, opts.mtu, opts.workers)
+            .with_context(|| format!("creating TUN device {}", opts.tun))?,
+    );
+    let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
+    let io::Sockets {
+        ike: ike_sockets,
+        natt: natt_sockets,
+        natt_group,
+    } = io::Sockets::bind(&opts.listen, ike_port, natt_port, opts.workers)?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Asked>(64);
+    let listener = control::bind(&opts.state)?;
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics: binding {addr}"))?,
+        ),
+        None => None,
+    };
+    // Everything privileged is done but routes: keep CAP_NET_ADMIN only,
+    // before any thread starts (capabilities are per thread).
+    io::drop_privileges()?;
+    let table = Arc::new(SaTable::new());
+    let sink_tx = tx.clone();
+    let on_ike: esp::IkeSink = Arc::new(move |remote, local, data: &[u8]| {
+        // A full queue drops the datagram: IKE retransmits, the data plane must not wait.
+        let _ = sink_tx.try_send(Datagram {
+            remote,
+            local,
+            data: data.to_vec(),
+        });
+    });
+    // Tunnel MTUs the data plane learned from the path, for the routes.
+    let (mtu_tx, mut mtu_rx) = mpsc::channel::<(String, u32)>(256);
+    let on_mtu: esp::datapath::MtuSink = Arc::new(move |peer: &str, mtu| {
+        let _ = mtu_tx.try_send((peer.to_string(), mtu));
+    });
+    let dataplane = DataPlane::start(tun.clone(), natt_group, table.clone(), on_ike, on_mtu)?;
+    io::spawn_receivers(&ike_sockets, &tx);
+    if let Some(metrics) = metrics {
+        info!(addr = ?metrics.local_addr().ok(), "serving Prometheus metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
+    }
+    tokio::spawn(control::serve(listener, ctl_tx));
+
+    let mut hub = Hub {
+        endpoint,
+        table,
+        tun,
+        ike_sockets,
+        natt_sockets,
+        peers: peers.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        status: HashMap::new(),
+        reconnect: HashMap::new(),
+        child_retry: HashMap::new(),
+        routes: HashMap::new(),
+        mtu_learned: HashMap::new(),
+        child_routes: HashMap::new(),
+        state: opts.state.clone(),
+        started: crate::registry::now_rfc3339(),
+        audit: crate::audit::Writer::start(&opts.state),
+        revoked,
+    };
+    hub.audit.record(
+        &crate::audit::actor(),
+        "hub.start",
+        json!({ "listen": opts.listen, "tun": hub.tun.name(), "facilities": hub.peers.len() }),
+    );
+    let now = Instant::now();
+    for p in hub.peers.values() {
+        if p.enabled && p.start {
+            hub.reconnect.insert(
+                p.name.clone(),
+                Reconnect {
+                    at: now,
+                    backoff: RECONNECT_MIN,
+                },
+            );
+        }
+    }
+    info!(
+        hub_id = %hub_cfg.id,
+        tun = hub.tun.name(),
+        listen = ?opts.listen,
+        workers = opts.workers,
+        facilities = hub.peers.len(),
+        "renkei hub serving {}",
+        hub.state.display()
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        // The endpoint has no clock; certificate validity needs the time.
+        hub.endpoint
+            .set_wall_clock(Instant::now(), crate::certs::unix_now());
+        hub.run_reconnects(Instant::now());
+        hub.run_child_retries(Instant::now());
+        hub.flush().await;
+        let deadline = [
+            hub.endpoint.poll_timeout(),
+            hub.reconnect.values().map(|r| r.at).min(),
+            hub.child_retry.values().map(|r| r.at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(d) = rx.recv() => {
+                hub.endpoint.handle_datagram(Instant::now(), d.remote, d.local, &d.data);
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                hub.endpoint.handle_timeout(Instant::now());
+            }
+            Some((req, uid, reply)) = ctl_rx.recv() => {
+                let resp = hub.handle_request(req, uid);
+                let _ = reply.send(resp);
+            }
+            Some((peer, mtu)) = mtu_rx.recv() => hub.tunnel_mtu_changed(&peer, mtu, Instant::now()),
+            _ = tick.tick() => {
+                hub.check_byte_lifetimes(Instant::now());
+                hub.expire_path_mtus(Instant::now());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    info!("shutting down: deleting IKE SAs");
+    hub.audit
+        .record(&crate::audit::actor(), "hub.stop", json!({}));
+    hub.endpoint.close_all(Instant::now());
+    hub.flush().await;
+    dataplane.stop();
+    let _ = std::fs::remove_file(hub.state.control_socket());
+    // The last records (facilities down, hub.stop) reach the disk first.
+    hub.audit.finish();
+    info!("stopped");
+    Ok(())
+}
+
+impl Hub {
+    /// Sends what the endpoint wants sent and applies its events.
+    async fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send(&t).await;
+        }
+        while let Some(e) = self.endpoint.poll_event() {
+            self.apply(e);
+        }
+        // Applying events may have queued more (e.g. nothing today, but keep
+        // the order documented in ike: transmits, then events).
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.send(&t).await;
+        }
+    }
+
+    /// Answers one control request (from `renkei` commands or the
+    /// metrics endpoint), auditing what changes something.
+    fn handle_request(&mut self, req: Request, uid: u32) -> Answer {
+        let now = Instant::now();
+        let who = crate::audit::user(uid);
+        match &req {
+            Request::SaUp { name } => {
+                self.audit
+                    .record(&who, "sa.up_requested", json!({ "facility": name }))
+            }
+            Request::SaDown { name } => {
+                self.audit
+                    .record(&who, "sa.down_requested", json!({ "facility": name }))
+            }
+            Request::Reload { .. } => self.audit.record(&who, "hub.reload", json!({})),
+            Request::Ping | Request::Status => {}
+        }
+        match req {
+            Request::Ping => Ok(Reply::Pong),
+            Request::Status => Ok(Reply::Status(Box::new(self.status()))),
+            Request::Reload {
+                facility,
+                certificates,
+            } => self
+                .reload(now, facility.as_deref(), certificates)
+                .map(Reply::Reloaded)
+                .map_err(|e| e.to_string()),
+            Request::SaUp { name } => {
+                if !self.peers.get(&name).is_some_and(|p| p.enabled) {
+                    return Err(format!("name: no enabled facility named '{name}'"));
+                }
+                match self.endpoint.initiate(now, &name) {
+                    Ok(id) => Ok(Reply::Initiated(Initiated {
+                        ike_sa: id.to_string(),
+                    })),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Request::SaDown { name } => {
+                let ids = self.endpoint.ike_sas_of(&name);
+                if ids.is_empty() {
+                    return Err(format!("name: facility '{name}' has no IKE SA"));
+                }
+                self.reconnect.remove(&name);
+                for id in &ids {
+                    self.endpoint.close(now, *id);
+                }
+                Ok(Reply::Closed(Closed { closed: ids.len() }))
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The state directory (`--state DIR`): everything an instance keeps, and
+//! where. No other module joins a file name to the directory.
+//!
+//! ```text
+//!  STATE/                 0700
+//!  ├── registry.db        the registry (SQLite, 0600)
+//!  ├── ca/ca.key          CA private key (0600)
+//!  ├── ca/ca.pem          CA certificate
+//!  ├── ca/crl.pem         revocation list
+//!  ├── hub.key, hub.pem   the hub's key (0600) and certificate
+//!  ├── audit.log          append-only audit log (0600)
+//!  └── renkei.sock        control socket (0600)
+//! ```
+
+use anyhow::{Context, Result};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// One instance's state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    /// For messages.
+    pub(crate) fn display(&self) -> std::path::Display<'_> {
+        self.root.display()
+    }
+
+    /// Creates the directory (and its parents), mode 0700.
+    pub(crate) fn create(&self) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    /// The registry database (SQLite adds `-wal` and `-shm` beside it).
+    pub(crate) fn registry(&self) -> PathBuf {
+        self.root.join("registry.db")
+    }
+
+    /// The CA's directory.
+    pub(crate) fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+
+    pub(crate) fn ca_key(&self) -> PathBuf {
+        self.ca_dir().join("ca.key")
+    }
+
+    pub(crate) fn ca_cert(&self) -> PathBuf {
+        self.ca_dir().join("ca.pem")
+    }
+
+    /// The CRL, rewritten on every revocation.
+    pub(crate) fn crl(&self) -> PathBuf {
+        self.ca_dir().join("crl.pem")
+    }
+
+    pub(crate) fn hub_key(&self) -> PathBuf {
+        self.root.join("hub.key")
+    }
+
+    pub(crate) fn hub_cert(&self) -> PathBuf {
+        self.root.join("hub.pem")
+    }
+
+    pub(crate) fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        self.root.join("renkei.sock")
+    }
+}
+
+impl AsRef<Path> for StateDir {
+    fn as_ref(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout is a contract: the README, the systemd unit and the
+    /// interop tests name these files.
+    #[test]
+    fn the_layout_is_fixed() {
+        let s = StateDir::new("/var/lib/renkei");
+        for (path, want) in [
+            (s.registry(), "registry.db"),
+            (s.ca_key(), "ca/ca.key"),
+            (s.ca_cert(), "ca/ca.pem"),
+            (s.crl(), "ca/crl.pem"),
+            (s.hub_key(), "hub.key"),
+            (s.hub_cert(), "hub.pem"),
+            (s.audit_log(), "audit.log"),
+            (s.control_socket(), "renkei.sock"),
+        ] {
+            assert_eq!(path, Path::new("/var/lib/renkei").join(want));
+        }
+    }
+}

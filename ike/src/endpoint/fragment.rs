@@ -1,6 +1,9 @@
-//! IKE fragmentation (RFC 7383): fragments are authenticated one by one and
-//! reassembled under hard bounds, so that a peer cannot make the hub hold
-//! memory.
+//! IKE fragmentation (RFC 7383), both ways. Sending (§2.5): a message
+//! that would not fit the fragment size is cut into pieces, each sealed in
+//! its own Encrypted Fragment payload ([`Endpoint::pieces`], framed in
+//! [`super::framing`]). Receiving (§2.6): fragments are authenticated one
+//! by one and reassembled under hard bounds, so that a peer cannot make the
+//! hub hold memory.
 //!
 //! ```text
 //! SKF 1/3 ─┐ open (integrity) ─▶ piece 1 ┐
@@ -11,8 +14,11 @@
 //! most [`MAX_FRAGMENTS`] fragments and [`MAX_REASSEMBLY_BYTES`] bytes, and
 //! a reassembly older than [`REASSEMBLY_TIMEOUT`] is started afresh.
 
-use super::{Endpoint, IkeSa, Incoming};
+use super::nat::NON_ESP_MARKER_LEN;
+use super::sa::IkeSa;
+use super::{Endpoint, Incoming};
 use crate::error::Error;
+use crate::keys::IkeKeys;
 use crate::wire::{parse_chain, Payload, PayloadType, HEADER_LEN};
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -36,6 +42,36 @@ pub(super) struct Reassembly {
 }
 
 impl Endpoint {
+    /// The pieces an encrypted message's inner payloads are sent in: one,
+    /// or — when the peer supports it and the message is larger than the
+    /// fragment size — RFC 7383 fragments, each to be encrypted on its own.
+    pub(super) fn pieces<'a>(&self, sa: &IkeSa, keys: &IkeKeys, inner: &'a [u8]) -> Vec<&'a [u8]> {
+        let marker = if sa.local.port() == self.config.natt_port {
+            NON_ESP_MARKER_LEN
+        } else {
+            0
+        };
+        // The size counts the whole IP datagram, as strongSwan's
+        // `fragment_size` does: a fragment must pass a path of that MTU
+        // without IP fragmentation, which RFC 7383 §1 exists to avoid.
+        let ip_udp = if sa.remote.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let limit = self.config.fragment_size;
+        let whole = ip_udp + marker + HEADER_LEN + 4 + keys.outbound.sealed_len(inner.len());
+        // RFC 7383 §2.5.1: fragment only what would not fit. Each fragment
+        // carries the IKE header, the SKF header (8 bytes) and its own IV,
+        // padding and ICV: the largest piece whose datagram fits.
+        let fixed = ip_udp + marker + HEADER_LEN + 8;
+        let mut per_fragment = limit.saturating_sub(fixed + keys.outbound.sealed_len(0));
+        while per_fragment > 0 && fixed + keys.outbound.sealed_len(per_fragment) > limit {
+            per_fragment -= 1;
+        }
+        if sa.fragmentation && whole > limit && per_fragment >= 32 {
+            inner.chunks(per_fragment).collect()
+        } else {
+            vec![inner]
+        }
+    }
+
     /// Handles one fragment; a completed message is then processed like an
     /// unfragmented one.
     pub(super) fn on_fragment(

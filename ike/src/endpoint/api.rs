@@ -15,7 +15,9 @@
 use super::auth::SigHashes;
 use super::nat::strip_non_esp_marker;
 use super::retransmit::queue;
-use super::sa::{spi_pairs, Established, IkeSa, PendingKind, State, Timers, Work, TIMERS};
+use super::sa::{
+    spi_pairs, ChildState, Established, IkeSa, PendingKind, State, Timers, Work, TIMERS,
+};
 use super::{Endpoint, Incoming};
 use crate::config::{Config, PeerConfig};
 use crate::error::Error;
@@ -556,16 +558,16 @@ impl Endpoint {
         let id = self
             .sas
             .iter()
-            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if !e.superseded && e.children.iter().any(|c| c.spi_in == spi_in && c.replaced.is_none())))
+            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if !e.superseded && e.children.iter().any(|c| c.spi_in == spi_in && !c.is_replaced())))
             .map(|(id, _)| *id)
             .ok_or_else(|| Error::NotFound(format!("Child SA {spi_in:08x}")))?;
         self.with_established(now, id, |est| {
             if let Some(c) = est
                 .children
                 .iter_mut()
-                .find(|c| c.spi_in == spi_in && !c.rekeying)
+                .find(|c| c.spi_in == spi_in && matches!(c.state, ChildState::Installed { .. }))
             {
-                c.rekeying = true;
+                c.state = ChildState::Rekeying;
                 queue(est, Work::RekeyChild(spi_in));
             }
         })

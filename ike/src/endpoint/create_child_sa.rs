@@ -16,7 +16,9 @@
 //! its deletion completes.
 
 use super::retransmit::queue;
-use super::sa::{ChildSa, Established, IkeSa, PendingKind, State, Work, REPLACED_GRACE};
+use super::sa::{
+    ChildSa, ChildState, Established, IkeSa, PendingKind, State, Work, REPLACED_GRACE,
+};
 use super::{ChildSaInfo, Endpoint, Event, IkeSaId, Incoming, NONCE_LEN};
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
@@ -182,9 +184,11 @@ impl Endpoint {
             let due: Vec<u32> = est
                 .children
                 .iter_mut()
-                .filter(|c| !c.rekeying && c.replaced.is_none() && c.rekey_at <= now)
+                .filter(
+                    |c| matches!(c.state, ChildState::Installed { rekey_at } if rekey_at <= now),
+                )
                 .map(|c| {
-                    c.rekeying = true;
+                    c.state = ChildState::Rekeying;
                     c.spi_in
                 })
                 .collect();
@@ -194,10 +198,10 @@ impl Endpoint {
             let overdue: Vec<u32> = est
                 .children
                 .iter_mut()
-                .filter(|c| c.replaced.is_some_and(|at| at + REPLACED_GRACE <= now))
+                .filter(|c| matches!(c.state, ChildState::Replaced { at } if at + REPLACED_GRACE <= now))
                 .map(|c| {
                     // Asked again after another grace period if this fails.
-                    c.replaced = Some(now);
+                    c.state = ChildState::Replaced { at: now };
                     c.spi_in
                 })
                 .collect();
@@ -232,7 +236,7 @@ impl Endpoint {
                 let Some(child) = est
                     .children
                     .iter()
-                    .find(|c| c.spi_in == old && c.replaced.is_none())
+                    .find(|c| c.spi_in == old && !c.is_replaced())
                 else {
                     return Ok(false);
                 };
@@ -440,15 +444,17 @@ impl Endpoint {
         let rekey_of = old_index.map(|i| est.children[i].spi_in);
         if let Some(i) = old_index {
             let old = &mut est.children[i];
-            if old.rekeying {
+            old.state = if old.is_rekeying() {
                 // We are rekeying it too (RFC 7296 §2.8.1): settle it when
                 // our own exchange completes.
-                let lowest = nonce_i.clone().min(nonce_r);
-                old.peer_rekey = Some((lowest, new_spi_in));
+                ChildState::Colliding {
+                    lowest_nonce: nonce_i.clone().min(nonce_r),
+                    theirs: new_spi_in,
+                }
             } else {
                 // The peer deletes the old one once this one is up.
-                old.replaced = Some(now);
-            }
+                ChildState::Replaced { at: now }
+            };
         }
         let lifetimes = peer.lifetimes;
         let rekey_at = self.jittered(now, lifetimes.child, lifetimes.jitter_percent);
@@ -474,10 +480,12 @@ impl Endpoint {
         let Some(peer) = sa.peer.clone() else { return };
         let retry_at = self.retry_at(now);
         let retry_later = |est: &mut Established| {
-            if let Some(c) = est.children.iter_mut().find(|c| c.spi_in == old_spi_in) {
-                c.rekeying = false;
-                c.peer_rekey = None;
-                c.rekey_at = retry_at;
+            if let Some(c) = est
+                .children
+                .iter_mut()
+                .find(|c| c.spi_in == old_spi_in && !c.is_replaced())
+            {
+                c.state = ChildState::Installed { rekey_at: retry_at };
             }
         };
         if let Some(n) = payloads.notifies().find(|n| n.kind.is_error()) {
@@ -571,19 +579,24 @@ impl Endpoint {
         };
         let rekey_at = self.jittered(now, peer.lifetimes.child, peer.lifetimes.jitter_percent);
         let old = est.children.iter().position(|c| c.spi_in == old_spi_in);
-        let collision = old.and_then(|i| est.children[i].peer_rekey.take());
         est.children.push(ChildSa::new(&info, rekey_at));
         self.child_up(sa.id, &peer.name, info, old.map(|_| old_spi_in), false);
         let Some(i) = old else { return };
-        est.children[i].rekeying = false;
-        est.children[i].replaced = Some(now);
+        let collision =
+            match std::mem::replace(&mut est.children[i].state, ChildState::Replaced { at: now }) {
+                ChildState::Colliding {
+                    lowest_nonce,
+                    theirs,
+                } => Some((lowest_nonce, theirs)),
+                _ => None,
+            };
         match collision {
             Some((their_lowest, _)) if nonce_i.min(&nonce_r[..]) < &their_lowest[..] => {
                 // RFC 7296 §2.8.1: ours holds the lowest nonce, so we delete
                 // it; the peer's replaces the old one, which the peer deletes.
                 info!(ike_sa = %sa.id, "simultaneous Child SA rekey: deleting our redundant Child SA");
                 if let Some(c) = est.children.iter_mut().find(|c| c.spi_in == new_spi_in) {
-                    c.replaced = Some(now);
+                    c.state = ChildState::Replaced { at: now };
                 }
                 queue(est, Work::DeleteChildren(vec![new_spi_in]));
             }
@@ -591,7 +604,7 @@ impl Endpoint {
                 // The peer deletes the one it made; ours replaces the old.
                 info!(ike_sa = %sa.id, "simultaneous Child SA rekey: the facility deletes its redundant Child SA");
                 if let Some(c) = est.children.iter_mut().find(|c| c.spi_in == their_new) {
-                    c.replaced = Some(now);
+                    c.state = ChildState::Replaced { at: now };
                 }
                 queue(est, Work::DeleteChildren(vec![old_spi_in]));
             }

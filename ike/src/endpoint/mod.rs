@@ -60,7 +60,7 @@ use ike_sa_init::KeepKe;
 use pki::Identity;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use sa::{spi_pairs, Established, IkeSa, PendingKind, State, Timer, Timers, REPLACED_GRACE};
+use sa::{spi_pairs, ChildSa, Established, IkeSa, PendingKind, State, Timer, Timers};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -453,10 +453,7 @@ impl Endpoint {
         let next_rekey = est
             .children
             .iter()
-            .filter_map(|c| match c.replaced {
-                Some(at) => Some(at + REPLACED_GRACE),
-                None => (!c.rekeying).then_some(c.rekey_at),
-            })
+            .filter_map(ChildSa::deadline)
             .chain([est.rekey_at])
             .min();
         if let Some(at) = next_rekey {

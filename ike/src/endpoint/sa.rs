@@ -100,20 +100,47 @@ pub(super) struct ChildSa {
     pub(super) spi_out: u32,
     pub(super) local_ts: Vec<TrafficSelector>,
     pub(super) remote_ts: Vec<TrafficSelector>,
-    /// When we rekey it (pushed back while a rekey is queued or running).
-    pub(super) rekey_at: Instant,
-    /// Our own rekey of it is queued or in flight.
-    pub(super) rekeying: bool,
-    /// When a newer Child SA replaced it. It stays installed until deleted,
-    /// so packets in flight on it are still accepted (make-before-break);
-    /// if whoever should delete it has not done so [`REPLACED_GRACE`] later,
-    /// we do.
-    pub(super) replaced: Option<Instant>,
-    /// The peer rekeyed it while our rekey was in flight (RFC 7296 §2.8.1):
-    /// the lower nonce of the peer's exchange and the Child SA it made.
-    pub(super) peer_rekey: Option<(Vec<u8>, u32)>,
+    /// Where it is in its life.
+    pub(super) state: ChildState,
     /// It uses Extended Sequence Numbers (our rekey offers them again).
     pub(super) esn: bool,
+}
+
+/// The life of a Child SA, rekeys included (RFC 7296 §1.3.3, §2.8):
+///
+/// ```text
+/// Installed ──rekey due / asked──▶ Rekeying ──ours done──▶ Replaced ──deleted──▶ (gone)
+///     │                               │  ▲ fails: Installed again, later
+///     │                     peer rekeys it too (§2.8.1)
+///     │                               ▼
+///     │                           Colliding ──ours done──▶ Replaced (the lowest nonce's redundant SA deleted)
+///     └──the peer rekeys it──────────────────────────────▶ Replaced
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ChildState {
+    /// Carrying traffic; we rekey it at `rekey_at`.
+    Installed {
+        /// When we rekey it.
+        rekey_at: Instant,
+    },
+    /// Our own rekey of it is queued or in flight.
+    Rekeying,
+    /// Our rekey is in flight and the peer rekeyed it too (RFC 7296
+    /// §2.8.1): settled when ours completes.
+    Colliding {
+        /// The lower nonce of the peer's exchange.
+        lowest_nonce: Vec<u8>,
+        /// The inbound SPI of the Child SA the peer's exchange made.
+        theirs: u32,
+    },
+    /// A newer Child SA replaced it at `at`. It stays installed until
+    /// deleted, so packets in flight on it are still accepted
+    /// (make-before-break); if whoever should delete it has not done so
+    /// [`REPLACED_GRACE`] later, we do.
+    Replaced {
+        /// When it was replaced (or last asked to be deleted).
+        at: Instant,
+    },
 }
 
 impl ChildSa {
@@ -123,11 +150,31 @@ impl ChildSa {
             spi_out: info.spi_out,
             local_ts: info.local_ts.clone(),
             remote_ts: info.remote_ts.clone(),
-            rekey_at,
-            rekeying: false,
-            replaced: None,
-            peer_rekey: None,
+            state: ChildState::Installed { rekey_at },
             esn: info.suite.esn,
+        }
+    }
+
+    /// A newer Child SA replaced it: it only waits to be deleted.
+    pub(super) fn is_replaced(&self) -> bool {
+        matches!(self.state, ChildState::Replaced { .. })
+    }
+
+    /// Our rekey of it is queued or in flight.
+    pub(super) fn is_rekeying(&self) -> bool {
+        matches!(
+            self.state,
+            ChildState::Rekeying | ChildState::Colliding { .. }
+        )
+    }
+
+    /// When its Rekey timer must fire: its rekey, or the end of its grace
+    /// as a replaced Child SA; none while our rekey runs.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            ChildState::Installed { rekey_at } => Some(rekey_at),
+            ChildState::Replaced { at } => Some(at + REPLACED_GRACE),
+            ChildState::Rekeying | ChildState::Colliding { .. } => None,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::retransmit::queue;
 use super::sa::{
     ChildSa, ChildState, Established, IkeSa, PendingKind, State, Work, REPLACED_GRACE,
 };
-use super::{ChildSaInfo, Endpoint, Event, IkeSaId, Incoming, NONCE_LEN};
+use super::{ChildSaInfo, Endpoint, Event, IkeSaId, Message, NONCE_LEN};
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
 use crate::error::Error;
@@ -313,11 +313,12 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
-        est: Established,
+        msg: &Message<'_>,
+        mut est: Established,
     ) -> Result<(), Error> {
         let hdr = msg.hdr;
-        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
+        self.heard_from(now, sa, &mut est, msg);
+        let payloads = &msg.payloads;
         let rekeys_ike = payloads
             .sa()
             .and_then(|v| v.first())
@@ -325,9 +326,9 @@ impl Endpoint {
         let result = if est.superseded {
             Err(Error::TemporaryFailure("IKE SA is being replaced"))
         } else if rekeys_ike {
-            self.respond_ike_rekey(now, sa, &mut est, &payloads)
+            self.respond_ike_rekey(now, sa, &mut est, payloads)
         } else {
-            self.respond_child(now, sa, &mut est, &payloads)
+            self.respond_child(now, sa, &mut est, payloads)
         };
         let reply = match result {
             Ok(reply) => reply,

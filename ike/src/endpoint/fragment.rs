@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! SKF 1/3 ─┐ open (integrity) ─▶ piece 1 ┐
-//! SKF 3/3 ─┤ open            ─▶ piece 3 ├─ all pieces ─▶ parse chain ─▶ on_request / on_response
+//! SKF 3/3 ─┤ open            ─▶ piece 3 ├─ all pieces ─▶ parse chain ─▶ Message (mod.rs: receive)
 //! SKF 2/3 ─┘ open            ─▶ piece 2 ┘
 //! ```
 //! At most one message is reassembled per IKE SA (the window is one), of at
@@ -72,38 +72,16 @@ impl Endpoint {
         }
     }
 
-    /// Handles one fragment; a completed message is then processed like an
-    /// unfragmented one.
-    pub(super) fn on_fragment(
+    /// Takes one fragment (its message ID already checked): the payloads
+    /// of the whole message once its last fragment is in, else `None`.
+    pub(super) fn reassemble(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
         msg: Incoming<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Vec<Payload>>, Error> {
         let Incoming { hdr, data, .. } = msg;
         let response = hdr.flags.response();
-        if response {
-            if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
-                return Err(Error::Misbehaved(format!(
-                    "unexpected fragment of response {}",
-                    hdr.message_id
-                )));
-            }
-        } else if hdr.message_id != sa.expected_request_id {
-            // A retransmitted request (RFC 7383 §2.6.1): its first fragment
-            // brings the cached response again, the others nothing.
-            if sa
-                .last_response
-                .as_ref()
-                .is_some_and(|(id, _)| *id == hdr.message_id)
-            {
-                return self.on_request(now, sa, msg).map(drop).or(Ok(()));
-            }
-            return Err(Error::Misbehaved(format!(
-                "fragment of request {} (expected {})",
-                hdr.message_id, sa.expected_request_id
-            )));
-        }
         let outer = parse_chain(hdr.next_payload, data.get(HEADER_LEN..).unwrap_or_default())?;
         let Some(Payload::Skf {
             first_inner,
@@ -140,7 +118,7 @@ impl Endpoint {
                 // RFC 7383 §2.6.2: more fragments than before means the
                 // sender re-fragmented smaller; fewer are stale.
                 if total < r.total {
-                    return Ok(());
+                    return Ok(None);
                 }
                 total > r.total
             }
@@ -158,11 +136,11 @@ impl Endpoint {
             });
         }
         let Some(r) = sa.reassembly.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let slot = &mut r.pieces[usize::from(number) - 1];
         if slot.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         if r.bytes + plain.len() > MAX_REASSEMBLY_BYTES {
             sa.reassembly = None;
@@ -174,20 +152,13 @@ impl Endpoint {
         }
         *slot = Some(plain);
         if !r.pieces.iter().all(Option::is_some) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(r) = sa.reassembly.take() else {
-            return Ok(());
+            return Ok(None);
         };
         debug!(ike_sa = %sa.id, fragments = r.total, bytes = r.bytes, "message reassembled");
         let inner: Vec<u8> = r.pieces.into_iter().flatten().flatten().collect();
-        self.reassembled = Some(parse_chain(r.first_inner, &inner)?);
-        let result = if response {
-            self.on_response(now, sa, msg)
-        } else {
-            self.on_request(now, sa, msg)
-        };
-        self.reassembled = None;
-        result
+        Ok(Some(parse_chain(r.first_inner, &inner)?))
     }
 }

@@ -93,17 +93,13 @@ impl Endpoint {
         Ok(out)
     }
 
-    /// The inner payloads of an encrypted message (or of the fragmented
-    /// message just reassembled).
+    /// The inner payloads of an encrypted message.
     pub(super) fn decrypt(
-        &mut self,
+        &self,
         keys: &IkeKeys,
         hdr: &HeaderRepr,
         data: &[u8],
     ) -> Result<Vec<Payload>, Error> {
-        if let Some(payloads) = self.reassembled.take() {
-            return Ok(payloads);
-        }
         let outer = parse_chain(hdr.next_payload, data.get(HEADER_LEN..).unwrap_or_default())?;
         let Some(Payload::Sk {
             first_inner,

@@ -5,7 +5,7 @@
 
 use super::create_child_sa::{accept_narrowed, narrow_to_peer};
 use super::sa::{AuthSent, ChildSa, Established, IkeSa, InitDone, State, Timer, Timers, LINGER};
-use super::{auth, first_error_notify, Endpoint, Event, Incoming};
+use super::{auth, first_error_notify, Endpoint, Event, Message};
 use crate::config::PeerConfig;
 use crate::error::Error;
 use crate::keys::{derive_child, IkeKeys};
@@ -23,38 +23,27 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
+        msg: &Message<'_>,
         init: InitDone,
     ) -> Result<(), Error> {
-        let Incoming {
+        let Message {
             remote,
             local,
             hdr,
-            data,
-        } = msg;
-        let payloads = match self.decrypt(&init.keys, hdr, data) {
-            Ok(p) => p,
-            Err(e @ Error::Crypto(_)) => {
-                sa.state = State::InitDone(init);
-                return Err(e);
-            }
-            Err(e) => {
-                let n = e.notify().unwrap_or(NotifyType::InvalidSyntax);
-                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)?;
-                return Err(e);
-            }
-        };
+            ref payloads,
+            ..
+        } = *msg;
         // An authenticated message: follow the peer's address (RFC 7296 §2.23).
         sa.remote = remote;
         sa.local = local;
         self.forget_half_open(sa);
-        match self.authenticate_initiator(now, &payloads, &init) {
+        match self.authenticate_initiator(now, payloads, &init) {
             Ok(peer) => {
                 if !peer.ke_upgrade || !peer.ike.allows_compliant_ke() {
                     self.keep_ke.update(&peer, Some(remote.ip()));
                 }
                 sa.peer = Some(peer.clone());
-                self.complete_responder_auth(now, sa, hdr, &payloads, init, peer)
+                self.complete_responder_auth(now, sa, hdr, payloads, init, peer)
             }
             Err((e, peer_name)) => {
                 let n = e.notify().unwrap_or(NotifyType::AuthenticationFailed);
@@ -258,25 +247,18 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        hdr: &HeaderRepr,
-        data: &[u8],
+        msg: &Message<'_>,
         auth: AuthSent,
     ) -> Result<(), Error> {
+        let payloads = &msg.payloads;
         let peer = sa
             .peer
             .clone()
             .ok_or(Error::Missing("initiator without peer"))?;
-        let payloads = match self.decrypt(&auth.keys, hdr, data) {
-            Ok(p) => p,
-            Err(e) => {
-                sa.state = State::AuthSent(auth);
-                return Err(e);
-            }
-        };
         sa.pending = None;
         sa.timers.stop(Timer::Retransmit);
         let has_auth = payloads.iter().any(|p| matches!(p, Payload::Auth { .. }));
-        if let (false, Some(n)) = (has_auth, first_error_notify(&payloads)) {
+        if let (false, Some(n)) = (has_auth, first_error_notify(payloads)) {
             self.child_spis.remove(&auth.child_spi);
             self.refuse(
                 sa.remote,
@@ -304,7 +286,7 @@ impl Endpoint {
                 self.config.trust.as_deref(),
                 now_unix,
                 &identity,
-                &payloads,
+                payloads,
                 &auth::AuthInput {
                     prf: auth.keys.suite.prf,
                     message: &auth.message2,
@@ -331,7 +313,7 @@ impl Endpoint {
         }
         let mut installed = None;
         let mut failed = None;
-        match self.accept_first_child(sa, &payloads, &auth, &peer) {
+        match self.accept_first_child(sa, payloads, &auth, &peer) {
             Ok(info) => installed = Some(info),
             Err(e) => {
                 self.child_spis.remove(&auth.child_spi);

@@ -7,7 +7,7 @@
 //! ([`KeepKe`]).
 
 use super::sa::{AuthSent, IkeSa, InitDone, InitSent, PendingKind, State, Timer, Timers};
-use super::{auth, first_error_notify, Endpoint, IkeSaId, Incoming, NONCE_LEN};
+use super::{auth, first_error_notify, Endpoint, IkeSaId, Incoming, Message, NONCE_LEN};
 use crate::config::{PeerAuth, PeerConfig};
 use crate::crypto::KeyExchange;
 use crate::error::Error;
@@ -343,26 +343,20 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
+        msg: &Message<'_>,
         init: InitSent,
     ) -> Result<(), Error> {
-        let Incoming {
+        let Message {
             remote,
             local,
             hdr,
             data,
-        } = msg;
+            ref payloads,
+        } = *msg;
         let peer = sa
             .peer
             .clone()
             .ok_or(Error::Missing("initiator without peer"))?;
-        let payloads = match parse_chain(hdr.next_payload, &data[HEADER_LEN..]) {
-            Ok(p) => p,
-            Err(e) => {
-                sa.state = State::InitSent(init);
-                return Err(e.into());
-            }
-        };
         if let Some(n) = payloads.notifies().find(|n| n.kind == NotifyType::Cookie) {
             // RFC 7296 §2.6: repeat the request with the cookie in front.
             if init.cookie.is_none() && n.data.len() <= 64 {
@@ -393,7 +387,7 @@ impl Endpoint {
             self.fail(sa, "INVALID_KE_PAYLOAD".into());
             return Ok(());
         }
-        if let Some(n) = first_error_notify(&payloads) {
+        if let Some(n) = first_error_notify(payloads) {
             self.refuse(
                 remote,
                 Some(peer.name.clone()),
@@ -443,12 +437,12 @@ impl Endpoint {
         sa.pending = None;
         sa.timers.stop(Timer::Retransmit);
         let (remote_nat, local_nat, natt) =
-            self.nat_result(&payloads, sa.spi_i, sa.spi_r, local, remote);
+            self.nat_result(payloads, sa.spi_i, sa.spi_r, local, remote);
         sa.remote_behind_nat = remote_nat;
         sa.fragmentation = payloads
             .notifies()
             .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
-        sa.sig_hashes = auth::SigHashes::from_payloads(&payloads);
+        sa.sig_hashes = auth::SigHashes::from_payloads(payloads);
         sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
         if sa.encap {
             // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on.

@@ -3,7 +3,7 @@
 //! INFORMATIONAL is a liveness check ([`super::liveness`]).
 
 use super::sa::{spi_pairs, Established, IkeSa, PendingKind, State, Timer, Timers, LINGER};
-use super::{Endpoint, Event, Incoming};
+use super::{Endpoint, Event, Message};
 use crate::error::Error;
 use crate::wire::{Delete, ExchangeType, Payload, ProtocolId};
 use std::time::Instant;
@@ -14,15 +14,16 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
-        est: Established,
+        msg: &Message<'_>,
+        mut est: Established,
     ) -> Result<(), Error> {
         let hdr = msg.hdr;
-        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
+        self.heard_from(now, sa, &mut est, msg);
+        let payloads = &msg.payloads;
         let mut delete_ike = false;
         let mut ours = Vec::new();
         let mut gone = Vec::new();
-        for p in &payloads {
+        for p in payloads {
             let Payload::Delete(d) = p else { continue };
             match d.protocol {
                 ProtocolId::Ike => delete_ike = true,
@@ -95,19 +96,9 @@ impl Endpoint {
     }
 
     /// Our Delete of the IKE SA was answered: it is gone.
-    pub(super) fn on_delete_ike_response(
-        &mut self,
-        sa: &mut IkeSa,
-        msg: Incoming<'_>,
-        est: Established,
-    ) -> Result<(), Error> {
-        if self.decrypt(&est.keys, msg.hdr, msg.data).is_err() {
-            sa.state = State::Closing(est);
-            return Err(Error::Misbehaved("undecryptable response".into()));
-        }
+    pub(super) fn on_delete_ike_response(&mut self, sa: &mut IkeSa) {
         sa.pending = None;
         sa.state = State::Gone;
-        Ok(())
     }
 
     /// Asks the facility to delete Child SAs (those still there).

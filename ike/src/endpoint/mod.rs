@@ -4,14 +4,14 @@
 //! message and timer to the file of its protocol step.
 //!
 //! ```text
-//! handle_datagram ─▶ nat: strip non-ESP marker ─▶ IKE header
-//!   │ IKE_SA_INIT request ─────────────────────────────────▶ ike_sa_init (cookie: defences)
-//!   │ else: our SPI ─▶ IkeSa ─▶ dispatch
-//!   │         SKF ─▶ fragment: open, reassemble ─┐
-//!   │         SK  ───────────────────────────────┴▶ request:  retransmit (cached answer, message ID)
-//!   │                                                 ─▶ ike_auth / informational / create_child_sa
-//!   │                                               response: retransmit (pending) ─▶ ike_sa_init /
-//!   │                                                 ike_auth / informational / create_child_sa
+//! handle_datagram ─▶ nat: strip the non-ESP marker ─▶ IKE header
+//!   │ IKE_SA_INIT request ───────────────────────────▶ ike_sa_init (cookie: its defences first)
+//!   │ else: our SPI ─▶ IkeSa ─▶ receive, the same for every exchange:
+//!   │     message ID ─▶ retransmit (cached answer, expected request, pending response)
+//!   │     open once:  SK  ─▶ framing: decrypt ─────┐
+//!   │                 SKF ─▶ fragment: reassemble ─┴▶ Message { payloads }
+//!   │     request  ─▶ ike_auth / informational / create_child_sa (ike_rekey)
+//!   │     response ─▶ ike_sa_init / ike_auth / informational / create_child_sa / ike_rekey
 //! handle_timeout ─▶ on_timer: Retransmit (retransmit), Expire (sa), Keepalive (nat),
 //!                   Rekey (create_child_sa), Dpd (liveness), Work (retransmit: pump)
 //! requests out ─▶ framing (SK, or SKF fragments) ─▶ nat: marker ─▶ poll_transmit
@@ -53,7 +53,8 @@ pub use api::{ChildSaInfo, Event, IkeSaId, IkeSaStatus, Transmit};
 use crate::config::{Config, PeerConfig};
 use crate::error::Error;
 use crate::wire::{
-    ExchangeType, HeaderRepr, Notify, NotifyType, Payload, PayloadType, PayloadsExt,
+    parse_chain, ExchangeType, HeaderRepr, Notify, NotifyType, Payload, PayloadType, PayloadsExt,
+    HEADER_LEN,
 };
 use cookie::CookieSecrets;
 use ike_sa_init::KeepKe;
@@ -80,6 +81,20 @@ struct Incoming<'a> {
     data: &'a [u8],
 }
 
+/// A message of an existing IKE SA as the exchange handlers get it: its
+/// message ID checked, authenticated and decrypted (or, for the
+/// IKE_SA_INIT response, parsed in the clear), and reassembled if it came
+/// in fragments.
+struct Message<'a> {
+    remote: SocketAddr,
+    local: SocketAddr,
+    hdr: &'a HeaderRepr,
+    /// The datagram's bytes from the IKE header on (for a fragmented
+    /// message, its last fragment's).
+    data: &'a [u8],
+    payloads: Vec<Payload>,
+}
+
 /// All IKE SAs of the hub.
 pub struct Endpoint {
     config: Config,
@@ -100,9 +115,6 @@ pub struct Endpoint {
     cookies: CookieSecrets,
     /// Token bucket of unprotected error replies: (tokens, last refill).
     reply_tokens: (f64, Option<Instant>),
-    /// The payloads of a just-reassembled fragmented message, taken by the
-    /// next `decrypt` (which then has nothing left to decrypt).
-    reassembled: Option<Vec<Payload>>,
     child_spis: HashSet<u32>,
     /// A moment on the monotonic clock and the wall-clock time (seconds
     /// since the epoch) then, for certificate validity checks.
@@ -141,7 +153,6 @@ impl Endpoint {
             keep_ke: KeepKe::default(),
             cookies: CookieSecrets::default(),
             reply_tokens: (0.0, None),
-            reassembled: None,
             child_spis: HashSet::new(),
             wall_clock: None,
             rng,
@@ -272,24 +283,109 @@ impl Endpoint {
         } else {
             hdr.flags.initiator() && sa.spi_i == hdr.spi_i
         };
-        let result = if !theirs_matches {
-            Err(Error::Misbehaved("SPI or role mismatch".into()))
-        } else if hdr.next_payload == PayloadType::Skf {
-            self.on_fragment(now, &mut sa, msg)
-        } else if hdr.flags.response() {
-            self.on_response(now, &mut sa, msg)
+        let result = if theirs_matches {
+            self.receive(now, &mut sa, msg)
         } else {
-            self.on_request(now, &mut sa, msg)
+            Err(Error::Misbehaved("SPI or role mismatch".into()))
         };
         self.put_back(sa);
         result
     }
 
-    fn on_request(&mut self, now: Instant, sa: &mut IkeSa, msg: Incoming<'_>) -> Result<(), Error> {
-        let hdr = msg.hdr;
-        if self.answer_retransmission(now, sa, hdr.message_id)? {
+    /// A message of an existing IKE SA, opened once for every exchange:
+    /// its message ID first (RFC 7296 §2.2), then decrypted and
+    /// authenticated, or reassembled from fragments (RFC 7383), and handed
+    /// to its exchange.
+    fn receive(&mut self, now: Instant, sa: &mut IkeSa, msg: Incoming<'_>) -> Result<(), Error> {
+        let Incoming {
+            remote,
+            local,
+            hdr,
+            data,
+        } = msg;
+        if hdr.flags.response() {
+            if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
+                return Err(Error::Misbehaved(format!(
+                    "unexpected response {}",
+                    hdr.message_id
+                )));
+            }
+        } else if self.answer_retransmission(now, sa, hdr.message_id)? {
             return Ok(());
         }
+        let payloads = if hdr.next_payload == PayloadType::Skf {
+            match self.reassemble(now, sa, msg)? {
+                Some(payloads) => payloads,
+                None => return Ok(()),
+            }
+        } else {
+            match self.open(sa, msg) {
+                Ok(payloads) => payloads,
+                Err(e) => return self.unopened(now, sa, msg, e),
+            }
+        };
+        let msg = Message {
+            remote,
+            local,
+            hdr,
+            data,
+            payloads,
+        };
+        if hdr.flags.response() {
+            self.on_response(now, sa, &msg)
+        } else {
+            self.on_request(now, sa, &msg)
+        }
+    }
+
+    /// The payloads of an unfragmented message: in the clear for the
+    /// IKE_SA_INIT response, decrypted with the IKE SA's keys otherwise.
+    fn open(&self, sa: &IkeSa, msg: Incoming<'_>) -> Result<Vec<Payload>, Error> {
+        let Incoming { hdr, data, .. } = msg;
+        let unexpected = || {
+            let kind = if hdr.flags.response() {
+                "response"
+            } else {
+                "request"
+            };
+            Error::Misbehaved(format!("unexpected {} {kind}", hdr.exchange))
+        };
+        if let State::InitSent(_) = sa.state {
+            if hdr.exchange != ExchangeType::IkeSaInit || !hdr.flags.response() {
+                return Err(unexpected());
+            }
+            let body = data.get(HEADER_LEN..).unwrap_or_default();
+            return Ok(parse_chain(hdr.next_payload, body)?);
+        }
+        let keys = sa.state.keys().ok_or_else(unexpected)?;
+        self.decrypt(keys, hdr, data)
+    }
+
+    /// A message that could not be opened is dropped; only an IKE_AUTH
+    /// request that decrypts but does not parse is answered (with the
+    /// Notify its error maps to), which ends the half-open IKE SA.
+    fn unopened(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        msg: Incoming<'_>,
+        e: Error,
+    ) -> Result<(), Error> {
+        let hdr = msg.hdr;
+        let answered = !hdr.flags.response()
+            && hdr.exchange == ExchangeType::IkeAuth
+            && !matches!(e, Error::Crypto(_));
+        if answered {
+            if let Some(init) = sa.state.take_init_done() {
+                let n = e.notify().unwrap_or(NotifyType::InvalidSyntax);
+                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)?;
+            }
+        }
+        Err(e)
+    }
+
+    fn on_request(&mut self, now: Instant, sa: &mut IkeSa, msg: &Message<'_>) -> Result<(), Error> {
+        let hdr = msg.hdr;
         match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
             (ExchangeType::IkeAuth, State::InitDone(init)) => self.respond_auth(now, sa, msg, init),
             (ExchangeType::Informational, State::Established(est)) => {
@@ -312,24 +408,19 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
+        msg: &Message<'_>,
     ) -> Result<(), Error> {
-        let Incoming { hdr, data, .. } = msg;
-        if sa.pending.as_ref().map(|p| p.message_id) != Some(hdr.message_id) {
-            return Err(Error::Misbehaved(format!(
-                "unexpected response {}",
-                hdr.message_id
-            )));
-        }
+        let hdr = msg.hdr;
         match (hdr.exchange, std::mem::replace(&mut sa.state, State::Gone)) {
             (ExchangeType::IkeSaInit, State::InitSent(init)) => {
                 self.on_init_response(now, sa, msg, init)
             }
             (ExchangeType::IkeAuth, State::AuthSent(auth)) => {
-                self.on_auth_response(now, sa, hdr, data, auth)
+                self.on_auth_response(now, sa, msg, auth)
             }
-            (ExchangeType::Informational, State::Closing(est)) => {
-                self.on_delete_ike_response(sa, msg, est)
+            (ExchangeType::Informational, State::Closing(_)) => {
+                self.on_delete_ike_response(sa);
+                Ok(())
             }
             (_, State::Established(est)) => self.on_established_response(now, sa, msg, est),
             (_, state) => {
@@ -346,10 +437,11 @@ impl Endpoint {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        msg: Incoming<'_>,
-        est: Established,
+        msg: &Message<'_>,
+        mut est: Established,
     ) -> Result<(), Error> {
-        let (mut est, payloads) = self.open_established(now, sa, est, msg)?;
+        self.heard_from(now, sa, &mut est, msg);
+        let payloads = &msg.payloads;
         let Some(pending) = sa.pending.take() else {
             sa.state = State::Established(est);
             return Ok(());
@@ -367,7 +459,7 @@ impl Endpoint {
                 ke,
             } => {
                 self.complete_child_rekey(
-                    now, sa, &mut est, &payloads, old_spi_in, new_spi_in, &nonce_i, ke,
+                    now, sa, &mut est, payloads, old_spi_in, new_spi_in, &nonce_i, ke,
                 );
             }
             PendingKind::RekeyIke {
@@ -375,7 +467,7 @@ impl Endpoint {
                 nonce_i,
                 ke,
             } => {
-                return self.complete_ike_rekey(now, sa, est, &payloads, new_spi, &nonce_i, ke);
+                return self.complete_ike_rekey(now, sa, est, payloads, new_spi, &nonce_i, ke);
             }
         }
         sa.state = State::Established(est);
@@ -383,34 +475,17 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Opens a message on an established IKE SA: on success the facility
-    /// counts as alive and is followed to its address; on failure the SA's
-    /// state is put back untouched (a forged or corrupted message must not
-    /// harm the SA).
-    fn open_established(
+    /// An authenticated message on an established IKE SA: the facility
+    /// counts as alive and is followed to its address.
+    fn heard_from(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        mut est: Established,
-        msg: Incoming<'_>,
-    ) -> Result<(Established, Vec<Payload>), Error> {
-        let Incoming {
-            remote,
-            local,
-            hdr,
-            data,
-        } = msg;
-        match self.decrypt(&est.keys, hdr, data) {
-            Ok(payloads) => {
-                est.last_received = now;
-                self.follow_peer(sa, &est, remote, local);
-                Ok((est, payloads))
-            }
-            Err(e) => {
-                sa.state = State::Established(est);
-                Err(e)
-            }
-        }
+        est: &mut Established,
+        msg: &Message<'_>,
+    ) {
+        est.last_received = now;
+        self.follow_peer(sa, est, msg.remote, msg.local);
     }
 
     // ---- timers --------------------------------------------------------

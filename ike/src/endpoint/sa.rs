@@ -215,6 +215,18 @@ pub(super) enum State {
 }
 
 impl State {
+    /// The state of a half-open responder, taken out (leaving `Dead`); any
+    /// other state stays.
+    pub(super) fn take_init_done(&mut self) -> Option<InitDone> {
+        match std::mem::replace(self, State::Dead) {
+            State::InitDone(init) => Some(init),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
     pub(super) fn keys(&self) -> Option<&IkeKeys> {
         match self {
             State::AuthSent(s) => Some(&s.keys),

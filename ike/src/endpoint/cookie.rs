@@ -4,8 +4,9 @@
 
 use super::nat::frame;
 use super::sa::IkeSa;
-use super::{Endpoint, Transmit};
+use super::{Endpoint, Incoming, Transmit};
 use crate::crypto::constant_time_eq;
+use crate::error::Error;
 use crate::wire::{ExchangeType, Flags, HeaderRepr, Notify, NotifyType, Payload};
 use rand_chacha::rand_core::RngCore;
 use std::net::{IpAddr, SocketAddr};
@@ -100,21 +101,23 @@ impl Endpoint {
         }
     }
 
-    /// Answers an IKE_SA_INIT request with an unprotected error notify.
-    pub(super) fn reply_init_error(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local: SocketAddr,
-        hdr: &HeaderRepr,
-        kind: NotifyType,
-        data: Vec<u8>,
-    ) {
-        if !self.take_reply_token(now) {
-            debug!(%remote, notify = %kind, "error reply suppressed (rate limit)");
+    /// The one place an IKE_SA_INIT request the hub refused is answered:
+    /// with the unprotected Notify its error maps to ([`Error::notify`]),
+    /// within the rate limit. Errors without a Notify are not answered, nor
+    /// is TEMPORARY_FAILURE (RFC 7296 §2.25 gives it to requests under an
+    /// IKE SA; a full half-open table drops IKE_SA_INIT silently).
+    pub(super) fn reply_init_error(&mut self, now: Instant, msg: Incoming<'_>, e: &Error) {
+        let Some(Payload::Notify(Notify { kind, data, .. })) = e.notify_payload() else {
+            return;
+        };
+        if kind == NotifyType::TemporaryFailure {
             return;
         }
-        self.send_init_notify(remote, local, hdr, kind, data);
+        if !self.take_reply_token(now) {
+            debug!(remote = %msg.remote, notify = %kind, "error reply suppressed (rate limit)");
+            return;
+        }
+        self.send_init_notify(msg.remote, msg.local, msg.hdr, kind, data);
     }
 
     /// A token of the unprotected-reply budget, refilled at

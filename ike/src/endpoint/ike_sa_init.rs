@@ -14,7 +14,8 @@ use crate::error::Error;
 use crate::keys::IkeKeys;
 use crate::proposal::{describe_offer, KeChoice};
 use crate::wire::{
-    parse_chain, ExchangeType, Flags, KeId, Notify, NotifyType, Payload, PayloadsExt, HEADER_LEN,
+    parse_chain, ExchangeType, Flags, KeId, Notify, NotifyType, Payload, PayloadsExt, WireError,
+    HEADER_LEN,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -155,26 +156,15 @@ impl Endpoint {
             }
             return Ok(());
         }
-        let payloads = match parse_chain(hdr.next_payload, &data[HEADER_LEN..]) {
-            Ok(p) => p,
-            Err(e) => {
-                let err = Error::from(e);
-                if let Some(n) = err.notify() {
-                    self.reply_init_error(now, remote, local, hdr, n, vec![]);
-                }
-                return Err(err);
-            }
-        };
+        let payloads = parse_chain(hdr.next_payload, &data[HEADER_LEN..])?;
         let offered = payloads.sa();
         let ke = payloads.ke();
         let nonce = payloads.nonce();
         let (Some(offered), Some((group, public)), Some(nonce_i)) = (offered, ke, nonce) else {
-            self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
             return Err(Error::Missing("IKE_SA_INIT without SA, KE or Nonce"));
         };
         // RFC 7296 §2.10: nonces are at least 16 and at most 256 octets.
         if !(16..=256).contains(&nonce_i.len()) {
-            self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
             return Err(Error::Missing("nonce length"));
         }
         // RFC 7296 §2.6: under load, spend no state and no Diffie-Hellman on
@@ -221,14 +211,6 @@ impl Endpoint {
                 NotifyType::NoProposalChosen,
                 format!("no acceptable IKE proposal; peer offered {offer}"),
             );
-            self.reply_init_error(
-                now,
-                remote,
-                local,
-                hdr,
-                NotifyType::NoProposalChosen,
-                vec![],
-            );
             return Err(Error::NoProposalChosen(offer));
         };
         let (suite, echo) = match choice {
@@ -238,25 +220,15 @@ impl Endpoint {
                 // another it offered, or one that stays compliant after
                 // 2030 where it sent MODP-2048 first.
                 debug!(%remote, offered = %group, %wanted, upgrade, "INVALID_KE_PAYLOAD");
-                self.reply_init_error(
-                    now,
-                    remote,
-                    local,
-                    hdr,
-                    NotifyType::InvalidKePayload,
-                    u16::from(wanted).to_be_bytes().to_vec(),
-                );
                 return Err(Error::InvalidKe(wanted));
             }
         };
         let (kx, our_public) = KeyExchange::generate(suite.ke, &mut self.rng)?;
-        let shared = match kx.shared_secret(public) {
-            Ok(s) => s,
-            Err(e) => {
-                self.reply_init_error(now, remote, local, hdr, NotifyType::InvalidSyntax, vec![]);
-                return Err(e.into());
-            }
-        };
+        // A KE payload whose data is no public value of its group is
+        // answered as malformed (INVALID_SYNTAX).
+        let shared = kx
+            .shared_secret(public)
+            .map_err(|_| WireError::Malformed("KE payload: not a public value of its group"))?;
         let spi_r = self.new_ike_spi();
         let nonce_r = self.random(NONCE_LEN);
         let (remote_nat, local_nat, peer_does_natt) =

@@ -267,7 +267,11 @@ impl Endpoint {
                     "IKE_SA_INIT request with responder SPI or message ID",
                 ));
             }
-            return self.respond_init(now, msg);
+            let result = self.respond_init(now, msg);
+            if let Err(e) = &result {
+                self.reply_init_error(now, msg, e);
+            }
+            return result;
         }
         // The sender's I flag tells whose SPI is ours (RFC 7296 §3.1).
         let ours = if hdr.flags.initiator() {

@@ -46,29 +46,36 @@ impl Endpoint {
                 self.complete_responder_auth(now, sa, hdr, payloads, init, peer)
             }
             Err((e, peer_name)) => {
-                let n = e.notify().unwrap_or(NotifyType::AuthenticationFailed);
-                self.refuse(remote, peer_name, n, e.to_string());
-                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)
+                self.refuse(remote, peer_name, Self::auth_notify(&e), e.to_string());
+                self.reject_auth(now, sa, &init.keys, hdr.message_id, &e)
             }
         }
     }
 
-    /// Answers an IKE_AUTH request with an error notify; the SA then only
-    /// lingers to repeat that answer to retransmissions.
+    /// The one place a refused IKE_AUTH request is answered: with the
+    /// Notify its error maps to (AUTHENTICATION_FAILED for an error without
+    /// one); the SA then only lingers to repeat that answer to
+    /// retransmissions.
     pub(super) fn reject_auth(
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
         keys: &IkeKeys,
         message_id: u32,
-        notify: NotifyType,
+        e: &Error,
     ) -> Result<(), Error> {
+        let notify = Self::auth_notify(e);
         let reply = [Payload::Notify(Notify::new(notify, vec![]))];
         let sent = self.send_response(now, sa, keys, ExchangeType::IkeAuth, message_id, &reply);
         sa.state = State::Dead;
         sa.timers = Timers::default();
         sa.timers.set(Timer::Expire, now + LINGER);
         sent
+    }
+
+    /// The Notify a refused IKE_AUTH request gets.
+    pub(super) fn auth_notify(e: &Error) -> NotifyType {
+        e.notify().unwrap_or(NotifyType::AuthenticationFailed)
     }
 
     pub(super) fn authenticate_initiator(
@@ -152,9 +159,10 @@ impl Endpoint {
         let proof = match proof {
             Ok(p) => p,
             Err(e) => {
-                let n = NotifyType::AuthenticationFailed;
+                // auth::make fails only with AuthenticationFailed.
+                let n = Self::auth_notify(&e);
                 self.refuse(sa.remote, Some(peer.name.clone()), n, e.to_string());
-                return self.reject_auth(now, sa, &init.keys, hdr.message_id, n);
+                return self.reject_auth(now, sa, &init.keys, hdr.message_id, &e);
             }
         };
         let mut reply = vec![Payload::IdR {

@@ -380,9 +380,10 @@ impl Endpoint {
             && hdr.exchange == ExchangeType::IkeAuth
             && !matches!(e, Error::Crypto(_));
         if answered {
+            // Its error is a syntax error: INVALID_SYNTAX or
+            // UNSUPPORTED_CRITICAL_PAYLOAD.
             if let Some(init) = sa.state.take_init_done() {
-                let n = e.notify().unwrap_or(NotifyType::InvalidSyntax);
-                self.reject_auth(now, sa, &init.keys, hdr.message_id, n)?;
+                self.reject_auth(now, sa, &init.keys, hdr.message_id, &e)?;
             }
         }
         Err(e)

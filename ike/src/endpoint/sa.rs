@@ -109,12 +109,13 @@ pub(super) struct ChildSa {
 /// The life of a Child SA, rekeys included (RFC 7296 §1.3.3, §2.8):
 ///
 /// ```text
-/// Installed ──rekey due / asked──▶ Rekeying ──ours done──▶ Replaced ──deleted──▶ (gone)
-///     │                               │  ▲ fails: Installed again, later
-///     │                     peer rekeys it too (§2.8.1)
-///     │                               ▼
-///     │                           Colliding ──ours done──▶ Replaced (the lowest nonce's redundant SA deleted)
-///     └──the peer rekeys it──────────────────────────────▶ Replaced
+/// Installed ──rekey due / asked──▶ Rekeying ──ours done────────────▶ Replaced ──deleted──▶ (gone)
+///    │ ▲                              │ peer rekeys it too (§2.8.1)      ▲
+///    │ └──ours fails (retry later)────┤                                  │
+///    │                                ▼                                  │
+///    │                            Colliding ──ours done (§2.8.1: the ────┤
+///    │                                        lowest nonce's SA deleted) │
+///    └──the peer rekeys it───────────────────────────────────────────────┘
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum ChildState {
@@ -304,4 +305,43 @@ impl IkeSa {
 
 pub(super) fn spi_pairs(children: &[ChildSa]) -> Vec<(u32, u32)> {
     children.iter().map(|c| (c.spi_in, c.spi_out)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(state: ChildState) -> ChildSa {
+        ChildSa {
+            spi_in: 0x1000,
+            spi_out: 0x2000,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            state,
+            esn: false,
+        }
+    }
+
+    #[test]
+    fn the_rekey_timer_follows_the_child_sa_state() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3600);
+        let installed = child(ChildState::Installed { rekey_at: later });
+        assert_eq!(installed.deadline(), Some(later));
+        assert!(!installed.is_rekeying() && !installed.is_replaced());
+        // While our rekey runs, its retransmissions are the only timer.
+        let rekeying = child(ChildState::Rekeying);
+        assert_eq!(rekeying.deadline(), None);
+        assert!(rekeying.is_rekeying());
+        let colliding = child(ChildState::Colliding {
+            lowest_nonce: vec![1; 32],
+            theirs: 0x3000,
+        });
+        assert_eq!(colliding.deadline(), None);
+        assert!(colliding.is_rekeying() && !colliding.is_replaced());
+        // A replaced Child SA is deleted by us when its grace runs out.
+        let replaced = child(ChildState::Replaced { at: now });
+        assert_eq!(replaced.deadline(), Some(now + REPLACED_GRACE));
+        assert!(replaced.is_replaced() && !replaced.is_rekeying());
+    }
 }

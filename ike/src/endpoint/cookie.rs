@@ -4,7 +4,7 @@
 
 use super::nat::frame;
 use super::sa::IkeSa;
-use super::{Endpoint, Incoming, Transmit};
+use super::{refusal, Endpoint, Incoming, Transmit};
 use crate::crypto::constant_time_eq;
 use crate::error::Error;
 use crate::wire::{ExchangeType, Flags, HeaderRepr, Notify, NotifyType, Payload};
@@ -101,18 +101,12 @@ impl Endpoint {
         }
     }
 
-    /// The one place an IKE_SA_INIT request the hub refused is answered:
-    /// with the unprotected Notify its error maps to ([`Error::notify`]),
-    /// within the rate limit. Errors without a Notify are not answered, nor
-    /// is TEMPORARY_FAILURE (RFC 7296 §2.25 gives it to requests under an
-    /// IKE SA; a full half-open table drops IKE_SA_INIT silently).
+    /// Answers an IKE_SA_INIT request the hub refused with the unprotected
+    /// Notify its error maps to ([`refusal`]), within the rate limit.
     pub(super) fn reply_init_error(&mut self, now: Instant, msg: Incoming<'_>, e: &Error) {
-        let Some(Payload::Notify(Notify { kind, data, .. })) = e.notify_payload() else {
+        let Some(Notify { kind, data, .. }) = refusal(ExchangeType::IkeSaInit, e) else {
             return;
         };
-        if kind == NotifyType::TemporaryFailure {
-            return;
-        }
         if !self.take_reply_token(now) {
             debug!(remote = %msg.remote, notify = %kind, "error reply suppressed (rate limit)");
             return;

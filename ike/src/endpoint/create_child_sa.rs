@@ -19,7 +19,7 @@ use super::retransmit::queue;
 use super::sa::{
     ChildSa, ChildState, Established, IkeSa, PendingKind, State, Work, REPLACED_GRACE,
 };
-use super::{ChildSaInfo, Endpoint, Event, IkeSaId, Message, NONCE_LEN};
+use super::{refusal, ChildSaInfo, Endpoint, Event, IkeSaId, Message, NONCE_LEN};
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
 use crate::error::Error;
@@ -339,7 +339,10 @@ impl Endpoint {
                 } else if let Some(n) = e.notify() {
                     self.refuse(sa.remote, peer, n, format!("CREATE_CHILD_SA refused: {e}"));
                 }
-                e.notify_payload().into_iter().collect()
+                refusal(ExchangeType::CreateChildSa, &e)
+                    .map(Payload::Notify)
+                    .into_iter()
+                    .collect()
             }
         };
         let sent = self.send_response(

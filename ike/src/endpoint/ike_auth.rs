@@ -5,7 +5,7 @@
 
 use super::create_child_sa::{accept_narrowed, narrow_to_peer};
 use super::sa::{AuthSent, ChildSa, Established, IkeSa, InitDone, State, Timer, Timers, LINGER};
-use super::{auth, first_error_notify, Endpoint, Event, Message};
+use super::{auth, first_error_notify, refusal, Endpoint, Event, Message};
 use crate::config::PeerConfig;
 use crate::error::Error;
 use crate::keys::{derive_child, IkeKeys};
@@ -52,9 +52,8 @@ impl Endpoint {
         }
     }
 
-    /// The one place a refused IKE_AUTH request is answered: with the
-    /// Notify its error maps to (AUTHENTICATION_FAILED for an error without
-    /// one); the SA then only lingers to repeat that answer to
+    /// Answers a refused IKE_AUTH request with the Notify its error maps
+    /// to ([`refusal`]); the SA then only lingers to repeat that answer to
     /// retransmissions.
     pub(super) fn reject_auth(
         &mut self,
@@ -64,8 +63,10 @@ impl Endpoint {
         message_id: u32,
         e: &Error,
     ) -> Result<(), Error> {
-        let notify = Self::auth_notify(e);
-        let reply = [Payload::Notify(Notify::new(notify, vec![]))];
+        let reply: Vec<Payload> = refusal(ExchangeType::IkeAuth, e)
+            .map(Payload::Notify)
+            .into_iter()
+            .collect();
         let sent = self.send_response(now, sa, keys, ExchangeType::IkeAuth, message_id, &reply);
         sa.state = State::Dead;
         sa.timers = Timers::default();
@@ -73,9 +74,9 @@ impl Endpoint {
         sent
     }
 
-    /// The Notify a refused IKE_AUTH request gets.
+    /// The Notify a refused IKE_AUTH request gets ([`refusal`]).
     pub(super) fn auth_notify(e: &Error) -> NotifyType {
-        e.notify().unwrap_or(NotifyType::AuthenticationFailed)
+        refusal(ExchangeType::IkeAuth, e).map_or(NotifyType::AuthenticationFailed, |n| n.kind)
     }
 
     pub(super) fn authenticate_initiator(

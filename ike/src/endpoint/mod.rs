@@ -134,6 +134,34 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// The one place an error becomes the Notify that answers the request it
+/// refused (RFC 7296 §2.21): the one the error names
+/// ([`Error::notify_payload`]), except that
+///
+/// - an IKE_SA_INIT request is not answered with TEMPORARY_FAILURE
+///   (§2.25 gives that to requests under an IKE SA): a full half-open
+///   table drops it unanswered;
+/// - a refused IKE_AUTH request is always answered, with
+///   AUTHENTICATION_FAILED when the error names no Notify (§2.21.2).
+///
+/// `None`: an IKE_SA_INIT request goes unanswered, a CREATE_CHILD_SA
+/// request gets an empty answer.
+fn refusal(exchange: ExchangeType, e: &Error) -> Option<Notify> {
+    if exchange == ExchangeType::IkeAuth {
+        let kind = e.notify().unwrap_or(NotifyType::AuthenticationFailed);
+        return Some(Notify::new(kind, Vec::new()));
+    }
+    match e.notify_payload()? {
+        Payload::Notify(n)
+            if exchange == ExchangeType::IkeSaInit && n.kind == NotifyType::TemporaryFailure =>
+        {
+            None
+        }
+        Payload::Notify(n) => Some(n),
+        _ => None,
+    }
+}
+
 fn first_error_notify(payloads: &[Payload]) -> Option<&Notify> {
     payloads.notifies().find(|n| n.kind.is_error())
 }

@@ -10,13 +10,12 @@
 
 mod header;
 mod payload;
+mod proposal;
 mod registry;
 
 pub use header::{Flags, Header, HeaderRepr, HEADER_LEN};
-pub use payload::{
-    emit_chain, parse_chain, Attribute, Delete, Notify, Payload, PayloadsExt, Proposal,
-    TrafficSelector, Transform,
-};
+pub use payload::{emit_chain, parse_chain, Delete, Notify, Payload, PayloadsExt, TrafficSelector};
+pub use proposal::{Attribute, Proposal, Transform};
 pub use registry::*;
 
 use std::fmt;

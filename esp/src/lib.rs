@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   kernel routes ─▶ TUN ─▶ encapsulate (LPM on selectors, seal in place) ─▶ UDP 4500
-//!   UDP 4500 ─▶ IKE? → control plane │ decapsulate (SPI, replay, open, selectors) ─▶ TUN
+//!   UDP 4500 ─▶ natt::classify: IKE → control plane │ decapsulate (SPI, replay, open, selectors) ─▶ TUN
 //!                         control plane ─▶ SaTable::install / remove, sys::add_route
 //! ```
 //!

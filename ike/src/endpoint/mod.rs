@@ -919,12 +919,9 @@ impl Endpoint {
         data: &[u8],
     ) {
         let data = if local.port() == self.config.natt_port {
-            if data == [0xff] {
-                return;
-            }
-            match data.strip_prefix(&NON_ESP_MARKER) {
-                Some(d) => d,
-                None => return,
+            match natt::classify(data) {
+                natt::Datagram::Ike(d) => d,
+                _ => return,
             }
         } else {
             data

@@ -21,9 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_IPV6: u8 = 41;
+use crate::wire::protocol::{IPIP as IPPROTO_IPIP, IPV6 as IPPROTO_IPV6, TCP as IPPROTO_TCP};
 const MAX_PACKET: usize = 65535;
 const POLL_MS: i32 = 200;
 

@@ -17,8 +17,8 @@
 
 use crate::wire::checksum::{adjust, fold, sum};
 use crate::wire::{
-    protocol, tcp_flags, IcmpPacket, IpPacket, Ipv4Packet, Ipv6Packet, TcpHeader, ICMP_HEADER_LEN,
-    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    icmp_type, protocol, tcp_flags, IcmpPacket, IpPacket, Ipv4Packet, Ipv6Packet, TcpHeader,
+    ICMP_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -185,8 +185,7 @@ pub fn too_big_reply(packet: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
             }
             let src = ip.src_addr();
             let is_error = ip.protocol() == protocol::ICMP
-                && IcmpPacket::new_checked(ip.body())
-                    .is_ok_and(|m| ICMP_ERRORS.contains(&m.msg_type()));
+                && icmp_type(ip.body()).is_some_and(|t| ICMP_ERRORS.contains(&t));
             if ip.frag_offset() != 0
                 || is_error
                 || src.is_multicast()
@@ -218,9 +217,8 @@ pub fn too_big_reply(packet: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
         }
         IpPacket::V6(ip) => {
             let src = ip.src_addr();
-            // In practice never short: only packets over 1280 bytes get here.
             let is_error = ip.next_header() == protocol::ICMPV6
-                && IcmpPacket::new_checked(ip.body()).is_ok_and(|m| m.msg_type() < ICMPV6_INFO_MIN);
+                && icmp_type(ip.body()).is_some_and(|t| t < ICMPV6_INFO_MIN);
             if is_error || src.is_multicast() || src.is_unspecified() {
                 return None;
             }

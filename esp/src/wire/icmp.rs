@@ -20,6 +20,13 @@ mod field {
 /// 32-bit word every message has after them (RFC 792, RFC 4443 §2.1).
 pub const ICMP_HEADER_LEN: usize = field::MTU.end;
 
+/// The type of an ICMP or ICMPv6 message, however short the rest of it;
+/// `None` for no bytes at all.
+#[inline]
+pub fn icmp_type(message: &[u8]) -> Option<u8> {
+    message.get(field::TYPE).copied()
+}
+
 /// A view of an ICMP or ICMPv6 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpPacket<T: AsRef<[u8]>> {
@@ -120,5 +127,6 @@ mod tests {
         for n in 0..8 {
             assert_eq!(IcmpPacket::new_checked(&b[..n]), Err(Error));
         }
+        assert_eq!((icmp_type(&b[..1]), icmp_type(&[])), (Some(3), None));
     }
 }

@@ -54,7 +54,7 @@ mod ipv6;
 mod tcp;
 
 pub use esp::{EspHeader, ESP_HEADER_LEN};
-pub use icmp::{IcmpPacket, ICMP_HEADER_LEN};
+pub use icmp::{icmp_type, IcmpPacket, ICMP_HEADER_LEN};
 pub use ip::{version, IpPacket, Ports};
 pub use ipv4::{Ipv4Packet, IPV4_HEADER_LEN};
 pub use ipv6::{Ipv6Packet, IPV6_HEADER_LEN};

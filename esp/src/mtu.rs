@@ -15,7 +15,7 @@
 //! written through [`crate::wire`]; no crate does this for a userspace
 //! tunnel.
 
-use crate::wire::checksum::{adjust, fold, sum};
+use crate::wire::checksum::{fold, sum};
 use crate::wire::{
     icmp_type, protocol, tcp_flags, IcmpPacket, IpPacket, Ipv4Packet, Ipv6Packet, TcpHeader,
     ICMP_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
@@ -122,15 +122,7 @@ pub fn clamp_mss(packet: &mut [u8], mtu: u32) -> bool {
     if tcp.flags() & tcp_flags::SYN == 0 {
         return false;
     }
-    match tcp.mss() {
-        Some(old) if old > max => {
-            tcp.set_mss(max);
-            let sum = tcp.checksum();
-            tcp.set_checksum(adjust(sum, old, max));
-            true
-        }
-        _ => false,
-    }
+    tcp.clamp_mss(max).is_some()
 }
 
 /// Whether an inner packet larger than the tunnel MTU must be refused with

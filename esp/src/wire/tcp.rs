@@ -1,5 +1,6 @@
 //! The TCP header (RFC 9293 §3.1) and its MSS option (§3.2).
 
+use super::checksum::adjust;
 use super::{read_u16, read_u32, write_u16, write_u32, Error, Result};
 
 mod field {
@@ -231,6 +232,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpHeader<T> {
         write_u16(self.buffer.as_mut(), at..at + 2, mss);
         true
     }
+
+    /// Lowers the MSS option to `max` if it is above it, updating the
+    /// checksum incrementally (RFC 1624 eqn. 3), in one walk of the
+    /// options; returns the value it had when it changed it.
+    pub fn clamp_mss(&mut self, max: u16) -> Option<u16> {
+        let at = self.mss_at()?;
+        let old = read_u16(self.buffer.as_ref(), at..at + 2);
+        if old <= max {
+            return None;
+        }
+        write_u16(self.buffer.as_mut(), at..at + 2, max);
+        let sum = adjust(self.checksum(), old, max);
+        self.set_checksum(sum);
+        Some(old)
+    }
 }
 
 #[cfg(test)]
@@ -267,7 +283,12 @@ mod tests {
         t.set_seq_number(7);
         t.set_flags(flags::ACK);
         assert_eq!(t.mss(), Some(1318));
-        assert_eq!(&b[26..28], &1318u16.to_be_bytes());
+        // Clamping fixes the checksum as RFC 1624 has it.
+        t.set_checksum(0x1234);
+        assert_eq!((t.clamp_mss(1400), t.clamp_mss(1200)), (None, Some(1318)));
+        assert_eq!(t.checksum(), adjust(0x1234, 1318, 1200));
+        assert!(t.set_mss(1318));
+        t.set_checksum(0);
         assert_eq!((&b[4..8], b[13]), (&7u32.to_be_bytes()[..], 0x10));
     }
 

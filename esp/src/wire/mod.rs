@@ -43,7 +43,7 @@
 //!   MSS setter for an in-place clamp.
 //! - `medium-ip` turns on its `socket` feature: an interface and socket
 //!   layer compiled for nothing, plus `managed`, `heapless`, `byteorder`,
-//!   `bitflags` and `cfg-if`, for about 500 lines of views.
+//!   `bitflags` and `cfg-if`, for what is here a few hundred lines of views.
 
 pub mod checksum;
 mod esp;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  TUN ──read×N──▶ encapsulate: LPM(dst) → selector check → seq → seal ──GSO train──▶ UDP 4500
-//!  UDP 4500 ──GRO train──▶ 0xff: keepalive │ 0000: IKE → control plane
+//!  UDP 4500 ──GRO train──▶ natt::classify: keepalive │ IKE → control plane
 //!                     else decapsulate: SPI → (ESN: high bits) → replay pre-check → open → replay update
 //!                                       → selector check ──write──▶ TUN
 //! ```
@@ -21,9 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_IPV6: u8 = 41;
+use crate::wire::protocol::{IPIP as IPPROTO_IPIP, IPV6 as IPPROTO_IPV6, TCP as IPPROTO_TCP};
 const MAX_PACKET: usize = 65535;
 const POLL_MS: i32 = 200;
 
@@ -653,14 +651,20 @@ fn inbound_worker(
         for (slot, r) in buf.chunks_exact_mut(RECV_SLOT).zip(&received).take(n) {
             let Some(r) = r else { continue };
             for packet in slot[..r.len].chunks_mut(r.segment) {
-                // RFC 3948 §2: a one-byte 0xff is a NAT keepalive, a zero
-                // "SPI" is the non-ESP marker of IKE.
-                if packet == [0xff] {
-                    continue;
-                }
-                if packet.len() >= 4 && packet[..4] == [0, 0, 0, 0] {
-                    on_ike(r.from, local, packet);
-                    continue;
+                // RFC 3948 §2: a NAT keepalive, IKE behind the non-ESP
+                // marker, or ESP.
+                match natt::classify(packet) {
+                    natt::Datagram::Keepalive => continue,
+                    // IKE reads the datagram as it came, marker included.
+                    natt::Datagram::Ike(_) => {
+                        on_ike(r.from, local, packet);
+                        continue;
+                    }
+                    natt::Datagram::Malformed => {
+                        table.global.drop(DropReason::Malformed);
+                        continue;
+                    }
+                    natt::Datagram::Esp(_) => {}
                 }
                 match decapsulate(&snapshot, packet) {
                     // Segments of one TCP flow merge into one write (GRO);

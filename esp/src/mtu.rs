@@ -11,9 +11,15 @@
 //! The tunnel MTU of a facility is what the operator configured, lowered
 //! while the path to the facility is known to be smaller (the kernel's
 //! path MTU, learned when a send fails with `EMSGSIZE`; see
-//! `datapath`). Written by hand: a few fixed header fields, no crate does
-//! this for a userspace tunnel.
+//! `datapath`). Written by hand: a few fixed header fields, read and
+//! written through [`crate::wire`]; no crate does this for a userspace
+//! tunnel.
 
+use crate::wire::checksum::{fold, sum};
+use crate::wire::{
+    icmp_type, protocol, tcp_flags, IcmpPacket, IpPacket, Ipv4Packet, Ipv6Packet, TcpHeader,
+    ICMP_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The smallest MTU IPv6 links must carry (RFC 8200 §5): IPv6 inner
@@ -100,94 +106,60 @@ pub fn inner_fit(path_mtu: u32, outer_headers: u32, overhead: impl Fn(usize) -> 
 /// packet. Anything that is not an unfragmented TCP SYN with an MSS option
 /// is left alone.
 pub fn clamp_mss(packet: &mut [u8], mtu: u32) -> bool {
-    let Some((ip_len, v4)) = tcp_offset(packet) else {
+    let Ok(mut ip) = IpPacket::new_checked(packet) else {
         return false;
     };
-    let max = mtu.saturating_sub(if v4 { 40 } else { 60 }).min(0xffff) as u16;
-    let Some(tcp) = packet.get_mut(ip_len..) else {
+    // Neither a later fragment nor one with more to come.
+    if ip.protocol() != protocol::TCP || matches!(&ip, IpPacket::V4(v4) if v4.is_fragment()) {
+        return false;
+    }
+    let max = mtu
+        .saturating_sub(if ip.is_v4() { 40 } else { 60 })
+        .min(0xffff) as u16;
+    let Ok(mut tcp) = TcpHeader::new_checked(ip.body_mut()) else {
         return false;
     };
-    // SYN set (flags byte 13, bit 1).
-    if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
+    if tcp.flags() & tcp_flags::SYN == 0 {
         return false;
     }
-    let header = usize::from(tcp[12] >> 4) * 4;
-    if header < 20 || header > tcp.len() {
-        return false;
-    }
-    let mut at = 20;
-    while at < header {
-        match tcp[at] {
-            0 => return false, // end of options
-            1 => at += 1,      // no-op
-            kind => {
-                let Some(&len) = tcp.get(at + 1) else {
-                    return false;
-                };
-                let len = usize::from(len);
-                if len < 2 || at + len > header {
-                    return false;
-                }
-                if kind == 2 && len == 4 {
-                    let old = u16::from_be_bytes([tcp[at + 2], tcp[at + 3]]);
-                    if old <= max {
-                        return false;
-                    }
-                    tcp[at + 2..at + 4].copy_from_slice(&max.to_be_bytes());
-                    let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
-                    tcp[16..18].copy_from_slice(&adjust(sum, old, max).to_be_bytes());
-                    return true;
-                }
-                at += len;
-            }
-        }
-    }
-    false
-}
-
-/// RFC 1624 eqn. 3: the checksum after one 16-bit word changed.
-fn adjust(sum: u16, old: u16, new: u16) -> u16 {
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// Where the TCP header of an unfragmented TCP packet starts, and whether
-/// the packet is IPv4.
-fn tcp_offset(packet: &[u8]) -> Option<(usize, bool)> {
-    match packet.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(packet.first()? & 0x0f) * 4;
-            let frag = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
-            // Neither a later fragment nor one with more to come.
-            (ihl >= 20 && *packet.get(9)? == 6 && frag & 0x3fff == 0).then_some((ihl, true))
-        }
-        6 => (*packet.get(6)? == 6).then_some((40, false)),
-        _ => None,
-    }
+    tcp.clamp_mss(max).is_some()
 }
 
 /// Whether an inner packet larger than the tunnel MTU must be refused with
 /// an ICMP error rather than sent in a fragmented outer datagram: IPv4 with
 /// DF set, or IPv6 larger than the IPv6 minimum MTU (RFC 8200 §5: links
-/// below 1280 fragment beneath IPv6).
+/// below 1280 fragment beneath IPv6). `packet` is one that
+/// [`crate::selector::Flow::parse`] accepted; anything else is not refused.
 pub fn must_not_fragment(packet: &[u8]) -> bool {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => packet.get(6).is_some_and(|b| b & 0x40 != 0),
-        Some(6) => packet.len() > IPV6_MIN_MTU as usize,
-        _ => false,
+    match IpPacket::new_checked(packet) {
+        Ok(IpPacket::V4(v4)) => v4.dont_frag(),
+        Ok(IpPacket::V6(_)) => packet.len() > IPV6_MIN_MTU as usize,
+        Err(_) => false,
     }
 }
 
 /// The most bytes of the offending packet an ICMPv4 error quotes (a 576-
 /// byte datagram in all, as RFC 1812 §4.3.2.3 allows).
-const ICMP4_QUOTE: usize = 576 - 28;
+const ICMP4_QUOTE: usize = 576 - IPV4_HEADER_LEN - ICMP_HEADER_LEN;
 /// The most an ICMPv6 error quotes (RFC 4443 §2.4 (c): within 1280 bytes).
-const ICMP6_QUOTE: usize = 1280 - 48;
+const ICMP6_QUOTE: usize = 1280 - IPV6_HEADER_LEN - ICMP_HEADER_LEN;
 /// Room an ICMP reply needs in the caller's buffer.
 pub const ICMP_REPLY_MAX: usize = 1280;
+/// RFC 792: an error quotes the header and "the first 64 bits of the
+/// original datagram's data"; a packet without them is not answered.
+const QUOTED_DATA: usize = 8;
+/// ICMP destination unreachable (RFC 792), code "fragmentation needed and
+/// DF set"; ICMPv6 packet too big (RFC 4443 §3.2).
+const ICMP_UNREACHABLE: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMP error types (RFC 1122 §3.2.2: no error about one): unreachable,
+/// source quench, redirect, time exceeded, parameter problem. ICMPv6 error
+/// types are those below 128 (RFC 4443 §2.1).
+const ICMP_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
+const ICMPV6_INFO_MIN: u8 = 128;
+/// TTL / hop limit of the replies.
+const REPLY_TTL: u8 = 64;
 
 /// Writes into `out` the ICMP "fragmentation needed" (RFC 792, RFC 1191)
 /// or ICMPv6 "packet too big" (RFC 4443 §3.2) that tells the sender of
@@ -198,16 +170,15 @@ pub const ICMP_REPLY_MAX: usize = 1280;
 /// may be sent (RFC 1122 §3.2.2 / RFC 4443 §2.4 (e): not about an ICMP
 /// error, a non-first fragment, or a multicast or unspecified source).
 pub fn too_big_reply(packet: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
-    match packet.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            if ihl < 20 || packet.len() < ihl + 8 {
+    match IpPacket::new_checked(packet).ok()? {
+        IpPacket::V4(ip) => {
+            if ip.body().len() < QUOTED_DATA {
                 return None;
             }
-            let frag = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
-            let src = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-            let is_error = packet[9] == 1 && matches!(packet[ihl], 3 | 4 | 5 | 11 | 12);
-            if frag != 0
+            let src = ip.src_addr();
+            let is_error = ip.protocol() == protocol::ICMP
+                && icmp_type(ip.body()).is_some_and(|t| ICMP_ERRORS.contains(&t));
+            if ip.frag_offset() != 0
                 || is_error
                 || src.is_multicast()
                 || src.is_broadcast()
@@ -216,59 +187,57 @@ pub fn too_big_reply(packet: &[u8], mtu: u32, out: &mut [u8]) -> Option<usize> {
                 return None;
             }
             let quote = packet.len().min(ICMP4_QUOTE);
-            let total = 28 + quote;
+            let icmp_len = ICMP_HEADER_LEN + quote;
+            let total = IPV4_HEADER_LEN + icmp_len;
             let out = out.get_mut(..total)?;
             out.fill(0);
-            out[0] = 0x45;
-            out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            out[8] = 64; // TTL
-            out[9] = 1; // ICMP
-            out[12..16].copy_from_slice(&packet[16..20]);
-            out[16..20].copy_from_slice(&packet[12..16]);
-            let ip_sum = !fold(sum(0, &out[..20]));
-            out[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-            out[20] = 3; // destination unreachable
-            out[21] = 4; // fragmentation needed and DF set
-            out[26..28].copy_from_slice(&(mtu.min(0xffff) as u16).to_be_bytes());
-            out[28..].copy_from_slice(&packet[..quote]);
-            let icmp_sum = !fold(sum(0, &out[20..]));
-            out[22..24].copy_from_slice(&icmp_sum.to_be_bytes());
+            let mut reply = Ipv4Packet::new_unchecked(&mut *out);
+            reply.set_version_and_header_len(IPV4_HEADER_LEN);
+            reply.set_total_len(total as u16);
+            reply.set_ttl(REPLY_TTL);
+            reply.set_protocol(protocol::ICMP);
+            reply.set_src_addr(ip.dst_addr());
+            reply.set_dst_addr(src);
+            reply.fill_checksum();
+            let mut icmp = IcmpPacket::new_unchecked(reply.body_mut());
+            icmp.set_type_and_code(ICMP_UNREACHABLE, ICMP_FRAG_NEEDED);
+            icmp.set_next_hop_mtu(mtu.min(0xffff) as u16);
+            icmp.data_mut().copy_from_slice(&packet[..quote]);
+            let icmp_sum = !fold(sum(0, icmp.as_bytes()));
+            icmp.set_checksum(icmp_sum);
             Some(total)
         }
-        6 => {
-            if packet.len() < 40 {
-                return None;
-            }
-            let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?);
-            let is_error = packet[6] == 58 && packet.get(40).is_some_and(|t| *t < 128);
+        IpPacket::V6(ip) => {
+            let src = ip.src_addr();
+            let is_error = ip.next_header() == protocol::ICMPV6
+                && icmp_type(ip.body()).is_some_and(|t| t < ICMPV6_INFO_MIN);
             if is_error || src.is_multicast() || src.is_unspecified() {
                 return None;
             }
             let quote = packet.len().min(ICMP6_QUOTE);
-            let total = 48 + quote;
+            let icmp_len = ICMP_HEADER_LEN + quote;
+            let total = IPV6_HEADER_LEN + icmp_len;
             let out = out.get_mut(..total)?;
             out.fill(0);
-            out[0] = 0x60;
-            out[4..6].copy_from_slice(&((8 + quote) as u16).to_be_bytes());
-            out[6] = 58; // ICMPv6
-            out[7] = 64; // hop limit
-            out[8..24].copy_from_slice(&packet[24..40]);
-            out[24..40].copy_from_slice(&packet[8..24]);
-            out[40] = 2; // packet too big
-            out[44..48].copy_from_slice(&mtu.max(IPV6_MIN_MTU).to_be_bytes());
-            out[48..].copy_from_slice(&packet[..quote]);
+            let mut reply = Ipv6Packet::new_unchecked(&mut *out);
+            reply.set_version();
+            reply.set_payload_len(icmp_len as u16);
+            reply.set_next_header(protocol::ICMPV6);
+            reply.set_hop_limit(REPLY_TTL);
+            reply.set_src_addr(ip.dst_addr());
+            reply.set_dst_addr(src);
             // Pseudo-header (RFC 8200 §8.1): addresses, length, next header.
-            let mut acc = sum(0, &out[8..40]);
-            acc += (8 + quote) as u32 + 58;
-            let icmp_sum = !fold(sum(acc, &out[40..]));
-            out[42..44].copy_from_slice(&icmp_sum.to_be_bytes());
+            let pseudo = reply.pseudo_header_sum(protocol::ICMPV6, icmp_len);
+            let mut icmp = IcmpPacket::new_unchecked(reply.body_mut());
+            icmp.set_type_and_code(ICMPV6_PACKET_TOO_BIG, 0);
+            icmp.set_mtu(mtu.max(IPV6_MIN_MTU));
+            icmp.data_mut().copy_from_slice(&packet[..quote]);
+            let icmp_sum = !fold(sum(pseudo, icmp.as_bytes()));
+            icmp.set_checksum(icmp_sum);
             Some(total)
         }
-        _ => None,
     }
 }
-
-use crate::offload::{fold, sum};
 
 #[cfg(test)]
 mod tests {
@@ -297,7 +266,7 @@ mod tests {
         t[20..28].copy_from_slice(&[1, 3, 3, 7, 2, 4, 0, 0]);
         t[24..26].copy_from_slice(&[2, 4]);
         t[26..28].copy_from_slice(&mss.to_be_bytes());
-        crate::offload::tcp_checksum(&mut p, 20, true);
+        assert!(crate::offload::tcp_checksum(&mut p));
         p
     }
 

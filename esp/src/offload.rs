@@ -8,24 +8,40 @@
 //! Written by hand: the virtio-net header and TCP segmentation are a few
 //! dozen lines of well-specified arithmetic (virtio spec §5.1.6, RFC 1071
 //! checksums), and no maintained crate does it outside a full userspace
-//! network stack.
+//! network stack. IP and TCP headers are read and written through
+//! [`crate::wire`].
+
+use crate::wire::checksum::{fold, sum};
+use crate::wire::{protocol, tcp_flags, IpPacket, TcpHeader, IPV4_HEADER_LEN, TCP_CHECKSUM_OFFSET};
 
 /// Size of `struct virtio_net_hdr`, which prefixes every packet read from
 /// or written to a TUN device opened with `IFF_VNET_HDR`.
-pub const VNET_HDR_LEN: usize = 10;
+pub const VNET_HDR_LEN: usize = field::CSUM_OFFSET.end;
+
+/// `struct virtio_net_hdr` (virtio spec §5.1.6), in native byte order as
+/// TUN uses it by default.
+mod field {
+    use std::ops::Range;
+    pub(super) const FLAGS: usize = 0;
+    pub(super) const GSO_TYPE: usize = 1;
+    pub(super) const HDR_LEN: Range<usize> = 2..4;
+    pub(super) const GSO_SIZE: Range<usize> = 4..6;
+    pub(super) const CSUM_START: Range<usize> = 6..8;
+    pub(super) const CSUM_OFFSET: Range<usize> = 8..10;
+}
 
 const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
-const IPPROTO_TCP: u8 = 6;
 
 /// The parts of a virtio-net header the data plane uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VnetHdr {
     flags: u8,
     gso_type: u8,
+    hdr_len: u16,
     gso_size: u16,
     csum_start: u16,
     csum_offset: u16,
@@ -35,14 +51,25 @@ impl VnetHdr {
     /// Reads the header (native byte order, as TUN uses by default).
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
-        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let u16_at = |f: std::ops::Range<usize>| u16::from_ne_bytes([b[f.start], b[f.start + 1]]);
         Some(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
+            flags: b[field::FLAGS],
+            gso_type: b[field::GSO_TYPE],
+            hdr_len: u16_at(field::HDR_LEN),
+            gso_size: u16_at(field::GSO_SIZE),
+            csum_start: u16_at(field::CSUM_START),
+            csum_offset: u16_at(field::CSUM_OFFSET),
         })
+    }
+
+    /// Writes the header into the first [`VNET_HDR_LEN`] bytes of `b`.
+    fn emit(&self, b: &mut [u8; VNET_HDR_LEN]) {
+        b[field::FLAGS] = self.flags;
+        b[field::GSO_TYPE] = self.gso_type;
+        b[field::HDR_LEN].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[field::GSO_SIZE].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[field::CSUM_START].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[field::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_ne_bytes());
     }
 }
 
@@ -53,25 +80,6 @@ pub enum OffloadError {
     Malformed,
     /// More segments than the caller has room for.
     TooManySegments,
-}
-
-/// RFC 1071 ones'-complement sum of `data`, added to `sum`.
-pub(crate) fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-pub(crate) fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Finishes a checksum the kernel left partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`):
@@ -88,45 +96,45 @@ fn finish_partial(hdr: &VnetHdr, packet: &mut [u8]) -> Result<(), OffloadError> 
     Ok(())
 }
 
-/// Where the headers of a TCP/IP packet end: (IP header length, TCP header
-/// length, whether IPv4).
-fn tcp_layout(packet: &[u8]) -> Result<(usize, usize, bool), OffloadError> {
-    let version = packet.first().ok_or(OffloadError::Malformed)? >> 4;
-    let (ip_len, proto, v4) = match version {
-        4 => (
-            usize::from(packet[0] & 0x0f) * 4,
-            *packet.get(9).ok_or(OffloadError::Malformed)?,
-            true,
-        ),
-        // Extension headers are not produced for TSO'd TCP by Linux.
-        6 => (40, *packet.get(6).ok_or(OffloadError::Malformed)?, false),
-        _ => return Err(OffloadError::Malformed),
-    };
-    if proto != IPPROTO_TCP || ip_len < 20 {
+/// The IP and TCP views of a TCP/IP packet whose headers fit it.
+fn tcp_segment<T: AsRef<[u8]>>(packet: T) -> Result<(IpPacket<T>, usize), OffloadError> {
+    let ip = IpPacket::new_checked(packet).map_err(|_| OffloadError::Malformed)?;
+    // Extension headers are not produced for TSO'd TCP by Linux.
+    if ip.protocol() != protocol::TCP {
         return Err(OffloadError::Malformed);
     }
-    let off = *packet.get(ip_len + 12).ok_or(OffloadError::Malformed)?;
-    let tcp_len = usize::from(off >> 4) * 4;
-    if tcp_len < 20 || ip_len + tcp_len > packet.len() {
-        return Err(OffloadError::Malformed);
-    }
-    Ok((ip_len, tcp_len, v4))
+    let tcp_len = TcpHeader::new_checked(ip.body())
+        .map_err(|_| OffloadError::Malformed)?
+        .header_len();
+    Ok((ip, tcp_len))
 }
 
-/// Writes the full TCP checksum of `seg` (a complete TCP/IP packet).
-pub(crate) fn tcp_checksum(seg: &mut [u8], ip_len: usize, v4: bool) {
-    let tcp = ip_len;
-    seg[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
-    let tcp_total = (seg.len() - ip_len) as u32;
-    let mut acc = if v4 {
-        sum(0, &seg[12..20])
-    } else {
-        sum(0, &seg[8..40])
-    };
-    acc += u32::from(IPPROTO_TCP) + tcp_total;
-    acc = sum(acc, &seg[tcp..]);
-    let c = !fold(acc);
-    seg[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+/// The TCP header of a packet [`tcp_segment`] accepted.
+fn tcp<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> TcpHeader<&[u8]> {
+    TcpHeader::new_unchecked(ip.body())
+}
+
+/// Writes the full TCP checksum of a TCP/IP packet [`tcp_segment`]
+/// accepted.
+fn fill_tcp_checksum<T: AsRef<[u8]> + AsMut<[u8]>>(ip: &mut IpPacket<T>) {
+    let pseudo = ip.pseudo_header_sum(protocol::TCP, ip.body().len());
+    let mut tcp = TcpHeader::new_unchecked(ip.body_mut());
+    tcp.set_checksum(0);
+    let c = !fold(sum(pseudo, tcp.as_bytes()));
+    tcp.set_checksum(c);
+}
+
+/// Writes the full TCP checksum of `packet`, a TCP/IP packet; false if it
+/// is not one.
+#[cfg(test)]
+pub(crate) fn tcp_checksum(packet: &mut [u8]) -> bool {
+    match tcp_segment(packet) {
+        Ok((mut ip, _)) => {
+            fill_tcp_checksum(&mut ip);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Prepares a packet read from the TUN device (after its virtio-net
@@ -158,13 +166,21 @@ pub fn prepare(
     if gso != GSO_TCPV4 && gso != GSO_TCPV6 {
         return Err(OffloadError::Malformed);
     }
-    let (ip_len, tcp_len, v4) = tcp_layout(packet)?;
+    let (ip, tcp_len) = tcp_segment(&*packet)?;
+    let v4 = ip.is_v4();
     if v4 != (gso == GSO_TCPV4) {
         return Err(OffloadError::Malformed);
     }
-    let headers = ip_len + tcp_len;
+    let headers = ip.header_len() + tcp_len;
     let mss = usize::from(hdr.gso_size);
-    let payload = &packet[headers..];
+    let (seq, flags, payload) = {
+        let t = tcp(&ip);
+        (t.seq_number(), t.flags(), &packet[headers..])
+    };
+    let ip_id = match &ip {
+        IpPacket::V4(p) => p.ident(),
+        IpPacket::V6(_) => 0,
+    };
     if mss == 0 || headers + mss > room {
         return Err(OffloadError::Malformed);
     }
@@ -174,14 +190,6 @@ pub fn prepare(
     {
         return Err(OffloadError::TooManySegments);
     }
-    let seq = u32::from_be_bytes([
-        packet[ip_len + 4],
-        packet[ip_len + 5],
-        packet[ip_len + 6],
-        packet[ip_len + 7],
-    ]);
-    let ip_id = u16::from_be_bytes([packet[4], packet[5]]);
-    let flags = packet[ip_len + 13];
     for (i, chunk) in payload.chunks(mss).enumerate() {
         let start = i * slot_size + offset;
         let len = headers + chunk.len();
@@ -189,26 +197,25 @@ pub fn prepare(
         seg[..headers].copy_from_slice(&packet[..headers]);
         seg[headers..].copy_from_slice(chunk);
         let last = (i + 1) * mss >= payload.len();
-        if v4 {
-            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
-            seg[10..12].copy_from_slice(&[0, 0]);
-            let c = !fold(sum(0, &seg[..ip_len]));
-            seg[10..12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        // The headers are the super-packet's, which tcp_segment accepted.
+        let (mut ip, _) = tcp_segment(seg)?;
+        ip.set_len(len);
+        if let IpPacket::V4(p) = &mut ip {
+            p.set_ident(ip_id.wrapping_add(i as u16));
+            p.fill_checksum();
         }
-        let s = seq.wrapping_add((i * mss) as u32);
-        seg[ip_len + 4..ip_len + 8].copy_from_slice(&s.to_be_bytes());
         let mut f = flags;
         if !last {
-            f &= !0x09; // FIN, PSH only on the last segment
+            // FIN, PSH only on the last segment
+            f &= !(tcp_flags::FIN | tcp_flags::PSH);
         }
         if i > 0 {
-            f &= !0x80; // CWR only on the first
+            f &= !tcp_flags::CWR; // CWR only on the first
         }
-        seg[ip_len + 13] = f;
-        tcp_checksum(seg, ip_len, v4);
+        let mut t = TcpHeader::new_unchecked(ip.body_mut());
+        t.set_seq_number(seq.wrapping_add((i * mss) as u32));
+        t.set_flags(f);
+        fill_tcp_checksum(&mut ip);
         lens[i] = len;
         if last {
             return Ok(i + 1);
@@ -268,36 +275,28 @@ impl Default for Coalescer {
 /// its IPv4 header and TCP checksums verify: only such packets may merge,
 /// since the merged one gets new checksums (a NIC's GRO, too, merges only
 /// what it verified).
-fn intact(p: &[u8], ip_len: usize, v4: bool) -> bool {
-    let claimed = if v4 {
-        usize::from(u16::from_be_bytes([p[2], p[3]]))
-    } else {
-        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
-    };
-    if claimed != p.len() || (v4 && fold(sum(0, &p[..ip_len])) != 0xffff) {
+fn intact<T: AsRef<[u8]>>(ip: &IpPacket<T>) -> bool {
+    let body = ip.body();
+    if ip.claimed_len() != ip.header_len() + body.len() || !ip.verify_checksum() {
         return false;
     }
-    let pseudo = if v4 {
-        sum(0, &p[12..20])
-    } else {
-        sum(0, &p[8..40])
-    };
-    let acc = sum(
-        pseudo + u32::from(IPPROTO_TCP) + (p.len() - ip_len) as u32,
-        &p[ip_len..],
-    );
-    fold(acc) == 0xffff
+    fold(sum(ip.pseudo_header_sum(protocol::TCP, body.len()), body)) == 0xffff
 }
 
 fn tcp_flags_plain(flags: u8) -> bool {
     // Only ACK, optionally PSH: no SYN, FIN, RST, URG, ECE, CWR.
-    flags & !0x18 == 0 && flags & 0x10 != 0
+    flags & !(tcp_flags::ACK | tcp_flags::PSH) == 0 && flags & tcp_flags::ACK != 0
 }
 
 impl Coalescer {
     /// Whether a super-packet is being built.
     pub fn is_empty(&self) -> bool {
         self.state.is_none()
+    }
+
+    /// The packet held, after the room for its virtio-net header.
+    fn held(&self) -> &[u8] {
+        &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len]
     }
 
     /// Adds a complete IP packet (checksums valid). Returns false when it
@@ -310,25 +309,27 @@ impl Coalescer {
                 true
             }
             Some(st) => {
-                if self.joins(&st, packet) {
-                    let headers = st.ip_len + st.tcp_len;
-                    let payload = &packet[headers..];
-                    let at = VNET_HDR_LEN + self.len;
-                    self.buf[at..at + payload.len()].copy_from_slice(payload);
-                    self.len += payload.len();
-                    let flags = packet[st.ip_len + 13];
+                let Some((payload, flags)) = self.joins(&st, packet) else {
+                    return false;
+                };
+                let at = VNET_HDR_LEN + self.len;
+                self.buf[at..at + payload.len()].copy_from_slice(payload);
+                self.len += payload.len();
+                if flags & tcp_flags::PSH != 0 {
                     // PSH of a later segment carries over to the merged one.
-                    self.buf[VNET_HDR_LEN + st.ip_len + 13] |= flags & 0x08;
-                    self.state = Some(Joinable {
-                        next_seq: st.next_seq.wrapping_add(payload.len() as u32),
-                        count: st.count + 1,
-                        closed: payload.len() < st.mss || flags & 0x08 != 0,
-                        ..st
-                    });
-                    true
-                } else {
-                    false
+                    let held = &mut self.buf[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
+                    if let Ok((mut ip, _)) = tcp_segment(held) {
+                        let mut t = TcpHeader::new_unchecked(ip.body_mut());
+                        t.set_flags(t.flags() | tcp_flags::PSH);
+                    }
                 }
+                self.state = Some(Joinable {
+                    next_seq: st.next_seq.wrapping_add(payload.len() as u32),
+                    count: st.count + 1,
+                    closed: payload.len() < st.mss || flags & tcp_flags::PSH != 0,
+                    ..st
+                });
+                true
             }
         }
     }
@@ -338,24 +339,26 @@ impl Coalescer {
         self.buf[VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&packet[..n]);
         self.len = n;
         let joinable = (|| {
-            let (ip_len, tcp_len, v4) = tcp_layout(packet).ok()?;
-            if v4 && (ip_len != 20 || packet[6] & 0x3f != 0 || packet[7] != 0) {
-                return None; // options, or a fragment
+            let (ip, tcp_len) = tcp_segment(packet).ok()?;
+            if let IpPacket::V4(p) = &ip {
+                if p.header_len() != IPV4_HEADER_LEN || p.is_fragment() {
+                    return None; // options, or a fragment
+                }
             }
-            let payload = packet.len() - ip_len - tcp_len;
-            let flags = packet[ip_len + 13];
-            if payload == 0 || !tcp_flags_plain(flags) || !intact(packet, ip_len, v4) {
+            let t = tcp(&ip);
+            let payload = t.payload().len();
+            let flags = t.flags();
+            if payload == 0 || !tcp_flags_plain(flags) || !intact(&ip) {
                 return None;
             }
-            let seq = u32::from_be_bytes(packet[ip_len + 4..ip_len + 8].try_into().ok()?);
             Some(Joinable {
-                v4,
-                ip_len,
+                v4: ip.is_v4(),
+                ip_len: ip.header_len(),
                 tcp_len,
                 mss: payload,
-                next_seq: seq.wrapping_add(payload as u32),
+                next_seq: t.seq_number().wrapping_add(payload as u32),
                 count: 1,
-                closed: flags & 0x08 != 0,
+                closed: flags & tcp_flags::PSH != 0,
             })
         })();
         // A packet that cannot merge is still held (alone) until flushed.
@@ -370,41 +373,40 @@ impl Coalescer {
         }));
     }
 
-    fn joins(&self, st: &Joinable, p: &[u8]) -> bool {
+    /// If `p` may join what is held: its payload and TCP flags.
+    fn joins<'p>(&self, st: &Joinable, p: &'p [u8]) -> Option<(&'p [u8], u8)> {
         if st.closed || st.count >= MAX_COALESCE {
-            return false;
+            return None;
+        }
+        let (ip, tcp_len) = tcp_segment(p).ok()?;
+        if (ip.header_len(), tcp_len, ip.is_v4()) != (st.ip_len, st.tcp_len, st.v4) {
+            return None;
         }
         let headers = st.ip_len + st.tcp_len;
-        if p.len() <= headers || p.len() - headers > st.mss {
-            return false;
+        let payload = &p[headers..];
+        if payload.is_empty()
+            || payload.len() > st.mss
+            || self.len + payload.len() > self.buf.len() - VNET_HDR_LEN
+        {
+            return None;
         }
-        if self.len + (p.len() - headers) > self.buf.len() - VNET_HDR_LEN {
-            return false;
-        }
-        let Ok((ip_len, tcp_len, v4)) = tcp_layout(p) else {
-            return false;
-        };
-        if (ip_len, tcp_len, v4) != (st.ip_len, st.tcp_len, st.v4) {
-            return false;
-        }
-        let held = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + headers];
-        let same_ip = if v4 {
+        // What is held was accepted by start() (it is not closed).
+        let (held, _) = tcp_segment(self.held()).ok()?;
+        let same_ip = match (&held, &ip) {
             // Version..TOS, flags/fragment, TTL, protocol, addresses; not
             // length, ID or checksum.
-            held[..2] == p[..2] && held[6..10] == p[6..10] && held[12..20] == p[12..20]
-        } else {
-            held[..4] == p[..4] && held[6..40] == p[6..40]
+            (IpPacket::V4(a), IpPacket::V4(b)) => a.same_but_length_ident_checksum(b),
+            (IpPacket::V6(a), IpPacket::V6(b)) => a.same_but_length(b),
+            _ => false,
         };
-        let t = ip_len;
-        let seq = u32::from_be_bytes([p[t + 4], p[t + 5], p[t + 6], p[t + 7]]);
-        same_ip
-            && intact(p, ip_len, v4)
-            && held[t..t + 4] == p[t..t + 4] // ports
-            && seq == st.next_seq
-            && held[t + 8..t + 13] == p[t + 8..t + 13] // ack, data offset
-            && tcp_flags_plain(p[t + 13])
-            && held[t + 14..t + 16] == p[t + 14..t + 16] // window
-            && held[t + 18..t + tcp_len] == p[t + 18..t + tcp_len] // urgent ptr, options
+        let t = tcp(&ip);
+        let joins = same_ip
+            && t.seq_number() == st.next_seq
+            && tcp_flags_plain(t.flags())
+            // ports, ack, data offset, window, urgent pointer, options
+            && tcp(&held).same_but_seq_flags_checksum(&t)
+            && intact(&ip);
+        joins.then_some((payload, t.flags()))
     }
 
     /// Writes what is held (one packet, or one super-packet with its
@@ -415,35 +417,33 @@ impl Coalescer {
             return;
         };
         let total = self.len;
-        self.buf[..VNET_HDR_LEN].fill(0);
+        let (vnet, pkt) = self.buf.split_at_mut(VNET_HDR_LEN);
+        let vnet: &mut [u8; VNET_HDR_LEN] = match vnet.try_into() {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        vnet.fill(0);
         if st.count > 1 {
-            let pkt = &mut self.buf[VNET_HDR_LEN..VNET_HDR_LEN + total];
-            let ip_len = st.ip_len;
-            if st.v4 {
-                pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-                pkt[10..12].copy_from_slice(&[0, 0]);
-                let c = !fold(sum(0, &pkt[..20]));
-                pkt[10..12].copy_from_slice(&c.to_be_bytes());
-            } else {
-                pkt[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            if let Ok((mut ip, _)) = tcp_segment(&mut pkt[..total]) {
+                ip.set_len(total);
+                if let IpPacket::V4(p) = &mut ip {
+                    p.fill_checksum();
+                }
+                // A partial checksum: the pseudo-header sum, for the kernel
+                // to treat like one from a NIC (it is not recomputed on
+                // delivery).
+                let pseudo = ip.pseudo_header_sum(protocol::TCP, total - st.ip_len);
+                TcpHeader::new_unchecked(ip.body_mut()).set_checksum(fold(pseudo));
+                VnetHdr {
+                    flags: F_NEEDS_CSUM,
+                    gso_type: if st.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+                    hdr_len: (st.ip_len + st.tcp_len) as u16,
+                    gso_size: st.mss as u16,
+                    csum_start: st.ip_len as u16,
+                    csum_offset: TCP_CHECKSUM_OFFSET as u16,
+                }
+                .emit(vnet);
             }
-            // A partial checksum: the pseudo-header sum, for the kernel to
-            // treat like one from a NIC (it is not recomputed on delivery).
-            let tcp_total = (total - ip_len) as u32;
-            let pseudo = if st.v4 {
-                sum(0, &pkt[12..20])
-            } else {
-                sum(0, &pkt[8..40])
-            } + u32::from(IPPROTO_TCP)
-                + tcp_total;
-            pkt[ip_len + 16..ip_len + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
-            let h = &mut self.buf[..VNET_HDR_LEN];
-            h[0] = F_NEEDS_CSUM;
-            h[1] = if st.v4 { GSO_TCPV4 } else { GSO_TCPV6 };
-            h[2..4].copy_from_slice(&((ip_len + st.tcp_len) as u16).to_ne_bytes());
-            h[4..6].copy_from_slice(&(st.mss as u16).to_ne_bytes());
-            h[6..8].copy_from_slice(&(ip_len as u16).to_ne_bytes());
-            h[8..10].copy_from_slice(&16u16.to_ne_bytes());
         }
         write(&self.buf[..VNET_HDR_LEN + total]);
         self.len = 0;
@@ -461,7 +461,7 @@ mod tests {
         p[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
         p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         p[8] = 64;
-        p[9] = IPPROTO_TCP;
+        p[9] = protocol::TCP;
         p[12..16].copy_from_slice(&[203, 0, 113, 1]);
         p[16..20].copy_from_slice(&[198, 51, 100, 1]);
         p[20..22].copy_from_slice(&5201u16.to_be_bytes());
@@ -474,13 +474,13 @@ mod tests {
         }
         let c = !fold(sum(0, &p[..20]));
         p[10..12].copy_from_slice(&c.to_be_bytes());
-        tcp_checksum(&mut p, 20, true);
+        assert!(tcp_checksum(&mut p));
         p
     }
 
     fn valid(seg: &[u8]) -> bool {
         let ip_ok = fold(sum(0, &seg[..20])) == 0xffff;
-        let mut acc = sum(0, &seg[12..20]) + u32::from(IPPROTO_TCP) + (seg.len() - 20) as u32;
+        let mut acc = sum(0, &seg[12..20]) + u32::from(protocol::TCP) + (seg.len() - 20) as u32;
         acc = sum(acc, &seg[20..]);
         ip_ok && fold(acc) == 0xffff
     }
@@ -489,6 +489,7 @@ mod tests {
         VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type,
+            hdr_len: 0,
             gso_size,
             csum_start: 20,
             csum_offset: 16,
@@ -532,7 +533,7 @@ mod tests {
         let full = tcp4(100, 0x10);
         let mut partial = full.clone();
         // What the kernel leaves: the pseudo-header sum, not complemented.
-        let pseudo = fold(sum(0, &partial[12..20]) + u32::from(IPPROTO_TCP) + 120);
+        let pseudo = fold(sum(0, &partial[12..20]) + u32::from(protocol::TCP) + 120);
         partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
         let mut out = vec![0u8; 400];
         let mut lens = [0usize; 1];
@@ -615,7 +616,7 @@ mod tests {
         p[10..12].copy_from_slice(&[0, 0]);
         let c = !fold(sum(0, &p[..20]));
         p[10..12].copy_from_slice(&c.to_be_bytes());
-        tcp_checksum(&mut p, 20, true);
+        assert!(tcp_checksum(&mut p));
         p
     }
 

@@ -13,6 +13,7 @@
 //! Nothing here allocates: keys are prepared once per SA, the buffer is the
 //! caller's, and the result is a range inside it.
 
+use crate::wire::{EspHeader, ESP_HEADER_LEN};
 use crate::DropReason;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{
@@ -26,7 +27,7 @@ use zeroize::Zeroizing;
 pub const HEADROOM: usize = 32;
 /// Bytes an outbound buffer needs after the inner packet.
 pub const TAILROOM: usize = 64;
-const ESP_HEADER: usize = 8;
+const ESP_HEADER: usize = ESP_HEADER_LEN;
 const GCM_IV: usize = 8;
 const CBC_IV: usize = 16;
 const GCM_ICV: usize = 16;
@@ -277,8 +278,10 @@ impl SaCrypto {
         }
         buf[ct.end - 2] = pad as u8;
         buf[ct.end - 1] = next_header;
-        buf[start..start + 4].copy_from_slice(&spi.to_be_bytes());
-        buf[start + 4..start + 8].copy_from_slice(&(seq as u32).to_be_bytes());
+        // `start + ESP_HEADER <= inner.start < end <= buf.len()`: the header fits.
+        let mut header = EspHeader::new_unchecked(&mut buf[start..]);
+        header.set_spi(spi);
+        header.set_seq_number(seq as u32);
         let iv = start + ESP_HEADER..inner.start;
         match &self.engine {
             Engine::Gcm { key, salt } => {
@@ -335,17 +338,22 @@ impl SaCrypto {
         if ct.len() % block != 0 {
             return Err(DropReason::Malformed);
         }
+        let header = EspHeader::new_checked(&packet[..]).map_err(|_| DropReason::Malformed)?;
         // The header's sequence number is the low half of `seq`, or the
         // ICV would vouch for a number the packet does not carry.
-        if header_seq(packet) != Some(seq as u32) || (!self.esn && seq > u64::from(u32::MAX)) {
+        if header.seq_number() != seq as u32 || (!self.esn && seq > u64::from(u32::MAX)) {
             return Err(DropReason::Malformed);
         }
+        let spi = header.spi_bytes();
+        let iv = header
+            .payload()
+            .get(..iv_len)
+            .ok_or(DropReason::Malformed)?;
         match &self.engine {
             Engine::Gcm { key, salt } => {
                 let mut nonce = [0u8; 12];
                 nonce[..4].copy_from_slice(salt);
-                nonce[4..].copy_from_slice(&packet[ESP_HEADER..ct_start]);
-                let spi = [packet[0], packet[1], packet[2], packet[3]];
+                nonce[4..].copy_from_slice(iv);
                 let (aad, aad_len) = self.gcm_aad(spi, seq);
                 let (body, tag) = packet.split_at_mut(ct.end);
                 key.open_in_place_separate_tag(
@@ -359,7 +367,7 @@ impl SaCrypto {
             Engine::AesCbc(k) => {
                 self.verify_hmac(&k.mac, packet, ct.end, seq)?;
                 let mut ivb = [0u8; 16];
-                ivb.copy_from_slice(&packet[ESP_HEADER..ct_start]);
+                ivb.copy_from_slice(iv);
                 k.dec
                     .decrypt(
                         &mut packet[ct.clone()],
@@ -370,7 +378,7 @@ impl SaCrypto {
             Engine::CamelliaCbc { key, mac, .. } => {
                 self.verify_hmac(mac, packet, ct.end, seq)?;
                 let mut ivb = [0u8; 16];
-                ivb.copy_from_slice(&packet[ESP_HEADER..ct_start]);
+                ivb.copy_from_slice(iv);
                 camellia(key, &ivb, &mut packet[ct.clone()], false)?;
             }
         }
@@ -428,18 +436,15 @@ fn camellia(key: &[u8], iv: &[u8; 16], buf: &mut [u8], encrypt: bool) -> Result<
     }
 }
 
-/// The sequence number in an ESP header.
+/// The sequence number in an ESP header; `None` if there is no whole
+/// header.
 pub fn header_seq(packet: &[u8]) -> Option<u32> {
-    packet
-        .get(4..8)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    EspHeader::new_checked(packet).ok().map(|h| h.seq_number())
 }
 
-/// The SPI in an ESP header.
+/// The SPI in an ESP header; `None` if there is no whole header.
 pub fn header_spi(packet: &[u8]) -> Option<u32> {
-    packet
-        .get(0..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    EspHeader::new_checked(packet).ok().map(|h| h.spi())
 }
 
 #[cfg(test)]

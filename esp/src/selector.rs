@@ -2,6 +2,7 @@
 //! longest-prefix match that picks the outbound SA for a packet.
 
 use crate::shard::Sharded;
+use crate::wire::{IpPacket, Ports};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One selector: an address range, an IP protocol (0 = any) and a port range.
@@ -110,74 +111,34 @@ pub struct Flow {
 }
 
 fn ports(protocol: u8, l4: &[u8]) -> (Option<u16>, Option<u16>) {
-    if matches!(protocol, 6 | 17 | 132 | 136) && l4.len() >= 4 {
-        (
-            Some(u16::from_be_bytes([l4[0], l4[1]])),
-            Some(u16::from_be_bytes([l4[2], l4[3]])),
-        )
-    } else {
-        (None, None)
+    use crate::wire::protocol::{SCTP, TCP, UDP, UDPLITE};
+    match Ports::new_checked(l4) {
+        Ok(p) if matches!(protocol, TCP | UDP | SCTP | UDPLITE) => {
+            (Some(p.src_port()), Some(p.dst_port()))
+        }
+        _ => (None, None),
     }
 }
 
 impl Flow {
-    /// Parses an IPv4 or IPv6 packet's header; `None` if it is not one.
+    /// Parses an IPv4 or IPv6 packet's header; `None` if it is not one, or
+    /// if its length field does not fit the buffer.
     pub fn parse(packet: &[u8]) -> Option<Flow> {
-        match packet.first()? >> 4 {
-            4 => {
-                if packet.len() < 20 {
-                    return None;
-                }
-                let ihl = usize::from(packet[0] & 0x0f) * 4;
-                let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-                if ihl < 20 || total < ihl || total > packet.len() {
-                    return None;
-                }
-                let protocol = packet[9];
-                let frag_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
-                let src = IpAddr::V4(Ipv4Addr::new(
-                    packet[12], packet[13], packet[14], packet[15],
-                ));
-                let dst = IpAddr::V4(Ipv4Addr::new(
-                    packet[16], packet[17], packet[18], packet[19],
-                ));
-                let (src_port, dst_port) = if frag_offset == 0 {
-                    ports(protocol, &packet[ihl..total])
-                } else {
-                    (None, None)
-                };
-                Some(Flow {
-                    src,
-                    dst,
-                    protocol,
-                    src_port,
-                    dst_port,
-                })
-            }
-            6 => {
-                if packet.len() < 40 {
-                    return None;
-                }
-                let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-                if 40 + payload > packet.len() {
-                    return None;
-                }
-                let protocol = packet[6];
-                let mut s = [0u8; 16];
-                s.copy_from_slice(&packet[8..24]);
-                let mut d = [0u8; 16];
-                d.copy_from_slice(&packet[24..40]);
-                let (src_port, dst_port) = ports(protocol, &packet[40..40 + payload]);
-                Some(Flow {
-                    src: IpAddr::V6(Ipv6Addr::from(s)),
-                    dst: IpAddr::V6(Ipv6Addr::from(d)),
-                    protocol,
-                    src_port,
-                    dst_port,
-                })
-            }
-            _ => None,
-        }
+        let ip = IpPacket::new_checked(packet).ok()?;
+        let l4 = ip.payload()?;
+        let protocol = ip.protocol();
+        // Only an IPv4 packet's first fragment has ports.
+        let (src_port, dst_port) = match &ip {
+            IpPacket::V4(v4) if v4.frag_offset() != 0 => (None, None),
+            _ => ports(protocol, l4),
+        };
+        Some(Flow {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            protocol,
+            src_port,
+            dst_port,
+        })
     }
 }
 

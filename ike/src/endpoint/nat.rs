@@ -14,25 +14,26 @@ use std::time::Instant;
 use tracing::{debug, info};
 
 // ---- RFC 3948: the non-ESP marker and keepalives ----------------------
+// Telling them apart on receipt is `natt`'s, shared with the data plane.
 
 /// In front of an IKE message on the NAT-T port, where ESP has a non-zero
 /// SPI (RFC 3948 §2.2).
-const NON_ESP_MARKER: [u8; 4] = [0; 4];
+const NON_ESP_MARKER: [u8; 4] = natt::NON_ESP_MARKER;
 
 /// Bytes the non-ESP marker adds in front of an IKE message on port 4500.
 pub(super) const NON_ESP_MARKER_LEN: usize = NON_ESP_MARKER.len();
 
 /// A NAT keepalive (RFC 3948 §2.3): one 0xFF byte.
-pub(super) const NAT_KEEPALIVE: [u8; 1] = [0xff];
+pub(super) const NAT_KEEPALIVE: [u8; 1] = natt::KEEPALIVE;
 
 /// What is left of a datagram received on the NAT-T port for IKE: the
 /// message after its non-ESP marker. `None` for a NAT keepalive and for
 /// anything without the marker (ESP, which is not ours).
 pub(super) fn strip_non_esp_marker(data: &[u8]) -> Option<&[u8]> {
-    if data == NAT_KEEPALIVE {
-        return None;
+    match natt::classify(data) {
+        natt::Datagram::Ike(message) => Some(message),
+        _ => None,
     }
-    data.strip_prefix(&NON_ESP_MARKER)
 }
 
 /// An IKE message as sent: with the non-ESP marker in front when it goes

@@ -231,16 +231,19 @@ case_veth() {
 
 # Each case has its own state and configuration directories (names are
 # also TUN device suffixes, so they stay short).
-setup_renkei_renkei() {
-  renkei_hub "$NS_B" rrb b.example a.example "$B_IN/32" "$A_IN/32" "$B_OUT" || return 1
-  renkei_hub "$NS_A" rra a.example b.example "$A_IN/32" "$B_IN/32" "$A_OUT" "$B_OUT"
+# renkei_pair PREFIX: renkei in both namespaces, states PREFIXa and PREFIXb.
+renkei_pair() {
+  renkei_hub "$NS_B" "${1}b" b.example a.example "$B_IN/32" "$A_IN/32" "$B_OUT" || return 1
+  renkei_hub "$NS_A" "${1}a" a.example b.example "$A_IN/32" "$B_IN/32" "$A_OUT" "$B_OUT"
 }
+
+setup_renkei_renkei() { renkei_pair rr; }
 
 # The same over a PPPoE path: the veth carries at most 1454 bytes.
 setup_renkei_renkei_pppoe() {
   ip -n "$NS_A" link set "${ID}va" mtu 1454
   ip -n "$NS_B" link set "${ID}vb" mtu 1454
-  setup_renkei_renkei
+  renkei_pair rp
 }
 
 setup_swan_swan() {

@@ -25,6 +25,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // An operator command whose output is cut short (`| head`) ends
+        // quietly, as Unix tools do, instead of panicking on EPIPE.
+        esp::sys::default_sigpipe();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -35,8 +40,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuses a log filter whose bare words are not levels: tracing reads a
+/// bare word as a target to log at every level, so `--log warning` would
+/// otherwise silently show nothing but a module named "warning".
+fn check_log_filter(filter: &str) -> Result<()> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |w: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if directive.contains('[') {
+            continue; // span filters: tracing checks those itself
+        }
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !is_level(level) {
+            anyhow::bail!(
+                "log: '{directive}' is not a level (off, error, warn, info, debug, trace); \
+                 a module's level is written as module=level, e.g. ike=debug"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(filter: &str) -> Result<()> {
     use std::io::IsTerminal;
+    check_log_filter(filter)?;
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log: {e}"))?;
     let builder = tracing_subscriber::fmt()
@@ -98,5 +125,28 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::export::run(&state, &name, format, with_secret),
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_filter;
+
+    #[test]
+    fn log_filters_must_name_levels() {
+        for good in [
+            "info",
+            "WARN",
+            "ike=debug",
+            "info,ike=trace",
+            "renkei_esp=off",
+            " debug , ",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["warning", "verbose", "info,ike=loud", "ike=", "quiet"] {
+            let e = check_log_filter(bad).unwrap_err().to_string();
+            assert!(e.starts_with("log: "), "{bad}: {e}");
+        }
     }
 }

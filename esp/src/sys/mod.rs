@@ -17,6 +17,19 @@ pub use tun::{Tun, MAX_QUEUES as MAX_TUN_QUEUES};
 use std::io;
 use std::net::IpAddr;
 
+/// Lets SIGPIPE end the process again, as it ends any Unix command whose
+/// reader went away (`renkei peer list | head -3`). Rust starts with it
+/// ignored, so a write to a closed pipe fails with EPIPE and `println!`
+/// panics. Only for the short-lived operator commands: the daemon keeps it
+/// ignored, so a departed control-socket client cannot kill it.
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler of ours; it only
+    // restores the kernel's default action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The host's interface addresses (for choosing a route's source address).
 pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -57,43 +57,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Peer(PeerCommand),
     /// Run the hub until SIGINT or SIGTERM.
-    Serve {
-        /// Address to listen on for IKE (UDP 500) and NAT-T (UDP 4500);
-        /// repeat for several. Default: all IPv4 and IPv6 addresses.
-        #[arg(long, value_name = "ADDR")]
-        listen: Vec<IpAddr>,
-        /// Name of the TUN device the facilities' prefixes are routed to.
-        #[arg(long, default_value = "renkei0")]
-        tun: String,
-        /// Tunnel MTU: the largest inner packet sent to a facility whole,
-        /// and the TUN device's MTU. The default, 1358, is the largest
-        /// whose ESP-in-UDP datagram fits a 1454-byte PPPoE path (NTT
-        /// FLET'S) and a 1460-byte IPv6 IPoE tunnel (DS-Lite, MAP-E) over
-        /// IPv4 with every CRYPTREC suite (AES-CBC with SHA-512 adds the
-        /// most: 86 bytes). `peer add --mtu` lowers it per facility; a
-        /// smaller path is also learned from ICMP while the hub runs.
-        #[arg(long, default_value_t = 1358, value_parser = clap::value_parser!(u32).range(576..=9000))]
-        mtu: u32,
-        /// First IKE retransmission timeout in seconds; doubled on each try.
-        #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-        retransmit_timeout: f64,
-        /// Transmissions of an IKE request (including liveness checks)
-        /// before the facility is declared dead.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
-        retransmit_tries: u32,
-        /// Largest IKE datagram towards facilities that support IKE
-        /// fragmentation (RFC 7383); larger messages are fragmented.
-        #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(200..=65000))]
-        ike_fragment_size: u32,
-        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
-        #[arg(long, value_name = "ADDR:PORT")]
-        metrics: Option<std::net::SocketAddr>,
-        /// Data-plane workers in each direction: TUN queues, and NAT-T
-        /// sockets per listening address (the kernel spreads facilities
-        /// over them). 0: one per CPU core.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
-        workers: u16,
-    },
+    Serve(ServeArgs),
     /// Live state of every facility, from the running hub.
     Status {
         /// Print JSON instead of a table.
@@ -316,4 +280,46 @@ pub(crate) enum SaCommand {
     Up { name: String },
     /// Tear a facility's tunnel down (it may reconnect).
     Down { name: String },
+}
+
+/// The options of `renkei serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on for IKE (UDP 500) and NAT-T (UDP 4500);
+    /// repeat for several. Default: all IPv4 and IPv6 addresses.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Vec<IpAddr>,
+    /// Name of the TUN device the facilities' prefixes are routed to.
+    #[arg(long, default_value = "renkei0")]
+    pub(crate) tun: String,
+    /// Tunnel MTU: the largest inner packet sent to a facility whole,
+    /// and the TUN device's MTU. The default, 1358, is the largest
+    /// whose ESP-in-UDP datagram fits a 1454-byte PPPoE path (NTT
+    /// FLET'S) and a 1460-byte IPv6 IPoE tunnel (DS-Lite, MAP-E) over
+    /// IPv4 with every CRYPTREC suite (AES-CBC with SHA-512 adds the
+    /// most: 86 bytes). `peer add --mtu` lowers it per facility; a
+    /// smaller path is also learned from ICMP while the hub runs.
+    #[arg(long, default_value_t = 1358, value_parser = clap::value_parser!(u32).range(576..=9000))]
+    pub(crate) mtu: u32,
+    /// First IKE retransmission timeout in seconds; doubled on each try.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub(crate) retransmit_timeout: f64,
+    /// Transmissions of an IKE request (including liveness checks)
+    /// before the facility is declared dead.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) retransmit_tries: u32,
+    /// Largest IP datagram (IP and UDP headers included) an IKE message
+    /// may take towards facilities that support IKE fragmentation (RFC
+    /// 7383); larger messages are fragmented, so that no fragment needs IP
+    /// fragmentation on a path of this MTU.
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(200..=65000))]
+    pub(crate) ike_fragment_size: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// Data-plane workers in each direction: TUN queues, and NAT-T
+    /// sockets per listening address (the kernel spreads facilities
+    /// over them). 0: one per CPU core.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub(crate) workers: u16,
 }

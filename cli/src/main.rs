@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve(_)) {
         // An operator command whose output is cut short (`| head`) ends
         // quietly, as Unix tools do, instead of panicking on EPIPE.
         esp::sys::default_sigpipe();
@@ -91,30 +91,9 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::init::run(&state, &hub_id, public_addr, profile, ca_key),
         Command::Peer(c) => cmd::peer::run(&state, c),
         Command::Cert(c) => cmd::cert::run(&state, c),
-        Command::Serve {
-            listen,
-            tun,
-            mtu,
-            retransmit_timeout,
-            retransmit_tries,
-            ike_fragment_size,
-            metrics,
-            workers,
-        } => {
+        Command::Serve(args) => {
             init_logging(&cli.log)?;
-            cmd::serve::run(
-                state,
-                cmd::serve::Given {
-                    listen,
-                    tun,
-                    mtu,
-                    retransmit_timeout,
-                    retransmit_tries,
-                    ike_fragment_size,
-                    metrics,
-                    workers,
-                },
-            )
+            cmd::serve::run(state, args)
         }
         Command::Status { json } => cmd::status::run(&state, json),
         Command::Sa(c) => cmd::sa::run(&state, c),

@@ -1,25 +1,12 @@
 //! `renkei serve`: checks the options and runs the daemon.
 
+use crate::args::ServeArgs;
 use crate::daemon;
 use crate::state::StateDir;
 use anyhow::{bail, Result};
-use std::net::{IpAddr, SocketAddr};
 
-/// The options of `renkei serve` as given.
-#[derive(Debug)]
-pub(crate) struct Given {
-    pub(crate) listen: Vec<IpAddr>,
-    pub(crate) tun: String,
-    pub(crate) mtu: u32,
-    pub(crate) retransmit_timeout: f64,
-    pub(crate) retransmit_tries: u32,
-    pub(crate) ike_fragment_size: u32,
-    pub(crate) metrics: Option<SocketAddr>,
-    pub(crate) workers: u16,
-}
-
-pub(crate) fn run(state: StateDir, given: Given) -> Result<()> {
-    let Given {
+pub(crate) fn run(state: StateDir, args: ServeArgs) -> Result<()> {
+    let ServeArgs {
         listen,
         tun,
         mtu,
@@ -28,7 +15,7 @@ pub(crate) fn run(state: StateDir, given: Given) -> Result<()> {
         ike_fragment_size,
         metrics,
         workers,
-    } = given;
+    } = args;
     if !(0.1..=60.0).contains(&retransmit_timeout) {
         bail!("retransmit-timeout: {retransmit_timeout} s is outside 0.1..=60 s");
     }

@@ -1271,8 +1271,7 @@ impl Lab {
     /// fragments it received), IPv4 and IPv6 (`/proc/net/snmp6`) summed.
     pub fn hub_ip_counter(&self, name: &str) -> u64 {
         let read = |file: &str| {
-            let out = must(Command::new("ip").args(["netns", "exec", &self.hub_ns, "cat", file]));
-            out
+            must(Command::new("ip").args(["netns", "exec", &self.hub_ns, "cat", file]))
         };
         let snmp = read("/proc/net/snmp");
         let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));

@@ -1308,6 +1308,51 @@ mod tests {
     }
 
     #[test]
+    fn a_facility_mtu_is_bounded_stored_and_kept_by_changes() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let new = |mtu| NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            psk_file: Some(psk.clone()),
+            remote_ts: "198.51.100.0/26".into(),
+            mtu,
+            ..Default::default()
+        };
+        for bad in [100, 575, 9001] {
+            let err = reg.add_peer(&new(Some(bad))).unwrap_err().to_string();
+            assert!(err.starts_with("mtu: "), "{err}");
+        }
+        assert!(reg.peers().unwrap().is_empty(), "refused: nothing stored");
+        assert_eq!(reg.add_peer(&new(Some(1280))).unwrap().mtu, Some(1280));
+        let p = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    dpd: Some(20),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.mtu, Some(1280), "a change of something else keeps it");
+        let err = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    mtu: Some(70000),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("mtu: "), "{err}");
+        assert_eq!(reg.peer("kyoto").unwrap().mtu, Some(1280));
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
     fn validation_needs_no_registry() {
         // The same checks as `add_peer`, on typed values, without a database.
         let new = NewPeer {

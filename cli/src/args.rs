@@ -74,12 +74,15 @@ pub(crate) enum Command {
     Export {
         /// The facility.
         name: String,
-        /// Configuration format.
+        /// Configuration format (default: the one of the facility's
+        /// `--router`; needed for router "other").
         #[arg(long, value_enum)]
-        format: export::Format,
+        format: Option<export::Format>,
         /// Include the pre-shared key (otherwise a comment marks its place).
         #[arg(long)]
         with_secret: bool,
+        #[command(flatten)]
+        site: ExportSite,
     },
     /// Every facility's configured and negotiated algorithms against the
     /// CRYPTREC profile, with the end-of-2030 deadline for 112-bit ones.
@@ -88,6 +91,33 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What the registry does not know about a facility's router, for
+/// `renkei export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportSite {
+    /// The router's WAN interface (cisco: GigabitEthernet0/0/0, fortigate:
+    /// wan1, nec: GigaEthernet0.1 unless given).
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) wan_interface: Option<String>,
+    /// The router's LAN interface (cisco: GigabitEthernet0/0/1, fortigate:
+    /// internal, nec: GigaEthernet1.0 unless given).
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) lan_interface: Option<String>,
+    /// The router's own address for IKE (yamaha: `ipsec ike local
+    /// address`; needed with --wan-nat).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) local_addr: Option<IpAddr>,
+    /// The router masquerades (NAPT) its own WAN: exempt IKE, NAT-T and ESP
+    /// to the router itself. For yamaha, N is its NAT descriptor's number;
+    /// nec ignores N.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    pub(crate) wan_nat: Option<u32>,
+    /// The hub public address the router connects to (default: the first
+    /// IPv4 one given to `renkei init --public-addr`).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) hub_addr: Option<IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,7 +224,10 @@ pub(crate) struct PeerAdd {
     /// The hub-side prefixes the facility may reach (default: any).
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) local_ts: Option<String>,
-    /// The facility's address, for the hub to initiate to (ADDR or ADDR:PORT).
+    /// The facility's address, for the hub to initiate to: ADDR,
+    /// ADDR:PORT, or a DNS name (NAME or NAME:PORT; e.g. the router's
+    /// dynamic DNS name), which is stored as given and resolved again at
+    /// every connection attempt.
     #[arg(long)]
     pub(crate) remote_addr: Option<String>,
     /// Initiate and keep the tunnel up (needs --remote-addr).
@@ -208,6 +241,15 @@ pub(crate) struct PeerAdd {
 /// `peer set` (where one not given keeps its stored value).
 #[derive(Debug, Args)]
 pub(crate) struct Tuning {
+    /// The router the facility owns: sets that router's working proposals,
+    /// lifetimes and liveness (options given with it still apply), refuses
+    /// algorithms it cannot negotiate, and chooses `renkei export`'s
+    /// format. yamaha: IKE and ESP aes256-sha256-modp2048 (PFS); cisco:
+    /// aes256-sha256-ecp384; fortigate: aes256gcm16-prfsha256-ecp384 /
+    /// aes256gcm16-ecp384; nec: aes256-sha256-modp2048; strongswan and
+    /// other (the default): the whole CRYPTREC profile.
+    #[arg(long, value_enum, value_name = "ROUTER")]
+    pub(crate) router: Option<crate::router::Router>,
     /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
     #[arg(long, value_name = "PROPOSALS")]
     pub(crate) ike: Option<String>,
@@ -256,7 +298,8 @@ pub(crate) struct PeerSet {
     /// New hub-side prefixes.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) local_ts: Option<String>,
-    /// A new address of the facility.
+    /// A new address of the facility (ADDR[:PORT] or a DNS name
+    /// NAME[:PORT], resolved at every connection attempt).
     #[arg(long)]
     pub(crate) remote_addr: Option<String>,
     /// Initiate and keep the tunnel up.

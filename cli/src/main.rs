@@ -16,6 +16,7 @@ mod daemon;
 mod export;
 mod metrics;
 mod registry;
+mod router;
 mod state;
 
 use anyhow::Result;
@@ -101,7 +102,8 @@ fn run(cli: Cli) -> Result<()> {
             name,
             format,
             with_secret,
-        } => cmd::export::run(&state, &name, format, with_secret),
+            site,
+        } => cmd::export::run(&state, &name, format, with_secret, site),
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
     }

@@ -17,6 +17,7 @@
 //! (unique names and identities, overlapping selectors) is checked in the
 //! transaction that writes.
 
+use crate::router::Router;
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use ike::proposal::{ProposalSet, Protocol};
@@ -67,6 +68,7 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("child_bytes", "INTEGER"),
     ("dpd", "INTEGER NOT NULL DEFAULT 30"),
     ("mtu", "INTEGER"),
+    ("router", "TEXT NOT NULL DEFAULT 'other'"),
 ];
 
 /// Bounds on a facility's tunnel MTU (`--mtu`): IPv4's minimum datagram
@@ -84,6 +86,35 @@ pub(crate) const MIN_PSK_LEN: usize = 16;
 /// behind the hub, with the kernel's routing deciding further.
 pub(crate) const DEFAULT_LOCAL_TS: &str = "0.0.0.0/0,::/0";
 
+/// Where the hub initiates to a facility (`--remote-addr`): an address, or
+/// a DNS name (a clinic on a dynamic address with dynamic DNS), resolved
+/// again by the daemon at every connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemoteAddr {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl RemoteAddr {
+    /// The address, when it is one (not a name).
+    pub(crate) fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            RemoteAddr::Ip(a) => Some(*a),
+            RemoteAddr::Name { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteAddr::Ip(a) => write!(f, "{a}"),
+            RemoteAddr::Name { host, port: 500 } => f.write_str(host),
+            RemoteAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 /// The hub's own settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Hub {
@@ -100,7 +131,7 @@ pub(crate) struct Peer {
     pub(crate) auth: ike::PeerAuth,
     pub(crate) remote_ts: Vec<Subnet>,
     pub(crate) local_ts: Vec<Subnet>,
-    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) remote_addr: Option<RemoteAddr>,
     pub(crate) start: bool,
     pub(crate) ike: ProposalSet,
     pub(crate) esp: ProposalSet,
@@ -110,6 +141,8 @@ pub(crate) struct Peer {
     /// Largest inner packet sent whole to this facility; `None`: the
     /// hub's default (`serve --mtu`).
     pub(crate) mtu: Option<u32>,
+    /// The router the facility owns (`--router`).
+    pub(crate) router: Router,
 }
 
 impl std::fmt::Debug for Peer {
@@ -146,11 +179,13 @@ impl Peer {
             auth: self.auth.clone(),
             local_ts: self.local_ts.clone(),
             remote_ts: self.remote_ts.clone(),
-            remote_addr: self.remote_addr,
+            // A name is resolved by the daemon at each attempt
+            // (`Endpoint::initiate_to`).
+            remote_addr: self.remote_addr.as_ref().and_then(RemoteAddr::ip),
             ike: self.ike.clone(),
             esp: self.esp.clone(),
             lifetimes: self.lifetimes,
-            ke_upgrade: true,
+            ke_upgrade: self.router.ke_upgrade(),
         }
     }
 }
@@ -190,6 +225,8 @@ pub(crate) struct NewPeer {
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
     pub(crate) mtu: Option<u32>,
+    /// The router it owns; `None`: [`Router::Other`].
+    pub(crate) router: Option<Router>,
 }
 
 impl NewPeer {
@@ -221,6 +258,9 @@ pub(crate) struct PeerChange {
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
     pub(crate) mtu: Option<u32>,
+    /// Another router: its defaults replace the proposals, lifetimes and
+    /// liveness not given in the same change.
+    pub(crate) router: Option<Router>,
 }
 
 impl PeerChange {
@@ -237,6 +277,28 @@ impl PeerChange {
             None => old.id.clone(),
         };
         let auth = resolve_auth(&id, key, self.cert, Some(&old.auth))?;
+        // A new router brings its defaults for what this change leaves out.
+        let (router, reset) = match self.router {
+            Some(r) => (r, Some(r.defaults())),
+            None => (old.router, None),
+        };
+        let old_ike = match reset {
+            Some(_) => crate::router::default_set(router, Protocol::Ike),
+            None => old.ike.clone(),
+        };
+        let old_esp = match reset {
+            Some(_) => crate::router::default_set(router, Protocol::Esp),
+            None => old.esp.clone(),
+        };
+        let old_lifetimes = match reset {
+            Some(d) => ike::Lifetimes {
+                ike: d.ike_lifetime,
+                child: d.child_lifetime,
+                dpd: d.dpd,
+                ..old.lifetimes
+            },
+            None => old.lifetimes,
+        };
         let mut new = Peer {
             id,
             auth,
@@ -250,30 +312,31 @@ impl PeerChange {
             },
             remote_addr: match &self.remote_addr {
                 Some(a) => Some(parse_remote_addr(a)?),
-                None => old.remote_addr,
+                None => old.remote_addr.clone(),
             },
             start: self.start.unwrap_or(old.start),
             ike: match &self.ike {
-                Some(ike) => parse_proposals(Some(ike), Protocol::Ike)?,
-                None => old.ike.clone(),
+                Some(ike) => parse_proposals(Some(ike), Protocol::Ike, router)?,
+                None => old_ike,
             },
             esp: match &self.esp {
-                Some(esp) => parse_proposals(Some(esp), Protocol::Esp)?,
-                None => old.esp.clone(),
+                Some(esp) => parse_proposals(Some(esp), Protocol::Esp, router)?,
+                None => old_esp,
             },
             mtu: self.mtu.or(old.mtu),
+            router,
             ..old.clone()
         };
         new.lifetimes = ike::Lifetimes {
             ike: self
                 .ike_lifetime
-                .map_or(old.lifetimes.ike, Duration::from_secs),
+                .map_or(old_lifetimes.ike, Duration::from_secs),
             child: self
                 .child_lifetime
-                .map_or(old.lifetimes.child, Duration::from_secs),
-            child_bytes: self.child_bytes.or(old.lifetimes.child_bytes),
-            dpd: self.dpd.map_or(old.lifetimes.dpd, Duration::from_secs),
-            ..old.lifetimes
+                .map_or(old_lifetimes.child, Duration::from_secs),
+            child_bytes: self.child_bytes.or(old_lifetimes.child_bytes),
+            dpd: self.dpd.map_or(old_lifetimes.dpd, Duration::from_secs),
+            ..old_lifetimes
         };
         check(&new)?;
         Ok(new)
@@ -293,7 +356,14 @@ pub(crate) fn validate(
     check_name(&new.name)?;
     let id = parse_id(&new.id)?;
     let auth = resolve_auth(&id, key, new.cert, None)?;
-    let defaults = ike::Lifetimes::default();
+    let router = new.router.unwrap_or_default();
+    let r = router.defaults();
+    let defaults = ike::Lifetimes {
+        ike: r.ike_lifetime,
+        child: r.child_lifetime,
+        dpd: r.dpd,
+        ..ike::Lifetimes::default()
+    };
     let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
     let peer = Peer {
         name: new.name.clone(),
@@ -306,8 +376,8 @@ pub(crate) fn validate(
             .map(parse_remote_addr)
             .transpose()?,
         start: new.start,
-        ike: parse_proposals(new.ike.as_deref(), Protocol::Ike)?,
-        esp: parse_proposals(new.esp.as_deref(), Protocol::Esp)?,
+        ike: parse_proposals(new.ike.as_deref(), Protocol::Ike, router)?,
+        esp: parse_proposals(new.esp.as_deref(), Protocol::Esp, router)?,
         enabled: true,
         created: created.to_string(),
         lifetimes: ike::Lifetimes {
@@ -318,6 +388,7 @@ pub(crate) fn validate(
             ..defaults
         },
         mtu: new.mtu,
+        router,
         id,
     };
     check(&peer)?;
@@ -336,11 +407,13 @@ fn parse_local_ts(ts: Option<&str>) -> Result<Vec<Subnet>> {
     parse_subnets(ts.unwrap_or(DEFAULT_LOCAL_TS)).map_err(|e| anyhow::anyhow!("local-ts: {e}"))
 }
 
-/// Proposals in strongSwan syntax; `None`: the whole CRYPTREC profile.
-fn parse_proposals(s: Option<&str>, protocol: Protocol) -> Result<ProposalSet> {
+/// Proposals in strongSwan syntax; `None`: the router's defaults (for
+/// [`Router::Other`], the whole CRYPTREC profile).
+fn parse_proposals(s: Option<&str>, protocol: Protocol, router: Router) -> Result<ProposalSet> {
+    let d = router.defaults();
     let (default, field) = match protocol {
-        Protocol::Ike => (ike::proposal::DEFAULT_IKE, "ike"),
-        Protocol::Esp => (ike::proposal::DEFAULT_ESP, "esp"),
+        Protocol::Ike => (d.ike, "ike"),
+        Protocol::Esp => (d.esp, "esp"),
     };
     ProposalSet::parse(s.unwrap_or(default), protocol, false)
         .map_err(|e| anyhow::anyhow!("{field}: {e}"))
@@ -402,6 +475,10 @@ fn check(p: &Peer) -> Result<()> {
             bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
         }
     }
+    if matches!(p.auth, ike::PeerAuth::Cert) {
+        p.router.check_cert()?;
+    }
+    p.router.check(&p.ike, &p.esp, &p.lifetimes)?;
     Ok(())
 }
 
@@ -440,15 +517,50 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses `ADDR` or `ADDR:PORT` / `[ADDR]:PORT` (default port 500).
-pub(crate) fn parse_remote_addr(s: &str) -> Result<SocketAddr> {
+/// Parses `ADDR`, `ADDR:PORT`, `[ADDR]:PORT`, `NAME` or `NAME:PORT`
+/// (default port 500); a name is kept as given.
+pub(crate) fn parse_remote_addr(s: &str) -> Result<RemoteAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+        return Ok(RemoteAddr::Ip(a));
     }
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, 500)),
-        Err(_) => bail!("remote-addr: '{s}' is not an IP address (optionally with :port)"),
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(RemoteAddr::Ip(SocketAddr::new(ip, 500)));
     }
+    let bad = || {
+        anyhow::anyhow!(
+            "remote-addr: '{s}' is neither an IP address nor a DNS name (optionally with :port)"
+        )
+    };
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        ),
+        None => (s, 500),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    // RFC 1123 §2.1: a name's last label is not all digits (else it
+    // would be a mistyped address).
+    if host.is_empty()
+        || host.len() > 253
+        || !labels.iter().all(|l| label_ok(l))
+        || labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    Ok(RemoteAddr::Name {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
@@ -664,21 +776,21 @@ impl Registry {
         // in this transaction. A change keeps `enabled` and `created`.
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu)
-             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16)
+                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router)
+             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16, ?17)
              ON CONFLICT (name) DO UPDATE SET
                  identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
                  local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
                  ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
                  child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd,
-                 mtu = excluded.mtu",
+                 mtu = excluded.mtu, router = excluded.router",
             params![
                 new.name,
                 id.to_string(),
                 psk,
                 join_subnets(&new.remote_ts),
                 join_subnets(&new.local_ts),
-                new.remote_addr.map(|a| a.to_string()),
+                new.remote_addr.as_ref().map(ToString::to_string),
                 new.start,
                 new.ike.to_string(),
                 new.esp.to_string(),
@@ -688,7 +800,8 @@ impl Registry {
                 new.lifetimes.child_bytes,
                 new.lifetimes.dpd.as_secs(),
                 auth_kind,
-                new.mtu
+                new.mtu,
+                new.router.as_str()
             ],
         )?;
         tx.commit()?;
@@ -791,7 +904,7 @@ impl Registry {
     fn load_peers(conn: &Connection, name: Option<&str>) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
             "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu FROM peers
+                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router FROM peers
              WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
         )?;
         let rows = stmt.query_map([name], |r| {
@@ -814,6 +927,7 @@ impl Registry {
                     r.get::<_, u64>(15)?,
                 ),
                 r.get::<_, Option<u32>>(16)?,
+                r.get::<_, String>(17)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -832,6 +946,7 @@ impl Registry {
                 created,
                 (ike_l, child_l, child_b, dpd),
                 mtu,
+                router,
             ) = row?;
             let bad = |what: &str| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
@@ -865,6 +980,7 @@ impl Registry {
                     ..ike::Lifetimes::default()
                 },
                 mtu,
+                router: Router::parse(&router).ok_or_else(|| bad("router"))?,
                 name,
             });
         }
@@ -1110,6 +1226,8 @@ mod tests {
         let old = reg.peer("old").unwrap();
         assert_eq!(psk_of(&old), b"0123456789abcdef");
         assert_eq!(old.lifetimes.child.as_secs(), 3600, "added columns");
+        assert_eq!(old.router, Router::Other, "existing facilities: other");
+        assert!(old.to_config().ke_upgrade);
         reg.add_peer(&NewPeer {
             name: "kyoto".into(),
             id: "kyoto.example".into(),
@@ -1187,7 +1305,7 @@ mod tests {
                 "CRYPTREC",
             ),
             (
-                but(&|p| p.remote_addr = Some("not-an-ip".into())),
+                but(&|p| p.remote_addr = Some("not an address".into())),
                 "remote-addr",
             ),
             (but(&|p| p.start = true), "--start needs"),
@@ -1397,6 +1515,194 @@ mod tests {
         assert_eq!(changed.id, p.id);
         assert_eq!(changed.lifetimes, p.lifetimes);
         assert!(changed.tunnel_differs(&p));
+    }
+
+    #[test]
+    fn a_router_sets_its_defaults_and_refuses_what_it_cannot_do() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let yamaha = NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            psk_file: Some(psk.clone()),
+            remote_ts: "198.51.100.0/26".into(),
+            router: Some(Router::Yamaha),
+            ..Default::default()
+        };
+        // What a YAMAHA RTX lacks is refused, naming the suite that works;
+        // nothing is stored.
+        for (ike, esp, field, token) in [
+            (
+                Some("aes256gcm16-prfsha256-ecp256"),
+                None,
+                "ike",
+                "aes256gcm16",
+            ),
+            (Some("aes256-sha256-ecp256"), None, "ike", "ecp256"),
+            (Some("aes256-sha256-modp3072"), None, "ike", "modp3072"),
+            (None, Some("aes256gcm16"), "esp", "aes256gcm16"),
+            (None, Some("aes256-sha256-modp4096"), "esp", "modp4096"),
+        ] {
+            let e = reg
+                .add_peer(&NewPeer {
+                    ike: ike.map(Into::into),
+                    esp: esp.map(Into::into),
+                    ..yamaha.clone()
+                })
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{field}: a YAMAHA RTX cannot do '{token}' (it has no AES-GCM, no Camellia, no ECP groups, no MODP above 2048, and SHA-384/512 only on some models); use --{field} aes256-sha256-modp2048"
+                )
+            );
+            assert!(reg.peers().unwrap().is_empty());
+        }
+        let e = reg
+            .add_peer(&NewPeer {
+                psk_file: None,
+                cert: true,
+                ..yamaha.clone()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cert: a YAMAHA RTX facility authenticates with a pre-shared key"),
+            "{e}"
+        );
+        let e = reg
+            .add_peer(&NewPeer {
+                child_lifetime: Some(100),
+                ..yamaha.clone()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("child-lifetime: a YAMAHA RTX takes lifetimes of 300..=691200 s"),
+            "{e}"
+        );
+        // Its defaults: MODP-2048 everywhere, PFS, no KE upgrade.
+        let p = reg.add_peer(&yamaha).unwrap();
+        assert_eq!(p.router, Router::Yamaha);
+        assert_eq!(p.ike.to_string(), "aes256-sha256-modp2048");
+        assert_eq!(p.esp.to_string(), "aes256-sha256-modp2048");
+        assert_eq!(p.ike.first_ke(), Some(ike::wire::KeId::Modp2048));
+        assert!(!p.to_config().ke_upgrade);
+        let back = reg.peer("kyoto").unwrap();
+        assert_eq!(back.router, Router::Yamaha, "stored");
+        // A proposal change is checked against the stored router.
+        let e = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    ike: Some("aes256-sha256-ecp384".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ike: a YAMAHA RTX cannot do 'ecp384'"), "{e}");
+        assert_eq!(
+            reg.peer("kyoto").unwrap().ike.to_string(),
+            "aes256-sha256-modp2048"
+        );
+        // Another router brings its own defaults for what is not given.
+        let p = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    router: Some(Router::Fortigate),
+                    child_lifetime: Some(7200),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.router, Router::Fortigate);
+        assert_eq!(p.ike.to_string(), "aes256gcm16-prfsha256-ecp384");
+        assert_eq!(p.esp.to_string(), "aes256gcm16-ecp384");
+        assert_eq!(p.lifetimes.child.as_secs(), 7200);
+        assert!(p.to_config().ke_upgrade);
+        // NEC: MODP only.
+        let e = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    router: Some(Router::Nec),
+                    esp: Some("aes256gcm16-ecp256".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("esp: a NEC UNIVERGE IX cannot do 'ecp256'"),
+            "{e}"
+        );
+        assert!(e.ends_with("use --esp aes256-sha256-modp2048"), "{e}");
+        assert_eq!(reg.peer("kyoto").unwrap().router, Router::Fortigate);
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn a_remote_address_may_be_a_dns_name_kept_as_given() {
+        for (given, shown, ip) in [
+            ("192.0.2.7", "192.0.2.7:500", true),
+            ("[2001:db8::7]:4500", "[2001:db8::7]:4500", true),
+            (
+                "Kyoto-Clinic.aa0.netvolante.jp",
+                "Kyoto-Clinic.aa0.netvolante.jp",
+                false,
+            ),
+            ("kyoto.example.jp:4500", "kyoto.example.jp:4500", false),
+            ("localhost", "localhost", false),
+        ] {
+            let a = parse_remote_addr(given).unwrap();
+            assert_eq!(a.to_string(), shown);
+            assert_eq!(a.ip().is_some(), ip, "{given}");
+            assert_eq!(parse_remote_addr(&a.to_string()).unwrap(), a, "round trip");
+        }
+        for bad in [
+            "not an address",
+            "-kyoto.example",
+            "kyoto..example",
+            "kyoto.example:0",
+            "kyoto.example:99999",
+            "192.0.2.300",
+            "under_score.example",
+            "",
+        ] {
+            let e = parse_remote_addr(bad).unwrap_err().to_string();
+            assert!(e.starts_with("remote-addr: "), "{bad}: {e}");
+        }
+        // Stored as given; the IKE layer gets no address for a name (the
+        // daemon resolves it at each attempt).
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let p = reg
+            .add_peer(&NewPeer {
+                name: "kyoto".into(),
+                id: "kyoto.example".into(),
+                psk_file: Some(psk),
+                remote_ts: "198.51.100.0/26".into(),
+                remote_addr: Some("Kyoto-Clinic.aa0.netvolante.jp".into()),
+                start: true,
+                router: Some(Router::Yamaha),
+                ..Default::default()
+            })
+            .unwrap();
+        let back = reg.peer("kyoto").unwrap();
+        assert_eq!(back.remote_addr, p.remote_addr);
+        assert_eq!(
+            back.remote_addr.as_ref().unwrap().to_string(),
+            "Kyoto-Clinic.aa0.netvolante.jp"
+        );
+        assert_eq!(back.to_config().remote_addr, None);
+        std::fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]

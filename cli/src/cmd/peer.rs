@@ -29,6 +29,7 @@ struct PeerView {
     child_bytes: Option<u64>,
     dpd: u64,
     mtu: Option<u32>,
+    router: &'static str,
 }
 
 impl From<&registry::Peer> for PeerView {
@@ -42,7 +43,7 @@ impl From<&registry::Peer> for PeerView {
             },
             remote_ts: p.remote_ts.iter().map(ToString::to_string).collect(),
             local_ts: p.local_ts.iter().map(ToString::to_string).collect(),
-            remote_addr: p.remote_addr.map(|a| a.to_string()),
+            remote_addr: p.remote_addr.as_ref().map(ToString::to_string),
             start: p.start,
             ike: p.ike.to_string(),
             esp: p.esp.to_string(),
@@ -53,6 +54,7 @@ impl From<&registry::Peer> for PeerView {
             child_bytes: p.lifetimes.child_bytes,
             dpd: p.lifetimes.dpd.as_secs(),
             mtu: p.mtu,
+            router: p.router.as_str(),
         }
     }
 }
@@ -133,6 +135,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 child_bytes: a.tuning.child_bytes,
                 dpd: a.tuning.dpd,
                 mtu: a.tuning.mtu,
+                router: a.tuning.router,
             })?;
             println!("added facility {} ({})", p.name, p.id);
             audit::append(
@@ -175,7 +178,9 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                         p.id.to_string(),
                         p.enabled,
                         ts,
-                        p.remote_addr.map_or("-".into(), |a| a.to_string())
+                        p.remote_addr
+                            .as_ref()
+                            .map_or("-".into(), ToString::to_string)
                     );
                 }
             }
@@ -221,6 +226,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                     child_bytes: c.tuning.child_bytes,
                     dpd: c.tuning.dpd,
                     mtu: c.tuning.mtu,
+                    router: c.tuning.router,
                 },
             )?;
             println!("changed facility {}", p.name);

@@ -102,6 +102,10 @@ struct Hub {
     audit: crate::audit::Writer,
     /// Revoked certificate serials and whose they were, as last applied.
     revoked: HashMap<String, String>,
+    /// Facilities whose DNS name is being resolved (one lookup at a time).
+    resolving: std::collections::HashSet<String>,
+    /// Where finished lookups report (`reconnect::resolve`).
+    resolved_tx: mpsc::Sender<reconnect::Resolved>,
 }
 
 fn rng_seed() -> Result<[u8; 32]> {
@@ -206,6 +210,7 @@ async fn run(
         tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
     }
     tokio::spawn(control::serve(listener, ctl_tx));
+    let (resolved_tx, mut resolved_rx) = mpsc::channel::<reconnect::Resolved>(64);
 
     let mut hub = Hub {
         endpoint,
@@ -224,6 +229,8 @@ async fn run(
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
         revoked,
+        resolving: std::collections::HashSet::new(),
+        resolved_tx,
     };
     hub.audit.record(
         &crate::audit::actor(),
@@ -283,6 +290,7 @@ async fn run(
                 let _ = reply.send(resp);
             }
             Some((peer, mtu)) = mtu_rx.recv() => hub.tunnel_mtu_changed(&peer, mtu, Instant::now()),
+            Some(r) = resolved_rx.recv() => hub.resolved(Instant::now(), r),
             _ = tick.tick() => {
                 hub.check_byte_lifetimes(Instant::now());
                 hub.expire_path_mtus(Instant::now());
@@ -351,11 +359,12 @@ impl Hub {
                 if !self.peers.get(&name).is_some_and(|p| p.enabled) {
                     return Err(format!("name: no enabled facility named '{name}'"));
                 }
-                match self.endpoint.initiate(now, &name) {
+                match self.start_initiate(now, &name) {
                     Ok(id) => Ok(Reply::Initiated(Initiated {
-                        ike_sa: id.to_string(),
+                        // A name is resolved first: no IKE SA yet.
+                        ike_sa: id.map_or_else(|| "-".to_string(), |id| id.to_string()),
                     })),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             }
             Request::SaDown { name } => {

@@ -387,14 +387,28 @@ impl Endpoint {
 
     /// Starts an IKE SA to a facility that has a remote address.
     pub fn initiate(&mut self, now: Instant, name: &str) -> Result<IkeSaId, Error> {
+        let remote = self
+            .peers
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("facility {name}")))?
+            .remote_addr
+            .ok_or_else(|| Error::NotFound(format!("remote address of {name}")))?;
+        self.initiate_to(now, name, remote)
+    }
+
+    /// Starts an IKE SA to a facility at `remote`: where its configured
+    /// address is a DNS name, the caller resolves it for each attempt.
+    pub fn initiate_to(
+        &mut self,
+        now: Instant,
+        name: &str,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, Error> {
         let peer = self
             .peers
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("facility {name}")))?;
-        let remote = peer
-            .remote_addr
-            .ok_or_else(|| Error::NotFound(format!("remote address of {name}")))?;
         let group = peer
             .ike
             .first_ke()

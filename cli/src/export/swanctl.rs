@@ -1,17 +1,9 @@
-//! `renkei export`: a facility router's configuration, generated from the
-//! registry so that it matches what the hub will accept.
+//! `renkei export --format swanctl`: strongSwan's swanctl.conf.
 
 use crate::registry::{Hub, Peer};
 use anyhow::{bail, Result};
 use base64::Engine as _;
 use std::fmt::Write as _;
-
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    /// strongSwan's swanctl.conf.
-    Swanctl,
-}
 
 fn join<T: ToString>(v: &[T]) -> String {
     v.iter()

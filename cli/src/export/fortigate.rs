@@ -124,6 +124,8 @@ pub(super) fn render(input: &Input<'_>) -> Result<String> {
         o.push_str("# no tested certificate example was found. Import this router's certificate\n");
         o.push_str("# (NAME.p12) as local certificate \"renkei\" and ca.pem as CA certificate\n");
         o.push_str("# \"renkei-ca\" (System > Certificates) before pasting.\n");
+        o.push_str("# UNVERIFIED (inferred from reference §2c, which names the entry but not\n");
+        o.push_str("# its keywords): the peer user that accepts certificates of the hub's CA.\n");
         o.push_str("config user peer\n    edit \"renkei-hub\"\n        set ca \"renkei-ca\"\n    next\nend\n");
     }
     o.push_str("config vpn ipsec phase1-interface\n    edit \"renkei\"\n");

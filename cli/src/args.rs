@@ -110,9 +110,9 @@ pub(crate) struct ExportSite {
     #[arg(long, value_name = "ADDR")]
     pub(crate) local_addr: Option<IpAddr>,
     /// The router masquerades (NAPT) its own WAN: exempt IKE, NAT-T and ESP
-    /// to the router itself. For yamaha, N is its NAT descriptor's number;
-    /// nec ignores N.
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    /// to the router itself. For yamaha, N (required) is its NAT
+    /// descriptor's number; the other routers need no N.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     pub(crate) wan_nat: Option<u32>,
     /// The hub public address the router connects to (default: the first
     /// IPv4 one given to `renkei init --public-addr`).

@@ -113,6 +113,32 @@ fn yamaha() {
         ..Site::default()
     };
     golden("yamaha-behind-nat.txt", Format::Yamaha, &h, &p, &nat, false);
+    let e = err(
+        Format::Yamaha,
+        &h,
+        &p,
+        &Site {
+            wan_nat: Some(0),
+            ..nat.clone()
+        },
+    );
+    assert!(
+        e.starts_with("wan-nat: on a YAMAHA RTX give the number"),
+        "{e}"
+    );
+    let e = err(
+        Format::Yamaha,
+        &h,
+        &p,
+        &Site {
+            local_addr: None,
+            ..nat.clone()
+        },
+    );
+    assert!(
+        e.starts_with("local-addr: --wan-nat on a YAMAHA RTX needs"),
+        "{e}"
+    );
     let out = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/yamaha-psk.txt"),
     )

@@ -70,7 +70,7 @@ pub(crate) struct Site {
     pub(crate) local_addr: Option<IpAddr>,
     /// The router masquerades (NAPT) its own WAN: IKE, NAT-T and ESP to
     /// the router itself are exempted. For YAMAHA, the NAT descriptor's
-    /// number.
+    /// number (0: not given, refused there).
     pub(crate) wan_nat: Option<u32>,
     /// Which of the hub's public addresses the router connects to.
     pub(crate) hub_addr: Option<IpAddr>,

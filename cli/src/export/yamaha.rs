@@ -49,6 +49,9 @@ pub(super) fn render(input: &Input<'_>) -> Result<String> {
     let routes = input.hub_prefixes("YAMAHA", false)?;
     let local = name(&p.id, "id")?;
     let remote = name(&input.hub.id, "hub-id")?;
+    if site.wan_nat == Some(0) {
+        bail!("wan-nat: on a YAMAHA RTX give the number of the NAT descriptor that masquerades its WAN (--wan-nat N, as in `nat descriptor type N masquerade`)");
+    }
     if site.wan_nat.is_some() && site.local_addr.is_none() {
         bail!("local-addr: --wan-nat on a YAMAHA RTX needs the router's own address (--local-addr): the NAT descriptor's static entries name it");
     }

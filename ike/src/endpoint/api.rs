@@ -26,6 +26,7 @@ use crate::proposal::{EspSuite, IkeSuite};
 use crate::wire::{
     Delete, ExchangeType, HeaderRepr, NotifyType, Payload, ProtocolId, TrafficSelector,
 };
+use pki::Identity;
 use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -274,6 +275,20 @@ impl Endpoint {
             self.close(now, id);
         }
         Ok(())
+    }
+
+    /// Marks `name`, with identity `id`, as a facility the operator
+    /// disabled (`None`: forgets it). An IKE_AUTH claiming that identity
+    /// is still refused (AUTHENTICATION_FAILED, nothing is checked), but
+    /// its [`Event::Refused`] names the facility and says it is
+    /// disabled, instead of calling the identity unknown. A facility is
+    /// either configured with [`Endpoint::set_peer`] or disabled; the
+    /// configured one wins.
+    pub fn set_disabled(&mut self, name: &str, id: Option<Identity>) {
+        self.disabled.retain(|_, n| n != name);
+        if let Some(id) = id {
+            self.disabled.insert(id, name.to_string());
+        }
     }
 
     /// A facility's configuration.

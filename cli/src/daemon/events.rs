@@ -2,7 +2,6 @@
 //! removed, the facility's live status, reconnects and Child SA retries
 //! scheduled, and a record in the audit log.
 
-use super::audit_map::audit_record;
 use super::reconnect::{Reconnect, RECONNECT_MAX, RECONNECT_MIN};
 use super::status::FacilityState;
 use super::Hub;
@@ -13,8 +12,11 @@ use tracing::{debug, info, warn};
 impl Hub {
     pub(super) fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
-        let (kind, details) = audit_record(&event);
-        self.audit.record("renkei", kind, details);
+        let peers = &self.peers;
+        let disabled = |name: &str| peers.get(name).is_some_and(|p| !p.enabled);
+        for (kind, details) in self.audit_map.event(&event, Instant::now(), &disabled) {
+            self.audit.record("renkei", &kind, details);
+        }
         match event {
             Event::PeerMoved {
                 peer,
@@ -141,14 +143,27 @@ impl Hub {
                 notify,
                 reason,
             } => {
-                if let Some(peer) = peer {
-                    let st = self.status.entry(peer).or_default();
-                    if notify == ike::wire::NotifyType::AuthenticationFailed {
-                        st.auth_failures += 1;
+                match peer {
+                    Some(peer) if self.peers.get(&peer).is_some_and(|p| !p.enabled) => {
+                        // Refused by its name: the operator disabled it.
+                        warn!(%peer, %remote, "a disabled facility tried to connect; refused (renkei peer enable {peer})");
+                        let st = self.status.entry(peer.clone()).or_default();
+                        st.last_error = Some(format!(
+                            "{remote} tried to connect and was refused: the facility is disabled (renkei peer enable {peer})"
+                        ));
                     }
-                    st.last_error = Some(format!("{notify}: {reason}"));
-                } else {
-                    debug!(%remote, %notify, "refused unknown peer");
+                    Some(peer) => {
+                        let st = self.status.entry(peer).or_default();
+                        if notify == ike::wire::NotifyType::AuthenticationFailed {
+                            st.auth_failures += 1;
+                        }
+                        st.last_error = Some(format!("{notify}: {reason}"));
+                    }
+                    None => {
+                        let why = super::refusals::RefusalReason::of(notify);
+                        debug!(%remote, %notify, reason = why.name(), "refused before a facility was known");
+                        self.refusals.note(remote.ip(), why, &reason, &now);
+                    }
                 }
             }
         }

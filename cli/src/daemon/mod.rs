@@ -20,13 +20,15 @@
 //! | [`reconnect`] | reconnect backoff, Child SA retries, byte lifetimes |
 //! | [`reload`] | applying registry changes to the running endpoint |
 //! | [`status`] | the live per-facility state and the typed status report |
-//! | [`audit_map`] | what the audit log keeps of an `ike` event |
+//! | [`audit_map`] | what the audit log keeps of an `ike` event, repeats aggregated |
+//! | [`refusals`] | attempts refused before a facility was known |
 
 mod audit_map;
 mod events;
 mod install;
 mod io;
 mod reconnect;
+pub(crate) mod refusals;
 mod reload;
 pub(crate) mod status;
 
@@ -100,6 +102,10 @@ struct Hub {
     state: StateDir,
     started: String,
     audit: crate::audit::Writer,
+    /// What the audit log keeps of IKE events, with repeats aggregated.
+    audit_map: audit_map::AuditMap,
+    /// Attempts refused before a facility was known.
+    refusals: refusals::Refusals,
     /// Revoked certificate serials and whose they were, as last applied.
     revoked: HashMap<String, String>,
 }
@@ -160,6 +166,10 @@ async fn run(
         endpoint
             .set_peer(p.to_config())
             .map_err(|e| anyhow::anyhow!("facility {}: {e}", p.name))?;
+    }
+    // A disabled facility that tries to connect is refused by its name.
+    for p in peers.iter().filter(|p| !p.enabled) {
+        endpoint.set_disabled(&p.name, Some(p.id.clone()));
     }
     let tun = Arc::new(
         Tun::create(&opts.tun, opts.mtu, opts.workers)
@@ -223,6 +233,8 @@ async fn run(
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
+        audit_map: audit_map::AuditMap::default(),
+        refusals: refusals::Refusals::default(),
         revoked,
     };
     hub.audit.record(
@@ -286,6 +298,9 @@ async fn run(
             _ = tick.tick() => {
                 hub.check_byte_lifetimes(Instant::now());
                 hub.expire_path_mtus(Instant::now());
+                for (kind, details) in hub.audit_map.tick(Instant::now()) {
+                    hub.audit.record("renkei", &kind, details);
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -296,6 +311,10 @@ async fn run(
         .record(&crate::audit::actor(), "hub.stop", json!({}));
     hub.endpoint.close_all(Instant::now());
     hub.flush().await;
+    // Repeats counted and not yet written are written too.
+    for (kind, details) in hub.audit_map.finish() {
+        hub.audit.record("renkei", &kind, details);
+    }
     dataplane.stop();
     let _ = std::fs::remove_file(hub.state.control_socket());
     // The last records (facilities down, hub.stop) reach the disk first.
@@ -312,6 +331,9 @@ impl Hub {
         }
         while let Some(e) = self.endpoint.poll_event() {
             self.apply(e);
+        }
+        for (kind, details) in self.audit_map.end_of_batch() {
+            self.audit.record("renkei", &kind, details);
         }
         // Applying events may have queued more (e.g. nothing today, but keep
         // the order documented in ike: transmits, then events).

@@ -177,7 +177,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests)
             let (status, body) =
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
                     let (tx, rx) = oneshot::channel();
-                    let body = match requests.send((Request::Status, 0, tx)).await {
+                    let body = match requests
+                        .send((Request::Status, "metrics".to_string(), tx))
+                        .await
+                    {
                         Ok(()) => match rx.await {
                             Ok(Ok(Reply::Status(status))) => Some(render(&status)),
                             _ => None,

@@ -290,8 +290,8 @@ async fn run(
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 hub.endpoint.handle_timeout(Instant::now());
             }
-            Some((req, uid, reply)) = ctl_rx.recv() => {
-                let resp = hub.handle_request(req, uid);
+            Some((req, who, reply)) = ctl_rx.recv() => {
+                let resp = hub.handle_request(req, &who);
                 let _ = reply.send(resp);
             }
             Some((peer, mtu)) = mtu_rx.recv() => hub.tunnel_mtu_changed(&peer, mtu, Instant::now()),
@@ -344,19 +344,18 @@ impl Hub {
 
     /// Answers one control request (from `renkei` commands or the
     /// metrics endpoint), auditing what changes something.
-    fn handle_request(&mut self, req: Request, uid: u32) -> Answer {
+    fn handle_request(&mut self, req: Request, who: &str) -> Answer {
         let now = Instant::now();
-        let who = crate::audit::user(uid);
         match &req {
             Request::SaUp { name } => {
                 self.audit
-                    .record(&who, "sa.up_requested", json!({ "facility": name }))
+                    .record(who, "sa.up_requested", json!({ "facility": name }))
             }
             Request::SaDown { name } => {
                 self.audit
-                    .record(&who, "sa.down_requested", json!({ "facility": name }))
+                    .record(who, "sa.down_requested", json!({ "facility": name }))
             }
-            Request::Reload { .. } => self.audit.record(&who, "hub.reload", json!({})),
+            Request::Reload { .. } => self.audit.record(who, "hub.reload", json!({})),
             Request::Ping | Request::Status => {}
         }
         match req {

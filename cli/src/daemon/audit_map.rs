@@ -161,8 +161,10 @@ impl AuditMap {
                 reason,
             } => {
                 let mut children = Vec::new();
+                let rekeyed = &mut self.rekeyed;
                 self.children_down.retain(|(id, _, i, o)| {
                     if id == ike_sa {
+                        rekeyed.remove(i);
                         children.push(json!({ "spi_in": spi(*i), "spi_out": spi(*o) }));
                         false
                     } else {
@@ -195,7 +197,7 @@ impl AuditMap {
                         &mut out,
                     ),
                     None => self.repeat(
-                        Key::Stranger("other"),
+                        Key::Stranger("ike_sa_down"),
                         "sa.ike_down",
                         details,
                         None,
@@ -624,6 +626,15 @@ mod tests {
         assert_eq!(r[0].1["replaced_by"], "00000258");
         m.event(&child_down(3, "kyoto", 600), t, &no);
         assert_eq!(m.end_of_batch()[0].1["reason"], "deleted");
+
+        // A rekeyed Child SA that goes with its IKE SA leaves nothing behind.
+        m.event(&child_up_event("kyoto", 700, Some(600)), t, &no);
+        m.event(&child_down(3, "kyoto", 600), t, &no);
+        m.event(&child_down(3, "kyoto", 700), t, &no);
+        let r = m.event(&down(3, "kyoto", "deleted by the facility"), t, &no);
+        assert_eq!(events(&r), ["sa.ike_down"]);
+        assert!(m.end_of_batch().is_empty());
+        assert!(m.rekeyed.is_empty() && m.established.is_empty() && m.current.is_empty());
     }
 
     #[test]

@@ -43,16 +43,18 @@ pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
             };
             let mut shown: std::collections::VecDeque<String> =
                 std::collections::VecDeque::with_capacity(tail.min(4096));
+            // Streamed: only the newest `tail` matches are held.
             for path in audit::segments(state)? {
-                let text = std::fs::read_to_string(&path)
+                let file = std::fs::File::open(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                for line in text.lines() {
-                    if filter.matches(&audit::Line::parse(line)) {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    if filter.matches(&audit::Line::parse(&line)) {
                         if shown.len() == tail {
                             shown.pop_front();
                         }
                         if tail > 0 {
-                            shown.push_back(line.to_string());
+                            shown.push_back(line);
                         }
                     }
                 }

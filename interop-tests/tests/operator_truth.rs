@@ -182,6 +182,20 @@ fn a_flood_of_refused_strangers_is_counted_bounded_and_aggregated() {
     assert!(summary[0]["details"]["sources"].as_array().unwrap().len() <= 5);
     let verify = lab.renkei(&["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
+    // The log of an initialised hub gone, or emptied: verify says so.
+    let log = lab.dir.join("hub/audit.log");
+    let kept = lab.dir.join("audit.log.kept");
+    std::fs::rename(&log, &kept).unwrap();
+    let verify = lab.renkei(&["audit", "verify"]);
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        !verify.status.success() && said.contains("is missing") && said.contains("initialised"),
+        "{verify:?}"
+    );
+    std::fs::write(&log, b"").unwrap();
+    let verify = lab.renkei(&["audit", "verify"]);
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("is empty"));
 }
 
 /// A disabled facility that tries to connect is shown as disabled, with

@@ -6,7 +6,7 @@
 //!  ike events ─▶ AuditMap::event ─┬─ once: sa.ike_up, sa.child_up, sa.ike_down (children in it), …
 //!                                 └─ repeats: the first at once, then one `….repeated` summary
 //!                                    per window (count, first/last time, sample sources)
-//!  end of a batch ─▶ Child SAs down alone (a delete, a rekey) ─▶ sa.child_down with its reason
+//!  end of a batch ─▶ Child SAs gone alone ─▶ sa.child_down (deleted) / sa.child_replaced (rekeyed)
 //! ```
 //!
 //! - **Repeats.** Refusals before a facility is known are counted per
@@ -21,8 +21,8 @@
 //!   with its reason and the Child SAs that went with it. An older IKE SA
 //!   a facility replaced while its new one is up is `sa.ike_replaced`,
 //!   not a down: the log never ends on "down" for a facility that is up.
-//!   A Child SA that goes alone is `sa.child_down` with its reason
-//!   (`rekeyed`, with the SA that replaced it, or `deleted`).
+//!   A Child SA that goes alone is `sa.child_down` (reason `deleted`), or
+//!   `sa.child_replaced` when a rekey replaced it (with its successor).
 
 use ike::{Event, IkeSaId};
 use serde_json::{json, Value};
@@ -387,13 +387,17 @@ impl AuditMap {
             .map(|(_, peer, i, o)| {
                 let mut details = json!({ "facility": peer, "spi_in": spi(i), "spi_out": spi(o) });
                 match self.rekeyed.remove(&i) {
+                    // Its successor carries the traffic: no down.
                     Some(new) => {
                         details["reason"] = json!("rekeyed");
                         details["replaced_by"] = json!(spi(new));
+                        ("sa.child_replaced".to_string(), details)
                     }
-                    None => details["reason"] = json!("deleted"),
+                    None => {
+                        details["reason"] = json!("deleted");
+                        ("sa.child_down".to_string(), details)
+                    }
                 }
-                ("sa.child_down".to_string(), details)
             })
             .collect()
     }
@@ -621,11 +625,13 @@ mod tests {
         m.event(&child_up_event("kyoto", 600, Some(500)), t, &no);
         m.event(&child_down(3, "kyoto", 500), t, &no);
         let r = m.end_of_batch();
-        assert_eq!(events(&r), ["sa.child_down"]);
+        assert_eq!(events(&r), ["sa.child_replaced"]);
         assert_eq!(r[0].1["reason"], "rekeyed");
         assert_eq!(r[0].1["replaced_by"], "00000258");
         m.event(&child_down(3, "kyoto", 600), t, &no);
-        assert_eq!(m.end_of_batch()[0].1["reason"], "deleted");
+        let r = m.end_of_batch();
+        assert_eq!(events(&r), ["sa.child_down"]);
+        assert_eq!(r[0].1["reason"], "deleted");
 
         // A rekeyed Child SA that goes with its IKE SA leaves nothing behind.
         m.event(&child_up_event("kyoto", 700, Some(600)), t, &no);

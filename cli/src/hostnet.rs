@@ -82,6 +82,41 @@ impl HostNetworks {
     }
 }
 
+/// The host's networks as the running hub last read them, read again only
+/// when the kernel reports a change other than the hub's own routes (a
+/// Child SA install must not cost a full routing-table dump when thousands
+/// of facilities reconnect at once).
+#[derive(Debug)]
+pub(crate) struct HostWatch {
+    watch: esp::sys::RouteWatch,
+    tun: u32,
+    cache: Option<HostNetworks>,
+}
+
+impl HostWatch {
+    /// Follows the host's changes from now; `tun` is the hub's TUN device.
+    pub(crate) fn new(tun: u32) -> Result<HostWatch> {
+        Ok(HostWatch {
+            watch: esp::sys::RouteWatch::new(tun)
+                .context("subscribing to the host's route changes (netlink)")?,
+            tun,
+            cache: None,
+        })
+    }
+
+    /// The host's networks now.
+    pub(crate) fn current(&mut self) -> Result<&HostNetworks> {
+        if self.watch.changed() {
+            self.cache = None;
+        }
+        let host = match self.cache.take() {
+            Some(h) => h,
+            None => HostNetworks::read(Some(self.tun))?,
+        };
+        Ok(self.cache.insert(host))
+    }
+}
+
 /// The checks that need nothing but the facility itself: no default
 /// route, no special range, nothing of the hub side's `--local-ts`
 /// (entries other than a default, which means "whatever the hub routes"),

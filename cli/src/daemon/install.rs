@@ -5,7 +5,7 @@
 
 use super::status::ChildStatus;
 use super::Hub;
-use crate::hostnet::{self, HostNetworks};
+use crate::hostnet;
 use esp::{ChildSaSpec, Selector};
 use ike::crypto::{Encr, Integ};
 use ike::ts::Subnet;
@@ -119,7 +119,7 @@ impl Hub {
     /// now (its networks may have changed since `peer add`), the
     /// facility's configured hub side, and the address it connects from.
     fn check_routes(
-        &self,
+        &mut self,
         peer: &str,
         prefixes: &[(IpAddr, u8)],
         remote: IpAddr,
@@ -135,8 +135,7 @@ impl Hub {
             .map(|p| p.local_ts.clone())
             .unwrap_or_default();
         hostnet::check_selectors(&nets, &local, Some(remote))?;
-        let host = HostNetworks::read(Some(self.tun.index()))?;
-        hostnet::check_host(&nets, &host)
+        hostnet::check_host(&nets, self.host.current()?)
     }
 
     /// Refuses a negotiated Child SA the hub cannot route: nothing is

@@ -102,6 +102,8 @@ struct Hub {
     audit: crate::audit::Writer,
     /// Revoked certificate serials and whose they were, as last applied.
     revoked: HashMap<String, String>,
+    /// The host's own addresses and routes, which no facility may take.
+    host: crate::hostnet::HostWatch,
 }
 
 fn rng_seed() -> Result<[u8; 32]> {
@@ -165,6 +167,7 @@ async fn run(
         Tun::create(&opts.tun, opts.mtu, opts.workers)
             .with_context(|| format!("creating TUN device {}", opts.tun))?,
     );
+    let host = crate::hostnet::HostWatch::new(tun.index())?;
     let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
     let io::Sockets {
         ike: ike_sockets,
@@ -224,6 +227,7 @@ async fn run(
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
         revoked,
+        host,
     };
     hub.audit.record(
         &crate::audit::actor(),

@@ -378,6 +378,94 @@ pub fn interface_name(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Multicast groups (`RTMGRP_*`) of the changes [`RouteWatch`] follows:
+/// links, IPv4 and IPv6 addresses and routes.
+const WATCHED_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+
+/// Follows changes of the host's links, addresses and routes (rtnetlink
+/// notifications), so that what was read of them is read again only when
+/// something other than the hub's own routes changed.
+#[derive(Debug)]
+pub struct RouteWatch {
+    sock: OwnedFd,
+    ifindex: u32,
+}
+
+impl RouteWatch {
+    /// Subscribes; the hub's own routes are those of [`RTPROT_RENKEI`] on
+    /// the TUN device `ifindex`.
+    pub fn new(ifindex: u32) -> io::Result<RouteWatch> {
+        // SAFETY: plain socket(2); the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain old data.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = WATCHED_GROUPS;
+        // SAFETY: addr is a valid sockaddr_nl of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                sock.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RouteWatch { sock, ifindex })
+    }
+
+    /// Reads every pending notification; true if one was about anything
+    /// but the hub's own routes, or some were lost (the socket overran).
+    pub fn changed(&self) -> bool {
+        let mut changed = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            // SAFETY: buf is a writable buffer of the length passed.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return changed,
+                    // ENOBUFS: notifications were lost; anything else: the
+                    // socket cannot be trusted to tell. Either way, read again.
+                    Some(libc::ENOBUFS) => {
+                        changed = true;
+                        continue;
+                    }
+                    _ => return true,
+                }
+            }
+            if n == 0 {
+                return changed;
+            }
+            for (kind, payload) in messages(&buf[..n as usize]) {
+                let ours = (kind == libc::RTM_NEWROUTE || kind == libc::RTM_DELROUTE)
+                    && parse_route(payload).is_some_and(|r| r.is_renkei_on(self.ifindex));
+                changed |= !ours;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,3 +284,44 @@ fn a_network_the_hub_gained_after_peer_add_refuses_the_child_sa() {
         serde_json::Value::Null
     );
 }
+
+/// The kernel is the last guard: a route to the facility's prefix that the
+/// check takes for the hub's (renkei's protocol on its TUN device) but the
+/// hub did not make — as one made between the check and the install would
+/// be — is not replaced: the hub's add is refused (`EEXIST`), and so is
+/// the Child SA.
+#[test]
+fn an_existing_route_is_never_replaced_even_past_the_check() {
+    let lab = Lab::start(swan());
+    let tun = lab.tun.clone();
+    hub_ip(
+        &lab,
+        &[
+            "route", "add", SITE_NET, "dev", &tun, "proto", "157", "mtu", "1111",
+        ],
+    );
+    let theirs = routes_to(&lab, SITE_NET);
+    assert!(theirs.contains("mtu 1111"), "{theirs}");
+    let _ = lab.swan_initiate();
+    lab.wait_for("the Child SA refused", Duration::from_secs(30), |lab| {
+        let f = lab.status_of("kyoto");
+        f["state"] == "degraded" && f["last_error"].as_str().is_some()
+    });
+    let err = lab.status_of("kyoto")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "the route to {SITE_NET} exists and is not the hub's; it is left alone"
+        )),
+        "{err}"
+    );
+    assert_eq!(routes_to(&lab, SITE_NET), theirs, "not replaced");
+    let out = lab.renkei(&["sa", "down", "kyoto"]);
+    assert!(out.status.success(), "{out:?}");
+    lab.wait_for("kyoto down", Duration::from_secs(10), |lab| {
+        lab.status_of("kyoto")["state"] == "down"
+    });
+    assert_eq!(routes_to(&lab, SITE_NET), theirs, "not deleted");
+}

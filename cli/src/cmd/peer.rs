@@ -119,26 +119,24 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
         PeerCommand::Add(a) => {
             let mut reg = Registry::open(state)?;
             let host = HostNetworks::read(None)?;
-            let p = reg.add_peer_on(
-                &NewPeer {
-                    name: a.name,
-                    id: a.id,
-                    psk_file: a.psk_file,
-                    cert: a.cert,
-                    remote_ts: a.remote_ts,
-                    local_ts: a.local_ts,
-                    remote_addr: a.remote_addr,
-                    start: a.start,
-                    ike: a.tuning.ike,
-                    esp: a.tuning.esp,
-                    ike_lifetime: a.tuning.ike_lifetime,
-                    child_lifetime: a.tuning.child_lifetime,
-                    child_bytes: a.tuning.child_bytes,
-                    dpd: a.tuning.dpd,
-                    mtu: a.tuning.mtu,
-                },
-                &host,
-            )?;
+            let new = NewPeer {
+                name: a.name,
+                id: a.id,
+                psk_file: a.psk_file,
+                cert: a.cert,
+                remote_ts: a.remote_ts,
+                local_ts: a.local_ts,
+                remote_addr: a.remote_addr,
+                start: a.start,
+                ike: a.tuning.ike,
+                esp: a.tuning.esp,
+                ike_lifetime: a.tuning.ike_lifetime,
+                child_lifetime: a.tuning.child_lifetime,
+                child_bytes: a.tuning.child_bytes,
+                dpd: a.tuning.dpd,
+                mtu: a.tuning.mtu,
+            };
+            let p = reg.add_peer_on(&new, &host)?;
             println!("added facility {} ({})", p.name, p.id);
             audit::append(
                 state,

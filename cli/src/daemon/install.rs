@@ -100,8 +100,12 @@ impl Hub {
             None => self.table.install(&spec),
         };
         if let Err(e) = installed {
-            error!(%peer, "cannot install Child SA: {e}");
             self.release_routes(peer, routes);
+            self.refuse_child(
+                peer,
+                child.spi_in,
+                &format!("cannot install it in the data plane: {e}"),
+            );
             return;
         }
         self.child_routes.insert(child.spi_in, routes);

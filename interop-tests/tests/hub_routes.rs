@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::{must, Facility, Lab, Role, SITE_NET, SITE_OUTER};
+use renkei_interop_tests::{must, Facility, Lab, Role, Topology, SITE_NET, SITE_OUTER};
 use std::process::Command;
 use std::time::Duration;
 
@@ -324,4 +324,31 @@ fn an_existing_route_is_never_replaced_even_past_the_check() {
         lab.status_of("kyoto")["state"] == "down"
     });
     assert_eq!(routes_to(&lab, SITE_NET), theirs, "not deleted");
+}
+
+/// A path MTU the data plane learns is set on the hub's own route (the
+/// route is looked up first, so only the hub's is ever changed).
+#[test]
+fn a_learned_path_mtu_reaches_the_hubs_own_route() {
+    let lab = Lab::start_sites(
+        Topology::Path {
+            mtu: 1280,
+            icmp: true,
+            v6: false,
+        },
+        vec![swan()],
+    );
+    assert!(lab.swan_initiate());
+    lab.wait_up(Duration::from_secs(30));
+    let before = routes_to(&lab, SITE_NET);
+    assert!(before.contains("proto 157"), "{before}");
+    let (sent, received, bytes) = lab.transfer_server(true, 4 << 20);
+    assert_eq!((bytes, &sent), (4 << 20, &received));
+    let f = lab.facility_status();
+    assert_eq!(f["path_mtu_limited"], true, "{f}");
+    let mtu = f["mtu"].as_u64().unwrap();
+    lab.wait_for("the route's MTU", Duration::from_secs(10), |lab| {
+        routes_to(lab, SITE_NET).contains(&format!("mtu {mtu}"))
+    });
+    assert!(!before.contains(&format!("mtu {mtu}")), "{before}");
 }

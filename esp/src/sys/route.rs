@@ -214,8 +214,9 @@ pub fn add_route(
 }
 
 /// Gives one of the hub's own routes (made by [`add_route`] on the TUN
-/// device `ifindex`) a new MTU. The route in the table is read first:
-/// when it is not the hub's (someone deleted it and made their own), it is
+/// device `ifindex`) a new MTU. The route the kernel uses for `dst` is
+/// looked up first: when it is not that route of the hub's (someone
+/// deleted it and made their own, or routes part of it elsewhere), it is
 /// left alone and `PermissionDenied` returned.
 pub fn set_route_mtu(
     dst: IpAddr,
@@ -224,7 +225,7 @@ pub fn set_route_mtu(
     src: Option<IpAddr>,
     mtu: u32,
 ) -> io::Result<()> {
-    let ours = routes()?.iter().any(|r| {
+    let ours = route_to(dst)?.is_some_and(|r| {
         r.dst == dst
             && r.prefix == prefix
             && r.table == u32::from(libc::RT_TABLE_MAIN)
@@ -337,6 +338,42 @@ fn parse_route(p: &[u8]) -> Option<Route> {
         attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     Some(route)
+}
+
+/// `RTM_F_FIB_MATCH` from `<linux/rtnetlink.h>`: a lookup answers with the
+/// routing-table entry that matched, not the resulting next hop.
+const RTM_F_FIB_MATCH: u32 = 0x2000;
+
+/// The route the kernel uses for `dst` (`ip route get fibmatch DST`), one
+/// lookup however large the table; `None` when nothing routes it.
+pub fn route_to(dst: IpAddr) -> io::Result<Option<Route>> {
+    let (family, width) = if dst.is_ipv4() {
+        (libc::AF_INET, 32)
+    } else {
+        (libc::AF_INET6, 128)
+    };
+    let mut body = vec![family as u8, width, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
+    nla(&mut body, libc::RTA_DST, &addr_bytes(dst));
+    let sock = send(&message(libc::RTM_GETROUTE, 0, &body))?;
+    let mut reply = vec![0u8; 4096];
+    let n = receive(&sock, &mut reply)?;
+    let (kind, payload) = messages(&reply[..n]).next().ok_or_else(short)?;
+    if kind == libc::NLMSG_ERROR as u16 {
+        return match error_code(payload) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(None),
+        };
+    }
+    Ok(parse_route(payload))
 }
 
 /// Every route of every table, both families (an RTM_GETROUTE dump).

@@ -215,7 +215,10 @@ pub(crate) struct PeerAdd {
     /// `renkei cert issue NAME`); the hub answers with its own certificate.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// The facility's prefixes, comma-separated CIDRs.
+    /// The facility's prefixes, comma-separated CIDRs. Refused if one
+    /// overlaps another facility's, the hub's own addresses, networks or
+    /// routes, --local-ts, --remote-addr, loopback, link-local, multicast
+    /// or a default route.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: String,
     /// The hub-side prefixes the facility may reach (default: any).
@@ -277,7 +280,7 @@ pub(crate) struct PeerSet {
     /// Switch to certificate authentication.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// New prefixes of the facility.
+    /// New prefixes of the facility (checked as `peer add` checks them).
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: Option<String>,
     /// New hub-side prefixes.

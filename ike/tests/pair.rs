@@ -434,3 +434,35 @@ fn nat_keepalives_are_sent_while_idle() {
     }
     assert_eq!(keepalives, 3, "one every 20 s of silence (RFC 3948 §4)");
 }
+
+#[test]
+fn the_hub_deletes_one_child_sa_and_keeps_the_ike_sa() {
+    // The driver refuses a Child SA it cannot route: it is deleted on both
+    // sides, the IKE SA stays.
+    let mut p = Pair::new(
+        PSK,
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    let spi_in = child_ups(&p.hub.events)[0].spi_in;
+    assert!(p.hub.ep.delete_child(p.now, 0x0bad_0bad).is_err());
+    p.hub.ep.delete_child(p.now, spi_in).unwrap();
+    p.quiet();
+    for side in [&p.hub, &p.site] {
+        assert!(
+            side.events
+                .iter()
+                .any(|e| matches!(e, Event::ChildSaDown { .. })),
+            "{:?}",
+            side.events
+        );
+        assert!(!side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::IkeSaDown { .. })));
+    }
+    assert_eq!(p.hub.ep.status().len(), 1, "the IKE SA stays");
+    assert_eq!(p.site.ep.status().len(), 1);
+}

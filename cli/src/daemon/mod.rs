@@ -108,6 +108,8 @@ struct Hub {
     refusals: refusals::Refusals,
     /// Revoked certificate serials and whose they were, as last applied.
     revoked: HashMap<String, String>,
+    /// The host's own addresses and routes, which no facility may take.
+    host: crate::hostnet::HostWatch,
 }
 
 fn rng_seed() -> Result<[u8; 32]> {
@@ -175,6 +177,7 @@ async fn run(
         Tun::create(&opts.tun, opts.mtu, opts.workers)
             .with_context(|| format!("creating TUN device {}", opts.tun))?,
     );
+    let host = crate::hostnet::HostWatch::new(tun.index())?;
     let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
     let io::Sockets {
         ike: ike_sockets,
@@ -236,6 +239,7 @@ async fn run(
         audit_map: audit_map::AuditMap::default(),
         refusals: refusals::Refusals::default(),
         revoked,
+        host,
     };
     hub.audit.record(
         &crate::audit::actor(),

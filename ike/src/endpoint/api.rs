@@ -588,6 +588,22 @@ impl Endpoint {
         })
     }
 
+    /// Deletes the Child SA whose inbound SPI is `spi_in` (an
+    /// INFORMATIONAL with a Delete payload, RFC 7296 §1.4.1), e.g. one the
+    /// driver could not install; its `ChildSaDown` follows the answer. The
+    /// IKE SA stays.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        let id = self
+            .sas
+            .iter()
+            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if e.children.iter().any(|c| c.spi_in == spi_in)))
+            .map(|(id, _)| *id)
+            .ok_or_else(|| Error::NotFound(format!("Child SA {spi_in:08x}")))?;
+        self.with_established(now, id, |est| {
+            queue(est, Work::DeleteChildren(vec![spi_in]));
+        })
+    }
+
     /// Creates an additional Child SA over the facility's configured
     /// selectors (RFC 7296 §1.3.1).
     pub fn create_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {

@@ -271,6 +271,14 @@ fn a_network_the_hub_gained_after_peer_add_refuses_the_child_sa() {
         },
     );
     assert!(!lab.ping(false, 56, 1), "nothing is carried");
+    // The audit log says refused, and never that this Child SA was up or
+    // went down: it never carried traffic.
+    let out = lab.renkei(&["audit", "show", "--facility", "kyoto", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(audit.contains("sa.child_refused"), "{audit}");
+    assert!(!audit.contains("sa.child_up"), "{audit}");
+    assert!(!audit.contains("sa.child_down"), "{audit}");
 
     // Once the hub's network is gone, the facility connects as usual.
     hub_ip(&lab, &["link", "del", &link]);

@@ -85,6 +85,9 @@ pub(super) struct AuditMap {
     rekeyed: HashMap<u32, u32>,
     /// Child SAs reported down in this batch: (IKE SA, facility, in, out).
     children_down: Vec<(IkeSaId, String, u32, u32)>,
+    /// Child SAs the hub refused to install (inbound SPI): never up, so
+    /// their deletion is no down (`sa.child_refused` said it).
+    refused: std::collections::HashSet<u32>,
     series: HashMap<Key, Series>,
 }
 
@@ -379,11 +382,19 @@ impl AuditMap {
         }
     }
 
+    /// A Child SA the hub refused to install: its `sa.child_up` is not
+    /// written (the caller holds it back) and its deletion is no down.
+    pub(super) fn child_refused(&mut self, spi_in: u32) {
+        self.refused.insert(spi_in);
+    }
+
     /// The records of Child SAs that went down alone in the batch just
     /// applied (their IKE SA lives on).
     pub(super) fn end_of_batch(&mut self) -> Vec<Record> {
+        let refused = &mut self.refused;
         std::mem::take(&mut self.children_down)
             .into_iter()
+            .filter(|(_, _, i, _)| !refused.remove(i))
             .map(|(_, peer, i, o)| {
                 let mut details = json!({ "facility": peer, "spi_in": spi(i), "spi_out": spi(o) });
                 match self.rekeyed.remove(&i) {
@@ -641,6 +652,21 @@ mod tests {
         assert_eq!(events(&r), ["sa.ike_down"]);
         assert!(m.end_of_batch().is_empty());
         assert!(m.rekeyed.is_empty() && m.established.is_empty() && m.current.is_empty());
+    }
+
+    #[test]
+    fn a_child_sa_the_hub_refused_is_no_down_when_it_is_deleted() {
+        let mut m = AuditMap::default();
+        let t = Instant::now();
+        m.event(&up(1, "kyoto"), t, &no);
+        m.event(&child_up_event("kyoto", 800, None), t, &no);
+        m.child_refused(800);
+        m.event(&child_down(1, "kyoto", 800), t, &no);
+        assert!(m.end_of_batch().is_empty());
+        assert!(m.refused.is_empty());
+        // Another Child SA of the facility deleted alone still is a down.
+        m.event(&child_down(1, "kyoto", 900), t, &no);
+        assert_eq!(events(&m.end_of_batch()), ["sa.child_down"]);
     }
 
     #[test]

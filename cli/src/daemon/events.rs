@@ -14,7 +14,17 @@ impl Hub {
         let now = crate::registry::now_rfc3339();
         let peers = &self.peers;
         let disabled = |name: &str| peers.get(name).is_some_and(|p| !p.enabled);
-        for (kind, details) in self.audit_map.event(&event, Instant::now(), &disabled) {
+        let mut records = self.audit_map.event(&event, Instant::now(), &disabled);
+        // A Child SA is audited as up once it is installed: one the hub
+        // refuses is `sa.child_refused` alone.
+        let child_up = match &event {
+            Event::ChildSaUp { .. } => records
+                .iter()
+                .position(|(kind, _)| kind == "sa.child_up")
+                .map(|i| records.remove(i)),
+            _ => None,
+        };
+        for (kind, details) in records {
             self.audit.record("renkei", &kind, details);
         }
         match event {
@@ -85,7 +95,14 @@ impl Hub {
                         st.last_error = None;
                     }
                 }
-                self.install_child(&peer, child, replacing);
+                let spi_in = child.spi_in;
+                if self.install_child(&peer, child, replacing) {
+                    if let Some((kind, details)) = child_up {
+                        self.audit.record("renkei", &kind, details);
+                    }
+                } else {
+                    self.audit_map.child_refused(spi_in);
+                }
             }
             Event::ChildSaFailed {
                 peer,

@@ -45,7 +45,14 @@ fn esp_suite(info: &ChildSaInfo) -> (esp::Cipher, Option<esp::Integrity>) {
 }
 
 impl Hub {
-    pub(super) fn install_child(&mut self, peer: &str, child: ChildSaInfo, replacing: Option<u32>) {
+    /// Installs a negotiated Child SA: its routes, then the data plane.
+    /// False when the hub refused it (see [`Hub::refuse_child`]).
+    pub(super) fn install_child(
+        &mut self,
+        peer: &str,
+        child: ChildSaInfo,
+        replacing: Option<u32>,
+    ) -> bool {
         let (cipher, integrity) = esp_suite(&child);
         let spec = ChildSaSpec {
             peer: peer.to_string(),
@@ -66,7 +73,7 @@ impl Hub {
             spec.remote_ts.iter().flat_map(Selector::prefixes).collect();
         if let Err(e) = self.check_routes(peer, &prefixes, spec.remote.ip()) {
             self.refuse_child(peer, child.spi_in, &format!("{e:#}"));
-            return;
+            return false;
         }
         let tunnel_mtu = self.table.mtu(peer);
         tunnel_mtu.configure(self.configured_mtu(peer));
@@ -88,7 +95,7 @@ impl Hub {
                     };
                     self.release_routes(peer, routes);
                     self.refuse_child(peer, child.spi_in, &why);
-                    return;
+                    return false;
                 }
                 info!(%peer, route = %format!("{addr}/{len}"), dev = self.tun.name(), "route added");
             }
@@ -106,7 +113,7 @@ impl Hub {
                 child.spi_in,
                 &format!("cannot install it in the data plane: {e}"),
             );
-            return;
+            return false;
         }
         self.child_routes.insert(child.spi_in, routes);
         let st = self.status.entry(peer.to_string()).or_default();
@@ -117,6 +124,7 @@ impl Hub {
             local_ts: child.local_ts,
             remote_ts: child.remote_ts,
         });
+        true
     }
 
     /// Checks a Child SA's prefixes against the hub's own routing as it is
@@ -151,7 +159,7 @@ impl Hub {
         self.audit.record(
             "renkei",
             "sa.child_refused",
-            serde_json::json!({ "peer": peer, "spi_in": format!("{spi_in:08x}"), "reason": reason }),
+            serde_json::json!({ "facility": peer, "spi_in": format!("{spi_in:08x}"), "reason": reason }),
         );
         self.status.entry(peer.to_string()).or_default().last_error =
             Some(format!("Child SA refused by the hub: {reason}"));

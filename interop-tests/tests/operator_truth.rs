@@ -170,6 +170,14 @@ fn a_flood_of_refused_strangers_is_counted_bounded_and_aggregated() {
         "{flood_records:?}"
     );
     assert!(lab.ping(false, 56, 3), "the facility kept its tunnel");
+    // The hub's log is bounded the same way: one line above debug level,
+    // not one per packet.
+    let log = lab.hub_log();
+    let lines = log
+        .lines()
+        .filter(|l| !l.contains("DEBUG") && l.contains("PRF_HMAC_MD5"))
+        .count();
+    assert_eq!(lines, 1, "log lines naming the refused offer");
     // At shutdown the count not yet written goes in: one record and one
     // summary carry every refusal.
     lab.stop_hub();

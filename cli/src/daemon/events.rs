@@ -10,6 +10,18 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Hub {
+    /// Writes records of the audit map. Refusals of strangers reach the
+    /// log as the audit log gets them: the first at once, then a count
+    /// per minute (the endpoint logs each only at debug level).
+    pub(super) fn record_mapped(&mut self, records: Vec<super::audit_map::Record>) {
+        for (kind, details) in records {
+            if kind.starts_with("refused") && details["facility"].is_null() {
+                warn!(event = %kind, %details, "refused before the facility was known");
+            }
+            self.audit.record("renkei", &kind, details);
+        }
+    }
+
     pub(super) fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
         let peers = &self.peers;
@@ -24,9 +36,7 @@ impl Hub {
                 .map(|i| records.remove(i)),
             _ => None,
         };
-        for (kind, details) in records {
-            self.audit.record("renkei", &kind, details);
-        }
+        self.record_mapped(records);
         match event {
             Event::PeerMoved {
                 peer,

@@ -302,9 +302,8 @@ async fn run(
             _ = tick.tick() => {
                 hub.check_byte_lifetimes(Instant::now());
                 hub.expire_path_mtus(Instant::now());
-                for (kind, details) in hub.audit_map.tick(Instant::now()) {
-                    hub.audit.record("renkei", &kind, details);
-                }
+                let records = hub.audit_map.tick(Instant::now());
+                hub.record_mapped(records);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -316,9 +315,8 @@ async fn run(
     hub.endpoint.close_all(Instant::now());
     hub.flush().await;
     // Repeats counted and not yet written are written too.
-    for (kind, details) in hub.audit_map.finish() {
-        hub.audit.record("renkei", &kind, details);
-    }
+    let records = hub.audit_map.finish();
+    hub.record_mapped(records);
     dataplane.stop();
     let _ = std::fs::remove_file(hub.state.control_socket());
     // The last records (facilities down, hub.stop) reach the disk first.
@@ -336,9 +334,8 @@ impl Hub {
         while let Some(e) = self.endpoint.poll_event() {
             self.apply(e);
         }
-        for (kind, details) in self.audit_map.end_of_batch() {
-            self.audit.record("renkei", &kind, details);
-        }
+        let records = self.audit_map.end_of_batch();
+        self.record_mapped(records);
         // Applying events may have queued more (e.g. nothing today, but keep
         // the order documented in ike: transmits, then events).
         while let Some(t) = self.endpoint.poll_transmit() {

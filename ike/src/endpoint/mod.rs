@@ -281,7 +281,13 @@ impl Endpoint {
         notify: NotifyType,
         reason: String,
     ) {
-        warn!(%remote, peer = peer.as_deref().unwrap_or("-"), notify = %notify, "{reason}");
+        // A stranger's refusals are only debug here: anyone can send them
+        // at line rate, so the daemon logs them aggregated (one line, then
+        // a count per interval) from the `Refused` events.
+        match &peer {
+            Some(p) => warn!(%remote, peer = %p, notify = %notify, "{reason}"),
+            None => debug!(%remote, notify = %notify, "{reason}"),
+        }
         self.events.push_back(Event::Refused {
             remote,
             peer,

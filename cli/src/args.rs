@@ -159,18 +159,45 @@ pub(crate) enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check that no record was edited, removed or inserted; prints the
-    /// number of records and the head hash (keep it elsewhere to detect a
-    /// rewrite of the newest records).
-    Verify,
-    /// Print the newest records.
+    /// Check that no record was edited, removed or inserted, across every
+    /// segment (audit.log.1, audit.log.2, …, audit.log); prints the number
+    /// of records and the head hash (keep it elsewhere to detect a rewrite
+    /// of the newest records). Fails when the log of an initialised hub is
+    /// missing or empty.
+    Verify {
+        /// The hash the oldest segment present continues from, when older
+        /// segments were moved to an archive: the head `audit verify`
+        /// printed before they were moved.
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+    },
+    /// Close the live log as the next segment (audit.log.N) and start a
+    /// new one whose first record continues the chain; safe while the hub
+    /// runs. Prints the segment and its head hash.
+    Rotate,
+    /// Print the newest records (from every segment), optionally only
+    /// some.
     Show {
-        /// How many records.
+        /// How many records (the newest that match).
         #[arg(long, default_value_t = 50)]
         tail: usize,
         /// Print the raw JSON lines.
         #[arg(long)]
         json: bool,
+        /// Only records about this facility.
+        #[arg(long, value_name = "NAME")]
+        facility: Option<String>,
+        /// Only this event, or the events under it (`refused` also shows
+        /// `refused.authentication`).
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Only records at or after this time (RFC 3339, e.g.
+        /// 2026-11-30T09:00:00+09:00).
+        #[arg(long, value_name = "TIME", value_parser = crate::audit::parse_time)]
+        since: Option<i64>,
+        /// Only records at or before this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = crate::audit::parse_time)]
+        until: Option<i64>,
     },
 }
 
@@ -218,7 +245,10 @@ pub(crate) struct PeerAdd {
     /// `renkei cert issue NAME`); the hub answers with its own certificate.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// The facility's prefixes, comma-separated CIDRs.
+    /// The facility's prefixes, comma-separated CIDRs. Refused if one
+    /// overlaps another facility's, the hub's own addresses, networks or
+    /// routes, --local-ts, --remote-addr, loopback, link-local, multicast
+    /// or a default route.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: String,
     /// The hub-side prefixes the facility may reach (default: any).
@@ -292,7 +322,7 @@ pub(crate) struct PeerSet {
     /// Switch to certificate authentication.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// New prefixes of the facility.
+    /// New prefixes of the facility (checked as `peer add` checks them).
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: Option<String>,
     /// New hub-side prefixes.

@@ -14,6 +14,7 @@ mod cmd;
 mod control;
 mod daemon;
 mod export;
+mod hostnet;
 mod metrics;
 mod registry;
 mod router;

@@ -17,6 +17,7 @@
 //! (unique names and identities, overlapping selectors) is checked in the
 //! transaction that writes.
 
+use crate::hostnet::HostNetworks;
 use crate::router::Router;
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
@@ -479,6 +480,16 @@ fn check(p: &Peer) -> Result<()> {
         p.router.check_cert()?;
     }
     p.router.check(&p.ike, &p.esp, &p.lifetimes)?;
+    // A DNS name is checked by what it resolves to only when the hub
+    // connects; an address is checked here.
+    crate::hostnet::check_selectors(
+        &p.remote_ts,
+        &p.local_ts,
+        p.remote_addr
+            .as_ref()
+            .and_then(RemoteAddr::ip)
+            .map(|a| a.ip()),
+    )?;
     Ok(())
 }
 
@@ -690,18 +701,47 @@ impl Registry {
         })
     }
 
-    /// Validates and stores a facility. Refused input changes nothing.
-    pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+    /// Validates and stores a facility, also against the host's own
+    /// networks (`host`, read from the kernel by the caller, and the hub's
+    /// public addresses). Refused input changes nothing.
+    pub(crate) fn add_peer_on(&mut self, new: &NewPeer, host: &HostNetworks) -> Result<Peer> {
         let peer = validate(new, new.read_key()?, &now_rfc3339())?;
+        self.check_host(&peer, host)?;
         self.store_peer(&peer, false)
     }
 
     /// Changes a facility: the fields `change` gives replace the stored
-    /// ones. Validated like `add_peer`; refused input changes nothing.
-    pub(crate) fn change_peer(&mut self, name: &str, change: &PeerChange) -> Result<Peer> {
+    /// ones. Validated like `add_peer_on`; refused input changes nothing.
+    pub(crate) fn change_peer_on(
+        &mut self,
+        name: &str,
+        change: &PeerChange,
+        host: &HostNetworks,
+    ) -> Result<Peer> {
         let old = self.peer(name)?;
         let peer = change.apply(&old, change.read_key()?)?;
+        self.check_host(&peer, host)?;
         self.store_peer(&peer, true)
+    }
+
+    /// [`Registry::add_peer_on`] on a host with no networks of its own.
+    #[cfg(test)]
+    pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+        self.add_peer_on(new, &HostNetworks::default())
+    }
+
+    /// [`Registry::change_peer_on`] on a host with no networks of its own.
+    #[cfg(test)]
+    pub(crate) fn change_peer(&mut self, name: &str, change: &PeerChange) -> Result<Peer> {
+        self.change_peer_on(name, change, &HostNetworks::default())
+    }
+
+    /// A facility's prefixes against the host's networks and the hub's
+    /// public addresses (which facilities connect to).
+    fn check_host(&self, peer: &Peer, host: &HostNetworks) -> Result<()> {
+        let mut host = host.clone();
+        host.addrs.extend(self.hub()?.public_addrs);
+        crate::hostnet::check_host(&peer.remote_ts, &host)
     }
 
     /// Inserts a new facility, or with `replacing` replaces the stored one

@@ -9,6 +9,7 @@
 //!  ├── ca/crl.pem         revocation list
 //!  ├── hub.key, hub.pem   the hub's key (0600) and certificate
 //!  ├── audit.log          append-only audit log (0600)
+//!  ├── audit.log.N        its closed segments (`renkei audit rotate`)
 //!  └── renkei.sock        control socket (0600)
 //! ```
 

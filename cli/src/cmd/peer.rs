@@ -3,6 +3,7 @@
 use super::notify_daemon;
 use crate::args::PeerCommand;
 use crate::audit;
+use crate::hostnet::HostNetworks;
 use crate::registry::{self, NewPeer, PeerChange, Registry};
 use crate::state::StateDir;
 use anyhow::Result;
@@ -119,7 +120,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
     match cmd {
         PeerCommand::Add(a) => {
             let mut reg = Registry::open(state)?;
-            let p = reg.add_peer(&NewPeer {
+            let host = HostNetworks::read(None)?;
+            let new = NewPeer {
                 name: a.name,
                 id: a.id,
                 psk_file: a.psk_file,
@@ -136,7 +138,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 dpd: a.tuning.dpd,
                 mtu: a.tuning.mtu,
                 router: a.tuning.router,
-            })?;
+            };
+            let p = reg.add_peer_on(&new, &host)?;
             println!("added facility {} ({})", p.name, p.id);
             audit::append(
                 state,
@@ -209,7 +212,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 (_, true) => Some(false),
                 _ => None,
             };
-            let p = reg.change_peer(
+            let host = HostNetworks::read(None)?;
+            let p = reg.change_peer_on(
                 &c.name,
                 &PeerChange {
                     id: c.id.clone(),
@@ -228,6 +232,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                     mtu: c.tuning.mtu,
                     router: c.tuning.router,
                 },
+                &host,
             )?;
             println!("changed facility {}", p.name);
             let details = PeerChanged {

@@ -130,6 +130,11 @@ impl Hub {
                 }
             }
         }
+        // Disabled: refused by its name when it tries to connect.
+        self.endpoint.set_disabled(
+            name,
+            fresh.as_ref().filter(|p| !p.enabled).map(|p| p.id.clone()),
+        );
         match fresh {
             Some(p) => {
                 self.peers.insert(name.to_string(), p);

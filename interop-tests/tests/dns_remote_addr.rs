@@ -2,8 +2,9 @@
 //! clinic on a dynamic address with its router's dynamic DNS): the running
 //! hub resolves the name at every connection attempt with the system's
 //! resolver, reports a name that does not resolve as the facility's last
-//! error, keeps trying with its backoff, and connects once the name
-//! resolves (issue #16 item 3).
+//! error, keeps trying with its backoff, refuses an address inside the
+//! facility's own prefixes as `peer add` refuses such an address, and
+//! connects once the name resolves to the facility (issue #16 item 3).
 //!
 //! The name is unique to the test and resolved through an `/etc/hosts`
 //! entry the test adds and removes: no DNS server is involved.
@@ -73,6 +74,22 @@ fn the_hub_connects_to_a_facility_by_dns_name_resolved_at_each_attempt() {
         },
     );
     assert_ne!(lab.facility_status()["state"], "up");
+    // A name that resolves inside the facility's own prefixes is refused
+    // as `peer add` refuses such an address (a routing loop).
+    let net: std::net::Ipv4Addr = lab.sites[0].net.split('/').next().unwrap().parse().unwrap();
+    let inside = std::net::Ipv4Addr::from(u32::from(net) + 1).to_string();
+    let entry = HostsEntry::add(&name, &inside);
+    let loop_error = format!("{name} resolves to {inside}: remote-addr: {inside} lies inside");
+    lab.wait_for(
+        "the routing-loop refusal in status",
+        Duration::from_secs(120),
+        |l| {
+            l.facility_status()["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&loop_error))
+        },
+    );
+    drop(entry);
     // The name now resolves to the facility: a later attempt connects,
     // without the hub being told anything.
     let _entry = HostsEntry::add(&name, &lab.sites[0].outer);

@@ -136,6 +136,21 @@ impl Hub {
                 if !self.endpoint.ike_sas_of(&r.name).is_empty() {
                     return;
                 }
+                // What `peer add` checks for an address, checked for what
+                // the name resolves to now: not inside the facility's own
+                // prefixes (its packets would be routed into the tunnel).
+                if let Some(p) = self.peers.get(&r.name) {
+                    if let Err(e) =
+                        crate::hostnet::check_selectors(&p.remote_ts, &p.local_ts, Some(addr.ip()))
+                    {
+                        let msg = format!("{} resolves to {}: {e:#}", r.host, addr.ip());
+                        warn!(peer = %r.name, "{msg}");
+                        let st = self.status.entry(r.name).or_default();
+                        st.state = FacilityState::Down;
+                        st.last_error = Some(msg);
+                        return;
+                    }
+                }
                 info!(peer = %r.name, host = %r.host, %addr, "resolved the facility's name");
                 match self.endpoint.initiate_to(now, &r.name, addr) {
                     Ok(id) => {

@@ -229,16 +229,17 @@ pub(crate) fn load(state: &StateDir, reg: &Registry) -> Result<Option<Pki>> {
     let credentials = Arc::new(read_credentials(&state.hub_key(), &state.hub_cert())?);
     let mut by_ca = Vec::new();
     if rollover_under_way(state) {
-        let ca_hash = |path: &Path| -> Result<[u8; 20]> {
+        let ca_hashes = |path: &Path| -> Result<[[u8; 20]; 2]> {
             let der = pem_der(&std::fs::read_to_string(path)?, path)?;
-            pki::verify::certreq_hash(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            pki::verify::certreq_hashes(&der)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         };
         by_ca.push(ike::CaCredentials {
-            ca_hash: ca_hash(&state.ca_cert())?,
+            ca_hashes: ca_hashes(&state.ca_cert())?,
             credentials: credentials.clone(),
         });
         by_ca.push(ike::CaCredentials {
-            ca_hash: ca_hash(&state.ca_old_cert())?,
+            ca_hashes: ca_hashes(&state.ca_old_cert())?,
             credentials: Arc::new(read_credentials(
                 &state.hub_old_key(),
                 &state.hub_old_cert(),

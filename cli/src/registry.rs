@@ -549,7 +549,7 @@ impl Registry {
     pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
         if state.registry().exists() {
             bail!(
-                "state: {} already holds a registry; refusing to overwrite it",
+                "state: {} already holds a registry; refusing to overwrite it (change the hub with `renkei hub set`, `renkei hub renew-cert` or `renkei ca rollover`)",
                 state.display()
             );
         }

@@ -79,8 +79,10 @@ pub struct Credentials {
 /// The hub's credentials from one CA (see [`Config::credentials_by_ca`]).
 #[derive(Debug, Clone)]
 pub struct CaCredentials {
-    /// SHA-1 of the issuing CA's public key, as a CERTREQ names it.
-    pub ca_hash: [u8; 20],
+    /// The issuing CA as a CERTREQ may name it (RFC 7296 §3.7): SHA-1 of
+    /// its public key, and SHA-1 of its SubjectPublicKeyInfo
+    /// ([`pki::verify::certreq_hashes`]).
+    pub ca_hashes: [[u8; 20]; 2],
     pub credentials: Arc<Credentials>,
 }
 

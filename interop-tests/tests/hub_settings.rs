@@ -274,3 +274,33 @@ fn ca_rollover_keeps_old_ca_facilities_and_takes_reissued_ones() {
     );
     eprintln!("rollover: old-CA facility kept ({old_hub}), reissued facility on the new CA ({new_hub}), old CA retired");
 }
+
+/// The hub initiates to a facility that trusts only the previous CA: it
+/// answers the facility's CERTREQ (in strongSwan's IKE_SA_INIT response)
+/// with its certificate from the previous CA.
+#[test]
+fn after_a_rollover_the_hub_initiates_to_an_old_ca_facility_with_its_old_certificate() {
+    let mut f = cert_facility();
+    f.role = Role::RenkeiInitiates;
+    let lab = Lab::start(f);
+    lab.wait_up(Duration::from_secs(30));
+    let old_hub = hub_show(&lab)["hub_certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&lab, &["ca", "rollover"]);
+    let new_hub = hub_show(&lab)["hub_certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let auths = hub_authentications(&lab);
+    ok(&lab, &["sa", "down", "kyoto"]);
+    ok(&lab, &["sa", "up", "kyoto"]);
+    lab.wait_for("the hub connects again", Duration::from_secs(30), |lab| {
+        hub_authentications(lab) > auths
+    });
+    lab.wait_up(Duration::from_secs(30));
+    assert!(lab.ping(true, 56, 3), "hub → facility ping");
+    assert_eq!(signed_with(&lab, &old_hub), 2);
+    assert_eq!(signed_with(&lab, &new_hub), 0);
+}

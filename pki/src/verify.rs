@@ -134,10 +134,24 @@ fn certreq_hash_of(ca: &X509Certificate<'_>) -> [u8; 20] {
     h
 }
 
-/// The CERTREQ hash (RFC 7296 §3.7) of the CA certificate `ca_der`.
+/// The CERTREQ hash (RFC 7296 §3.7) of the CA certificate `ca_der`, as
+/// the hub sends it: SHA-1 of the CA's public key.
 pub fn certreq_hash(ca_der: &[u8]) -> Result<[u8; 20], CertError> {
     let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
     Ok(certreq_hash_of(&ca))
+}
+
+/// Both forms a peer's CERTREQ may name the CA `ca_der` by: SHA-1 of its
+/// public key (as the hub and many routers send), and SHA-1 of its whole
+/// SubjectPublicKeyInfo (RFC 7296 §3.7 read literally, as strongSwan
+/// sends).
+pub fn certreq_hashes(ca_der: &[u8]) -> Result<[[u8; 20]; 2], CertError> {
+    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
+    let mut info = [0; 20];
+    info.copy_from_slice(
+        digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, ca.public_key().raw).as_ref(),
+    );
+    Ok([certreq_hash_of(&ca), info])
 }
 
 /// The CAs the hub trusts (its own first; during a CA rollover also the

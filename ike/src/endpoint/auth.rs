@@ -137,10 +137,11 @@ pub(super) fn pick_credentials<'a>(
         })
         .flat_map(|d| d.chunks_exact(20))
         .collect();
-    if let Some(c) = by_ca
-        .iter()
-        .find(|c| requested.contains(&c.ca_hash.as_slice()))
-    {
+    if let Some(c) = by_ca.iter().find(|c| {
+        c.ca_hashes
+            .iter()
+            .any(|h| requested.contains(&h.as_slice()))
+    }) {
         return Some(&c.credentials);
     }
     let issuer = payloads
@@ -150,7 +151,7 @@ pub(super) fn pick_credentials<'a>(
             _ => None,
         })
         .and_then(|der| config.trust.as_ref()?.issuer_hash(der));
-    if let Some(c) = issuer.and_then(|h| by_ca.iter().find(|c| c.ca_hash == h)) {
+    if let Some(c) = issuer.and_then(|h| by_ca.iter().find(|c| c.ca_hashes[0] == h)) {
         return Some(&c.credentials);
     }
     config.credentials.as_deref()
@@ -517,6 +518,8 @@ mod tests {
         };
         let (c_new, c_old) = (creds(&new), creds(&old));
         let hash = |ca: &Ca| pki::verify::certreq_hash(ca.cert_der()).unwrap();
+        // strongSwan names a CA by the SHA-1 of its SubjectPublicKeyInfo.
+        let spki_hash = |ca: &Ca| pki::verify::certreq_hashes(ca.cert_der()).unwrap()[1];
         let mut config = crate::Config::new(hub.clone(), [0; 32]);
         config.credentials = Some(c_new.clone());
         config.trust = Some(std::sync::Arc::new(
@@ -539,11 +542,11 @@ mod tests {
         assert_eq!(picked.cert_der, c_new.cert_der);
         config.credentials_by_ca = vec![
             crate::CaCredentials {
-                ca_hash: hash(&new),
+                ca_hashes: pki::verify::certreq_hashes(new.cert_der()).unwrap(),
                 credentials: c_new.clone(),
             },
             crate::CaCredentials {
-                ca_hash: hash(&old),
+                ca_hashes: pki::verify::certreq_hashes(old.cert_der()).unwrap(),
                 credentials: c_old.clone(),
             },
         ];

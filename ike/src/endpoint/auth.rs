@@ -557,6 +557,11 @@ mod tests {
                 "CERTREQ names the old CA",
             ),
             (
+                vec![certreq(&[spki_hash(&old)])],
+                &c_old,
+                "CERTREQ names the old CA as strongSwan does",
+            ),
+            (
                 vec![certreq(&[[7; 20], hash(&new)])],
                 &c_new,
                 "CERTREQ names the new CA",

@@ -37,9 +37,11 @@ pub(crate) enum Command {
         /// The hub's IKE identity (an IP, an FQDN, or user@domain).
         #[arg(long)]
         hub_id: String,
-        /// Address(es) facilities use to reach the hub (for exported configs).
-        #[arg(long = "public-addr", value_name = "ADDR")]
-        public_addr: Vec<IpAddr>,
+        /// Address(es) facilities use to reach the hub (for exported
+        /// configs): IP addresses or DNS names, repeated or comma-separated.
+        /// Change them later with `renkei hub set --public-addr`.
+        #[arg(long = "public-addr", value_name = "ADDR", value_delimiter = ',')]
+        public_addr: Vec<crate::registry::PublicAddr>,
         /// Cryptographic profile; only "cryptrec" exists.
         #[arg(long, default_value = "cryptrec")]
         profile: String,
@@ -53,6 +55,13 @@ pub(crate) enum Command {
     /// Issue, revoke and list facility certificates from the hub's CA.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The hub's own settings after `init`: show them, change its public
+    /// addresses, renew its certificate.
+    #[command(subcommand)]
+    Hub(HubCommand),
+    /// Roll the hub's CA over to a new key, then retire the previous one.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Add, list, show, remove, enable or disable facilities.
     #[command(subcommand)]
     Peer(PeerCommand),
@@ -115,7 +124,7 @@ pub(crate) struct ExportSite {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     pub(crate) wan_nat: Option<u32>,
     /// The hub public address the router connects to (default: the first
-    /// IPv4 one given to `renkei init --public-addr`).
+    /// IPv4 one given to `renkei init --public-addr` or `renkei hub set --public-addr`).
     #[arg(long, value_name = "ADDR")]
     pub(crate) hub_addr: Option<IpAddr>,
 }
@@ -155,6 +164,61 @@ pub(crate) enum CertCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HubCommand {
+    /// The hub's identity, public addresses, profile, its certificate
+    /// (subject, subjectAltName, validity, SHA-256 fingerprint) and CA,
+    /// and a CA rollover under way.
+    Show {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the hub's settings; options not given keep their values.
+    Set {
+        /// The addresses facilities reach the hub at, replacing the stored
+        /// ones: IP addresses or DNS names (stored as given; a name goes
+        /// into exported router configurations as it is and is resolved by
+        /// the router when it connects), repeated or comma-separated. Only
+        /// exported configurations use them; running tunnels are not touched.
+        #[arg(
+            long = "public-addr",
+            value_name = "ADDR[,ADDR…]",
+            value_delimiter = ',',
+            required = true
+        )]
+        public_addr: Vec<crate::registry::PublicAddr>,
+    },
+    /// Issue the hub a new key and certificate from its CA, for the same
+    /// identity. The previous files are kept in STATE/retired/. A running
+    /// hub takes the new certificate at once: established tunnels stay up,
+    /// new IKE SAs authenticate with it.
+    RenewCert {
+        /// Validity in days.
+        #[arg(long, default_value_t = 5 * 365)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Make a new CA and reissue the hub's certificate from it. Until
+    /// `ca retire-old`, the previous CA stays trusted (facility
+    /// certificates it issued keep working) and the hub keeps its
+    /// certificate from it for facilities that trust only the previous CA.
+    /// `cert issue` issues from the new CA from now on.
+    Rollover {
+        /// Key type of the new CA and the hub's new certificate (default:
+        /// that of the hub's current certificate).
+        #[arg(long, value_name = "ecdsa-p384|ecdsa-p256|rsa-3072")]
+        key: Option<pki::ca::KeyKind>,
+    },
+    /// End a CA rollover: stop trusting the previous CA and stop using the
+    /// hub's certificate from it. Refused, listing them, while a
+    /// certificate facility has no valid certificate from the new CA.
+    RetireOld,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,9 @@ pub(crate) enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         certificates: bool,
     },
+    /// Re-read the hub's own certificates and the CAs it trusts (after
+    /// `hub renew-cert` or a CA rollover); established SAs are kept.
+    ReloadCredentials,
     /// Initiate a facility's tunnel now.
     SaUp { name: String },
     /// Tear a facility's tunnel down.

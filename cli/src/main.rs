@@ -93,6 +93,8 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::init::run(&state, &hub_id, public_addr, profile, ca_key),
         Command::Peer(c) => cmd::peer::run(&state, c),
         Command::Cert(c) => cmd::cert::run(&state, c),
+        Command::Hub(c) => cmd::hub::run(&state, c),
+        Command::Ca(c) => cmd::hub::run_ca(&state, c),
         Command::Serve(args) => {
             init_logging(&cli.log)?;
             cmd::serve::run(state, args)

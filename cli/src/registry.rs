@@ -72,6 +72,11 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("router", "TEXT NOT NULL DEFAULT 'other'"),
 ];
 
+/// Columns added to `certs` after the first schema, like [`ADDED_COLUMNS`].
+/// `ca`: SHA-256 fingerprint (hex) of the CA certificate that issued it;
+/// NULL for certificates from before CA rollovers existed (the first CA).
+const ADDED_CERT_COLUMNS: &[(&str, &str)] = &[("ca", "TEXT")];
+
 /// Bounds on a facility's tunnel MTU (`--mtu`): IPv4's minimum datagram
 /// size that every host takes (RFC 791), and jumbo frames.
 pub(crate) const MIN_MTU: u32 = 576;
@@ -120,8 +125,77 @@ impl std::fmt::Display for RemoteAddr {
 #[derive(Debug, Clone)]
 pub(crate) struct Hub {
     pub(crate) id: Identity,
-    pub(crate) public_addrs: Vec<IpAddr>,
+    pub(crate) public_addrs: Vec<PublicAddr>,
     pub(crate) profile: String,
+}
+
+/// An address facilities reach the hub at (`hub set --public-addr`): an
+/// IP address, or a DNS name kept as given and written into router
+/// configurations as it is (the router resolves it when it connects).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub(crate) enum PublicAddr {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl std::fmt::Display for PublicAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicAddr::Ip(ip) => write!(f, "{ip}"),
+            PublicAddr::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl std::str::FromStr for PublicAddr {
+    type Err = String;
+
+    /// An IP address, or a DNS host name (RFC 1123 labels of letters,
+    /// digits and hyphens, 1–63 bytes each, 253 in all, a trailing dot
+    /// allowed, and not all digits in its last label so that a mistyped
+    /// address is not taken for a name). A name in another script must
+    /// be given in its ASCII (punycode, `xn--`) form.
+    fn from_str(s: &str) -> Result<PublicAddr, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(PublicAddr::Ip(ip));
+        }
+        if s.is_empty() {
+            return Err("an address or DNS name is empty".into());
+        }
+        if !s.is_ascii() {
+            return Err(format!(
+                "'{s}' is not ASCII; give an internationalised name in its punycode (xn--) form"
+            ));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if name.is_empty() || name.len() > 253 {
+            return Err(format!("'{s}' is not a DNS name (1 to 253 characters)"));
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        for label in &labels {
+            let ok = (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "'{s}' is neither an IP address nor a DNS name (label '{label}': letters, digits and inner hyphens, 1 to 63 of them)"
+                ));
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "'{s}' is neither an IP address nor a DNS name (a name's last label is not all digits)"
+            ));
+        }
+        Ok(PublicAddr::Name(s.to_string()))
+    }
 }
 
 /// One facility as stored.
@@ -598,7 +672,7 @@ impl Registry {
     pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
         if state.registry().exists() {
             bail!(
-                "state: {} already holds a registry; refusing to overwrite it",
+                "state: {} already holds a registry; refusing to overwrite it (change the hub with `renkei hub set`, `renkei hub renew-cert` or `renkei ca rollover`)",
                 state.display()
             );
         }
@@ -655,6 +729,15 @@ impl Registry {
                 conn.execute_batch(&format!("ALTER TABLE peers ADD COLUMN {name} {def}"))?;
             }
         }
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('certs')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, def) in ADDED_CERT_COLUMNS {
+            if !existing.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE certs ADD COLUMN {name} {def}"))?;
+            }
+        }
         // Registries made before certificate support allow only 'psk' in
         // `auth`; SQLite cannot change a CHECK, so the table is rebuilt
         // (same columns and rows) in one transaction.
@@ -692,7 +775,10 @@ impl Registry {
         let public_addrs = get("public_addrs")?
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse().context("stored public address"))
+            .map(|s| {
+                s.parse::<PublicAddr>()
+                    .map_err(|e| anyhow::anyhow!("stored public address: {e}"))
+            })
             .collect::<Result<_>>()?;
         Ok(Hub {
             id,
@@ -740,7 +826,17 @@ impl Registry {
     /// public addresses (which facilities connect to).
     fn check_host(&self, peer: &Peer, host: &HostNetworks) -> Result<()> {
         let mut host = host.clone();
-        host.addrs.extend(self.hub()?.public_addrs);
+        // A public address given as a DNS name is checked where it
+        // resolves: on the host's own interfaces.
+        host.addrs.extend(
+            self.hub()?
+                .public_addrs
+                .into_iter()
+                .filter_map(|a| match a {
+                    PublicAddr::Ip(ip) => Some(ip),
+                    PublicAddr::Name(_) => None,
+                }),
+        );
         crate::hostnet::check_host(&peer.remote_ts, &host)
     }
 
@@ -883,6 +979,47 @@ impl Registry {
                 c.not_after,
                 c.issued
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records which CA (its certificate's SHA-256 fingerprint, hex)
+    /// issued certificate `serial`.
+    pub(crate) fn set_cert_ca(&mut self, serial: &str, ca: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE certs SET ca = ?2 WHERE serial = ?1",
+            params![serial, ca],
+        )?;
+        Ok(())
+    }
+
+    /// Marks every certificate recorded without a CA as issued by `ca`
+    /// (at a CA rollover: they all came from the CA being replaced).
+    pub(crate) fn assign_unmarked_certs(&mut self, ca: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE certs SET ca = ?1 WHERE ca IS NULL", params![ca])?;
+        Ok(())
+    }
+
+    /// The issuing CA of each certificate, by serial (`None`: recorded
+    /// before CA rollovers existed).
+    pub(crate) fn cert_cas(&self) -> Result<std::collections::HashMap<String, Option<String>>> {
+        let mut stmt = self.conn.prepare("SELECT serial, ca FROM certs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Replaces the hub's public addresses.
+    pub(crate) fn set_public_addrs(&mut self, addrs: &[PublicAddr]) -> Result<()> {
+        let value = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('public_addrs', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![value],
         )?;
         Ok(())
     }
@@ -1283,7 +1420,7 @@ mod tests {
     fn hub() -> Hub {
         Hub {
             id: Identity::parse("hub.example").unwrap(),
-            public_addrs: vec!["192.0.2.1".parse().unwrap()],
+            public_addrs: vec![PublicAddr::Ip("192.0.2.1".parse().unwrap())],
             profile: "cryptrec".into(),
         }
     }

@@ -145,7 +145,7 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
     rt.block_on(run(opts, hub_cfg, peers, pki, revoked))
 }
 
-type Pki = Option<(Arc<ike::Credentials>, Arc<pki::verify::TrustStore>)>;
+type Pki = Option<crate::certs::Pki>;
 
 async fn run(
     opts: ServeOptions,
@@ -155,9 +155,10 @@ async fn run(
     revoked: HashMap<String, String>,
 ) -> Result<()> {
     let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
-    if let Some((credentials, trust)) = pki {
-        config.credentials = Some(credentials);
-        config.trust = Some(trust);
+    if let Some(pki) = pki {
+        config.credentials = Some(pki.credentials);
+        config.credentials_by_ca = pki.by_ca;
+        config.trust = Some(pki.trust);
     } else if peers.iter().any(|p| matches!(p.auth, ike::PeerAuth::Cert)) {
         warn!(
             "this state directory has no CA: facilities configured for certificates cannot connect"
@@ -365,6 +366,9 @@ impl Hub {
                     .record(who, "sa.down_requested", json!({ "facility": name }))
             }
             Request::Reload { .. } => self.audit.record(who, "hub.reload", json!({})),
+            Request::ReloadCredentials => {
+                self.audit.record(who, "hub.reload_credentials", json!({}))
+            }
             Request::Ping | Request::Status => {}
         }
         match req {
@@ -375,6 +379,10 @@ impl Hub {
                 certificates,
             } => self
                 .reload(now, facility.as_deref(), certificates)
+                .map(Reply::Reloaded)
+                .map_err(|e| e.to_string()),
+            Request::ReloadCredentials => self
+                .reload_credentials()
                 .map(Reply::Reloaded)
                 .map_err(|e| e.to_string()),
             Request::SaUp { name } => {

@@ -103,9 +103,20 @@ impl Input<'_> {
     /// hub's public addresses), else the first IPv4 one, else (where the
     /// router's export supports it) the first.
     fn hub_addr(&self, vendor: &str, ipv6: bool) -> Result<IpAddr> {
-        let addrs = &self.hub.public_addrs;
+        // Router exports name the hub by address: the references give
+        // tested configurations with an address only (a DNS name is used in
+        // the swanctl export).
+        let addrs: Vec<IpAddr> = self
+            .hub
+            .public_addrs
+            .iter()
+            .filter_map(|a| match a {
+                crate::registry::PublicAddr::Ip(ip) => Some(*ip),
+                crate::registry::PublicAddr::Name(_) => None,
+            })
+            .collect();
         if addrs.is_empty() {
-            bail!("public-addr: the hub has no public address (set it with `renkei init --public-addr`)");
+            bail!("public-addr: the {vendor} export needs the hub's public IP address and the hub has none (set it with `renkei hub set --public-addr`)");
         }
         let addr = match self.site.hub_addr {
             Some(a) if addrs.contains(&a) => a,

@@ -31,7 +31,7 @@ fn swanctl_id(id: &pki::Identity) -> String {
 pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> {
     if hub.public_addrs.is_empty() {
         bail!(
-            "public-addr: the hub has no public address (set it with `renkei init --public-addr`)"
+            "public-addr: the hub has no public address (set it with `renkei hub set --public-addr`)"
         );
     }
     let mut out = String::new();

@@ -243,6 +243,18 @@ impl Endpoint {
         self.config.trust = trust;
     }
 
+    /// Replaces the hub's own certificate credentials (after `renkei hub
+    /// renew-cert` or a CA rollover). Established SAs are not touched: they
+    /// were authenticated already; new IKE SAs sign with these.
+    pub fn set_credentials(
+        &mut self,
+        credentials: Option<Arc<crate::Credentials>>,
+        by_ca: Vec<crate::CaCredentials>,
+    ) {
+        self.config.credentials = credentials;
+        self.config.credentials_by_ca = by_ca;
+    }
+
     /// Adds a facility, or replaces the one of the same name (its existing
     /// SAs keep the configuration they were made with).
     pub fn set_peer(&mut self, peer: PeerConfig) -> Result<(), Error> {

@@ -151,7 +151,7 @@ impl Endpoint {
         let local_id = &self.config.local_id;
         let proof = auth::make(
             &peer.auth,
-            self.config.credentials.as_deref(),
+            auth::pick_credentials(&self.config, payloads),
             sa.sig_hashes,
             &auth::AuthInput {
                 prf: init.keys.suite.prf,

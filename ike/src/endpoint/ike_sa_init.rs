@@ -259,7 +259,7 @@ impl Endpoint {
             // only when asked) and say which signatures the hub checks.
             reply.push(Payload::CertReq {
                 encoding: auth::CERT_X509_SIGNATURE,
-                data: trust.certreq_hash().to_vec(),
+                data: trust.certreq_data(),
             });
             reply.push(auth::SigHashes::announcement());
         }
@@ -450,7 +450,7 @@ impl Endpoint {
         let id_data = local_id.data();
         let proof = auth::make(
             &peer.auth,
-            self.config.credentials.as_deref(),
+            auth::pick_credentials(&self.config, payloads),
             sa.sig_hashes,
             &auth::AuthInput {
                 prf: suite.prf,
@@ -483,7 +483,7 @@ impl Endpoint {
         if let (PeerAuth::Cert, Some(trust)) = (&peer.auth, &self.config.trust) {
             payloads.push(Payload::CertReq {
                 encoding: auth::CERT_X509_SIGNATURE,
-                data: trust.certreq_hash().to_vec(),
+                data: trust.certreq_data(),
             });
         }
         payloads.push(Payload::IdR {

@@ -512,3 +512,101 @@ pub fn assert_dissects_clean(
     );
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pcap of one IKE datagram from 192.0.2.1:500 to 192.0.2.2:500.
+    fn pcap_of(ike: &[u8], name: &str) -> PathBuf {
+        let udp_len = 8 + ike.len();
+        let mut ip = vec![0x45, 0];
+        ip.extend(((20 + udp_len) as u16).to_be_bytes());
+        ip.extend([0, 1, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = vec![2u8; 6];
+        frame.extend([4u8; 6]);
+        frame.extend([8, 0]);
+        frame.extend(ip);
+        frame.extend(500u16.to_be_bytes());
+        frame.extend(500u16.to_be_bytes());
+        frame.extend((udp_len as u16).to_be_bytes());
+        frame.extend([0, 0]);
+        frame.extend(ike);
+        let mut pcap = Vec::new();
+        pcap.extend(0xa1b2_c3d4u32.to_le_bytes());
+        pcap.extend(2u16.to_le_bytes());
+        pcap.extend(4u16.to_le_bytes());
+        for v in [
+            0u32,
+            0,
+            65535,
+            1,
+            0,
+            0,
+            frame.len() as u32,
+            frame.len() as u32,
+        ] {
+            pcap.extend(v.to_le_bytes());
+        }
+        pcap.extend(frame);
+        let path = std::env::temp_dir().join(format!("renkei-{}-{name}.pcap", std::process::id()));
+        std::fs::write(&path, pcap).unwrap();
+        path
+    }
+
+    /// An IKE_SA_INIT request header of `length` bytes announcing an SA
+    /// payload of `sa_len` bytes of which only its 4-byte header follows.
+    fn ike(length: u32, next: u8, sa_len: Option<u16>) -> Vec<u8> {
+        let mut m = vec![0x11u8; 8];
+        m.extend([0u8; 8]);
+        m.extend([next, 0x20, 34, 0x08]);
+        m.extend(0u32.to_be_bytes());
+        m.extend(length.to_be_bytes());
+        if let Some(l) = sa_len {
+            m.extend([0, 0]);
+            m.extend(l.to_be_bytes());
+        }
+        m
+    }
+
+    #[test]
+    #[should_panic(expected = "tshark finds fault")]
+    fn a_malformed_ike_message_from_the_hub_fails_the_check() {
+        let file = pcap_of(&ike(60, 33, Some(40)), "malformed");
+        assert_dissects_clean(&file, "192.0.2.1", &[], 0, "malformed");
+    }
+
+    #[test]
+    fn a_well_formed_ike_header_from_the_hub_passes() {
+        let file = pcap_of(&ike(28, 0, None), "clean");
+        let v = assert_dissects_clean(&file, "192.0.2.1", &[], 0, "clean");
+        assert_eq!((v.from_hub, v.ike_from_hub), (1, 1));
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
+    fn strongswan_key_dumps_are_read() {
+        let log = "\
+15:50:13 15[IKE] Sk_d secret => 4 bytes @ 0x1
+15:50:13 15[IKE]    0: 01 02 03 04                                      ....
+15:50:13 16[IKE] unrelated line
+15:50:13 15[IKE] Sk_ai secret => 0 bytes @ (nil)
+15:50:13 15[IKE] Sk_ei secret => 18 bytes @ 0x2
+15:50:13 15[IKE]    0: 22 CE 00 00 B4 54 27 92 40 58 CC 7D 02 C4 01 C7  \"....T'.@X.}....
+15:50:13 15[IKE]   16: BD 96                                            ..
+15:50:13 15[IKE] Sk_er secret => 2 bytes @ 0x3
+15:50:13 15[IKE]    0: DF 79                                            .y
+";
+        let keys = ike_keys(log);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].sk_ei, "22ce0000b45427924058cc7d02c401c7bd96");
+        assert_eq!(keys[0].sk_er, "df79");
+        assert_eq!(keys[0].sk_ai, "");
+    }
+}

@@ -3,10 +3,10 @@
 # strongSwan with kernel-libipsec (the interop peer), iproute2, ping, iperf3,
 # openssl (an independent reader of the PKCS#12 files and CRLs renkei makes),
 # tcpdump (the replay test captures ESP to send it again; the interop suite
-# captures the hub's outer traffic; ethtool turns UDP segmentation offload
-# off on the captured link), Wireshark's tshark (an independent
-# dissector of everything the hub sends), and Libreswan (a second IKEv2
-# implementation; see below).
+# captures the hub's outer traffic), ethtool (turns UDP segmentation offload
+# off on the captured link), Wireshark's tshark (an independent dissector of
+# everything the hub sends), and Libreswan (a second IKEv2 implementation;
+# see below).
 # The Rust toolchain comes with the machine.
 set -euo pipefail
 

@@ -578,8 +578,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "tshark finds fault")]
     fn a_malformed_ike_message_from_the_hub_fails_the_check() {
-        let file = pcap_of(&ike(60, 33, Some(40)), "malformed");
-        assert_dissects_clean(&file, "192.0.2.1", &[], 0, "malformed");
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        let file = Remove(pcap_of(&ike(60, 33, Some(40)), "malformed"));
+        assert_dissects_clean(&file.0, "192.0.2.1", &[], 0, "malformed");
     }
 
     #[test]

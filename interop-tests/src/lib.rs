@@ -17,6 +17,10 @@
 //! strongSwan (`scripts/install-deps.sh` installs them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod capture;
+pub mod libreswan;
+pub mod profiles;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -177,6 +181,18 @@ pub struct Facility {
     /// subject), and strongSwan's `local` section sets no `id`, so it
     /// identifies itself by its certificate's subject.
     pub dn_id: Option<String>,
+    /// With a PSK: the identity the facility authenticates as, if not
+    /// `NAME.example` (e.g. its outer address, as NEC IX's `psk id ipv4`).
+    pub id: Option<String>,
+    /// The hub-side prefixes strongSwan proposes, if not the hub's real
+    /// ones (e.g. `0.0.0.0/0`, as route-based routers do).
+    pub swan_remote_ts: Option<String>,
+    /// strongSwan logs its IKE keys (`ike = 4`), so a capture's encrypted
+    /// IKE payloads can be decrypted ([`capture::Capture::check`]).
+    pub swan_log_keys: bool,
+    /// Start strongSwan for this facility; false when the test runs
+    /// another implementation in its namespace ([`libreswan::Pluto`]).
+    pub charon: bool,
 }
 
 impl Facility {
@@ -197,6 +213,10 @@ impl Facility {
             swan_charon: Vec::new(),
             swan_second_child: None,
             dn_id: None,
+            id: None,
+            swan_remote_ts: None,
+            swan_log_keys: false,
+            charon: true,
         }
     }
 }
@@ -218,6 +238,16 @@ pub struct Site {
     /// Its inner IPv6 address and prefix (IPv6 topology).
     pub inner6: Option<(String, String)>,
     charon: Option<Child>,
+}
+
+impl Site {
+    /// The identity this facility authenticates as with a PSK.
+    pub fn psk_id(&self) -> String {
+        self.facility
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}.example", self.name))
+    }
 }
 
 const SITE_NAMES: [&str; 2] = ["kyoto", "osaka"];
@@ -251,6 +281,24 @@ impl Lab {
 
     /// Facilities in a topology (Direct and Ipv6 take exactly one).
     pub fn start_sites(topology: Topology, facilities: Vec<Facility>) -> Lab {
+        Lab::start_inner(topology, facilities, false).0
+    }
+
+    /// As [`Lab::start_sites`], with the hub's outer link captured from
+    /// before the hub starts (so a hub-initiated IKE_SA_INIT is in it).
+    pub fn start_captured(
+        topology: Topology,
+        facilities: Vec<Facility>,
+    ) -> (Lab, capture::Capture) {
+        let (lab, capture) = Lab::start_inner(topology, facilities, true);
+        (lab, capture.unwrap())
+    }
+
+    fn start_inner(
+        topology: Topology,
+        facilities: Vec<Facility>,
+        capture: bool,
+    ) -> (Lab, Option<capture::Capture>) {
         assert!(
             std::fs::metadata("/proc/self")
                 .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
@@ -318,11 +366,14 @@ impl Lab {
             serve_args,
         };
         lab.network();
+        let capture = capture.then(|| lab.capture());
         lab.start_hub();
         for i in 0..lab.sites.len() {
-            lab.start_charon_of(i);
+            if lab.sites[i].facility.charon {
+                lab.start_charon_of(i);
+            }
         }
-        lab
+        (lab, capture)
     }
 
     /// The hub's outer address (IPv6 in the IPv6 topology).
@@ -654,6 +705,7 @@ impl Lab {
                 .facility
                 .dn_id
                 .clone()
+                .or_else(|| s.facility.id.clone())
                 .unwrap_or_else(|| format!("{}.example", s.name));
             let mut remote_ts = s.net.clone();
             let mut local_ts = HUB_NET.to_string();
@@ -836,7 +888,7 @@ impl Lab {
       time_format = %T
       flush_line = yes
       default = 1
-      ike = 2
+      ike = {ike_level}
       cfg = 2
       knl = 1
     }}
@@ -846,13 +898,16 @@ swanctl {{
   socket = unix://{d}/charon.vici
 }}
 "#,
-            charon_extra = s.facility.swan_charon.join("\n  ")
+            charon_extra = s.facility.swan_charon.join("\n  "),
+            ike_level = if s.facility.swan_log_keys { 4 } else { 2 },
         );
         std::fs::write(s.dir.join("strongswan.conf"), conf).unwrap();
         let f = &s.facility;
         let (mut local_ts, mut remote_ts) = (
             f.swan_local_ts.clone().unwrap_or_else(|| s.net.clone()),
-            HUB_NET.to_string(),
+            f.swan_remote_ts
+                .clone()
+                .unwrap_or_else(|| HUB_NET.to_string()),
         );
         if let Some((_, net6)) = &s.inner6 {
             local_ts = format!("{local_ts},{net6}");
@@ -890,12 +945,12 @@ swanctl {{
                 };
                 format!("local {{\n      auth = pubkey\n      certs = {name}.pem{id}\n    }}\n    remote {{\n      auth = pubkey\n      cacerts = ca.pem\n      id = hub.example\n    }}", name = s.name)
             } else {
-                format!("local {{\n      auth = psk\n      id = {name}.example\n    }}\n    remote {{\n      auth = psk\n      id = hub.example\n    }}", name = s.name)
+                format!("local {{\n      auth = psk\n      id = {id}\n    }}\n    remote {{\n      auth = psk\n      id = hub.example\n    }}", id = s.psk_id())
             },
             secrets = if f.cert.is_some() {
                 String::new()
             } else {
-                format!("secrets {{\n  ike-hub {{\n    id-1 = {name}.example\n    id-2 = hub.example\n    secret = \"{psk}\"\n  }}\n}}", name = s.name, psk = f.psk)
+                format!("secrets {{\n  ike-hub {{\n    id-1 = {id}\n    id-2 = hub.example\n    secret = \"{psk}\"\n  }}\n}}", id = s.psk_id(), psk = f.psk)
             },
             local_addr = s.outer,
             hub = self.hub_outer(),

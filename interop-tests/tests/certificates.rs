@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::{CertFault, Facility, Lab, Role};
+use renkei_interop_tests::{CertFault, Facility, Lab, Role, Topology};
 use std::time::Duration;
 
 const SUITE: (&str, &str) = ("aes256gcm16-prfsha384-ecp384", "aes256gcm16-ecp384");
@@ -22,7 +22,9 @@ fn facility(key: &str, role: Role) -> Facility {
 fn connects(f: Facility, expect_scheme: &str) {
     let role = f.role;
     let key = f.cert.clone().unwrap();
-    let lab = Lab::start(f);
+    let mut f = f;
+    f.swan_log_keys = true;
+    let (lab, capture) = Lab::start_captured(Topology::Direct, vec![f]);
     if role == Role::SwanInitiates {
         assert!(lab.swan_initiate(), "strongSwan could not initiate ({key})");
     }
@@ -40,6 +42,8 @@ fn connects(f: Facility, expect_scheme: &str) {
         "strongSwan did not authenticate the hub"
     );
     eprintln!("{key} ({role:?}): up, AUTH {expect_scheme}");
+    let verdict = capture.check(&format!("strongswan cert {key} {role:?}"));
+    assert!(verdict.decrypted >= 2, "IKE_AUTH decrypted: {verdict:?}");
 }
 
 #[test]

@@ -35,7 +35,9 @@ fn transfer_ok(lab: &Lab, site: usize, from_hub: bool, v6: bool, bytes: u64) {
 
 #[test]
 fn one_facility_behind_nat() {
-    let lab = Lab::start_sites(Topology::Nat, vec![swan(Role::SwanInitiates)]);
+    let mut f = swan(Role::SwanInitiates);
+    f.swan_log_keys = true;
+    let (lab, capture) = Lab::start_captured(Topology::Nat, vec![f]);
     assert!(lab.swan_initiate());
     lab.wait_up(Duration::from_secs(30));
     let remote = remote_of(&lab, "kyoto");
@@ -54,6 +56,8 @@ fn one_facility_behind_nat() {
     }
     transfer_ok(&lab, 0, false, false, TRANSFER);
     transfer_ok(&lab, 0, true, false, TRANSFER / 4);
+    let verdict = capture.check("strongswan behind nat");
+    assert!(verdict.decrypted >= 2, "IKE_AUTH decrypted: {verdict:?}");
 }
 
 #[test]
@@ -115,7 +119,9 @@ fn nat_mapping_flushed_mid_transfer() {
 
 #[test]
 fn ipv6_outer_with_ipv4_and_ipv6_inside() {
-    let lab = Lab::start_sites(Topology::Ipv6, vec![swan(Role::SwanInitiates)]);
+    let mut f = swan(Role::SwanInitiates);
+    f.swan_log_keys = true;
+    let (lab, capture) = Lab::start_captured(Topology::Ipv6, vec![f]);
     assert!(lab.swan_initiate());
     lab.wait_up(Duration::from_secs(30));
     let f = lab.facility_status();
@@ -139,6 +145,8 @@ fn ipv6_outer_with_ipv4_and_ipv6_inside() {
         );
         transfer_ok(&lab, 0, false, v6, TRANSFER / 2);
     }
+    let verdict = capture.check("strongswan ipv6 outer");
+    assert!(verdict.decrypted >= 2, "IKE_AUTH decrypted: {verdict:?}");
 }
 
 #[test]

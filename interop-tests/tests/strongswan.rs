@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::{Facility, Lab, Role};
+use renkei_interop_tests::{Facility, Lab, Role, Topology};
 use std::time::Duration;
 
 const TRANSFER: u64 = 20 * 1024 * 1024;
@@ -16,7 +16,9 @@ const TRANSFER: u64 = 20 * 1024 * 1024;
 const PING_SIZES: [usize; 3] = [56, 1000, 1330];
 
 fn tunnel_carries_traffic(ike: &str, esp: &str, role: Role) {
-    let lab = Lab::start(Facility::new(ike, esp, role));
+    let mut f = Facility::new(ike, esp, role);
+    f.swan_log_keys = true;
+    let (lab, capture) = Lab::start_captured(Topology::Direct, vec![f]);
     match role {
         Role::SwanInitiates => assert!(lab.swan_initiate(), "strongSwan could not initiate"),
         Role::RenkeiInitiates => {}
@@ -55,6 +57,8 @@ fn tunnel_carries_traffic(ike: &str, esp: &str, role: Role) {
     eprintln!(
         "{ike} ({role:?}): up as {ike_suite}, pings and {TRANSFER}-byte transfer OK, status {f}"
     );
+    let verdict = capture.check(&format!("strongswan psk {ike} {role:?}"));
+    assert!(verdict.decrypted >= 2, "IKE_AUTH decrypted: {verdict:?}");
 }
 
 #[test]
@@ -387,7 +391,8 @@ fn ike_auth_fragmented_both_ways_with_strongswan() {
     );
     f.swan_charon = vec!["fragment_size = 300".into()];
     f.serve_args = vec!["--ike-fragment-size".into(), "200".into()];
-    let lab = Lab::start(f);
+    f.swan_log_keys = true;
+    let (lab, capture) = Lab::start_captured(Topology::Direct, vec![f]);
     assert!(lab.swan_initiate());
     lab.wait_up(Duration::from_secs(30));
     let swan = lab.charon_log();
@@ -405,6 +410,8 @@ fn ike_auth_fragmented_both_ways_with_strongswan() {
     );
     assert!(lab.ping(false, 1000, 3));
     assert!(lab.ping(true, 1000, 3));
+    let verdict = capture.check("strongswan ike fragments both ways");
+    assert!(verdict.ike_fragments_from_hub > 1, "{verdict:?}");
 }
 
 #[test]

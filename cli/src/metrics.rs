@@ -134,8 +134,8 @@ const STATES: [FacilityState; 5] = [
 ];
 
 /// Renders the status report and certificate expiry in the Prometheus
-/// text format (0.0.4); `now` (seconds since the epoch) is for days left.
-pub(crate) fn render(status: &HubStatus, certs: &CertExpiry, now: i64) -> Result<String> {
+/// text format (0.0.4).
+pub(crate) fn render(status: &HubStatus, certs: &CertExpiry) -> Result<String> {
     let m = Families(prometheus::Registry::new());
     let facilities = &status.facilities;
 
@@ -211,27 +211,26 @@ pub(crate) fn render(status: &HubStatus, certs: &CertExpiry, now: i64) -> Result
     .with_label_values(&["modp2048"])
     .set(MODP2048_DEADLINE);
 
-    let days = |not_after: i64| (not_after - now) as f64 / 86_400.0;
-    let hub_certs = m.float_gauge(
-        "renkei_hub_certificate_days_left",
-        "Days until the hub's CA certificate (certificate=\"ca\") or its own certificate (certificate=\"hub\") expires; negative once expired.",
+    // Expiry as a timestamp, as Prometheus names units (seconds): days
+    // left is `(… - time()) / 86400` in a query, as the alert rules do.
+    let hub_certs = m.gauge(
+        "renkei_hub_certificate_expiry_timestamp_seconds",
+        "When the hub's CA certificate (certificate=\"ca\") or its own certificate (certificate=\"hub\") expires (notAfter, seconds since the epoch).",
         &["certificate"],
     )?;
     for (which, not_after) in [("ca", certs.ca), ("hub", certs.hub)] {
         if let Some(t) = not_after {
-            hub_certs.with_label_values(&[which]).set(days(t));
+            hub_certs.with_label_values(&[which]).set(t);
         }
     }
-    let facility_certs = m.float_gauge(
-        "renkei_facility_certificate_days_left",
-        "Days until the newest unrevoked certificate the hub issued to the facility expires; absent for a facility without one.",
+    let facility_certs = m.gauge(
+        "renkei_facility_certificate_expiry_timestamp_seconds",
+        "When the newest unrevoked certificate the hub issued to the facility expires (notAfter, seconds since the epoch); absent for a facility without one.",
         &["facility"],
     )?;
     for f in facilities {
         if let Some(t) = certs.facilities.get(&f.name) {
-            facility_certs
-                .with_label_values(&[f.name.as_str()])
-                .set(days(*t));
+            facility_certs.with_label_values(&[f.name.as_str()]).set(*t);
         }
     }
 
@@ -398,7 +397,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests,
 async fn scrape(status: HubStatus, state: StateDir) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let certs = CertExpiry::read(&state)?;
-        render(&status, &certs, crate::certs::unix_now())
+        render(&status, &certs)
     })
     .await
     .context("metrics: the scrape task failed")?
@@ -434,7 +433,7 @@ mod tests {
             )],
             ..HubStatus::default()
         };
-        let text = render(&status, &CertExpiry::default(), NOW).unwrap();
+        let text = render(&status, &CertExpiry::default()).unwrap();
         let line = "renkei_facility_info{facility=\"nara\",identity=\"CN=Nara \\\\\\\"East\\\", O=Clinic\\nTwo\"} 1";
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         assert!(text
@@ -494,7 +493,7 @@ mod tests {
             hub: Some(NOW + 20 * 86_400 + 43_200),
             facilities: [("kyoto".to_string(), NOW - 86_400)].into_iter().collect(),
         };
-        let text = render(&status, &certs, NOW).unwrap();
+        let text = render(&status, &certs).unwrap();
         for line in [
             "renkei_facility_up{facility=\"kyoto\"} 1",
             "renkei_facility_bytes_total{direction=\"out\",facility=\"kyoto\"} 20",
@@ -513,9 +512,9 @@ mod tests {
             "renkei_facility_last_heard_timestamp_seconds{facility=\"kyoto\"} 1795996810",
             "renkei_facility_ike_ke_group{facility=\"kyoto\",group=\"modp2048\"} 1",
             "renkei_ke_group_deadline_timestamp_seconds{group=\"modp2048\"} 1924992000",
-            "renkei_hub_certificate_days_left{certificate=\"ca\"} 7300",
-            "renkei_hub_certificate_days_left{certificate=\"hub\"} 20.5",
-            "renkei_facility_certificate_days_left{facility=\"kyoto\"} -1",
+            "renkei_hub_certificate_expiry_timestamp_seconds{certificate=\"ca\"} 2426716800",
+            "renkei_hub_certificate_expiry_timestamp_seconds{certificate=\"hub\"} 1797768000",
+            "renkei_facility_certificate_expiry_timestamp_seconds{facility=\"kyoto\"} 1795910400",
             "renkei_child_sas 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
@@ -527,7 +526,7 @@ mod tests {
         assert!(text.lines().any(|l| l == build), "missing {build}");
         // osaka has no certificate, no last-heard time and no IKE suite.
         for absent in [
-            "renkei_facility_certificate_days_left{facility=\"osaka\"}",
+            "renkei_facility_certificate_expiry_timestamp_seconds{facility=\"osaka\"}",
             "renkei_facility_last_heard_timestamp_seconds{facility=\"osaka\"}",
             "renkei_facility_ike_ke_group{facility=\"osaka\"",
         ] {

@@ -2,6 +2,7 @@
 //! are in [`crate::args`].
 
 pub(crate) mod audit;
+pub(crate) mod backup;
 pub(crate) mod cert;
 pub(crate) mod compliance;
 pub(crate) mod export;

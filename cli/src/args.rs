@@ -88,6 +88,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running hub re-read the whole registry and apply what
+    /// changed (added, changed, removed, disabled facilities and
+    /// revocations), as `systemctl reload renkei` does. Commands that
+    /// change the registry already tell the hub; this is for changes it
+    /// missed (e.g. made while its control socket was unreachable).
+    Reload,
     /// Write an encrypted backup of the whole state directory (registry,
     /// CA, hub key and certificate, CRL, audit log) while the hub runs:
     /// the registry through SQLite's online backup, the audit log up to

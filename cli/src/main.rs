@@ -104,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::export::run(&state, &name, format, with_secret),
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
+        Command::Reload => cmd::reload::run(&state),
         Command::Backup {
             out,
             passphrase_file,

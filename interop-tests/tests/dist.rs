@@ -130,3 +130,30 @@ fn dashboard_and_rules_name_exported_metrics() {
         }
     }
 }
+
+/// The systemd unit's commands are ones the binary has (ExecReload is
+/// `renkei reload`, tested live in reload.rs).
+#[test]
+fn the_systemd_unit_runs_existing_commands() {
+    let unit = std::fs::read_to_string(repo().join("dist/renkei.service")).unwrap();
+    let mut seen = Vec::new();
+    for line in unit.lines() {
+        let Some((key, cmd)) = line.split_once('=') else {
+            continue;
+        };
+        if !matches!(key, "ExecStart" | "ExecReload") {
+            continue;
+        }
+        let mut words = cmd.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/renkei"), "{line}");
+        let args: Vec<&str> = words.collect();
+        let out = Command::new(renkei_interop_tests::renkei_bin())
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+        seen.push(key);
+    }
+    assert_eq!(seen, ["ExecStart", "ExecReload"]);
+}

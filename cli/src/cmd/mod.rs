@@ -8,6 +8,7 @@ pub(crate) mod compliance;
 pub(crate) mod export;
 pub(crate) mod init;
 pub(crate) mod peer;
+pub(crate) mod reload;
 pub(crate) mod sa;
 pub(crate) mod serve;
 pub(crate) mod status;

@@ -57,24 +57,41 @@ fn live_metrics_for_monitoring() {
     assert!(lab.ping(false, 56, 3));
     let text = scrape(&lab);
 
-    // The build: this crate's version and the commit it was built from.
-    let git = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+    // The build: this crate's version and the commit the binary was
+    // built from — a commit of this repository (the binary may be older
+    // than HEAD), or "unknown" outside a git checkout.
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("renkei_build_info{"))
+        .unwrap_or_else(|| panic!("no renkei_build_info in\n{text}"));
+    let git = build
+        .split("git=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    assert_eq!(
+        build,
+        format!(
+            "renkei_build_info{{git=\"{git}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let in_git = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or("unknown".to_string(), |o| {
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        });
-    let build = format!(
-        "renkei_build_info{{git=\"{git}\",version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    assert!(
-        text.lines().any(|l| l == build),
-        "missing {build} in\n{text}"
-    );
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        assert_eq!(git.len(), 12, "{build}");
+        let known = Command::new("git")
+            .args(["cat-file", "-e", &format!("{git}^{{commit}}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(known.success(), "{git} is not a commit of this repository");
+    } else {
+        assert_eq!(git, "unknown");
+    }
 
     // Certificate expiry: the facility's (825 days by default), the hub's
     // (5 years) and the CA's (20 years), issued during this test.

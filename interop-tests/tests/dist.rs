@@ -157,3 +157,33 @@ fn the_systemd_unit_runs_existing_commands() {
     }
     assert_eq!(seen, ["ExecStart", "ExecReload"]);
 }
+
+/// The release binary carries no debug info by default (the size in the
+/// README is what is installed); `--profile profiling` keeps it.
+#[test]
+fn release_profile_strips_debug_info() {
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let section = |name: &str| -> Vec<String> {
+        manifest
+            .split("\n[")
+            .find(|s| s.starts_with(&format!("{name}]")))
+            .unwrap_or_else(|| panic!("no [{name}]"))
+            .lines()
+            .skip(1)
+            .map(|l| l.replace(' ', ""))
+            .collect()
+    };
+    let release = section("profile.release");
+    assert!(release.iter().any(|l| l == "debug=false"), "{release:?}");
+    assert!(
+        release
+            .iter()
+            .any(|l| l == "strip=\"debuginfo\"" || l == "strip=\"symbols\""),
+        "{release:?}"
+    );
+    let profiling = section("profile.profiling");
+    assert!(
+        profiling.iter().any(|l| l == "inherits=\"release\""),
+        "{profiling:?}"
+    );
+}

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-10}
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+# cargo-fuzz is installed, pinned, by scripts/install-deps.sh.
+command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing: run scripts/install-deps.sh" >&2; exit 1; }
 # cargo-fuzz passes nightly-only flags; this machine has one stable toolchain.
 export RUSTC_BOOTSTRAP=1
 sanitizer=${FUZZ_SANITIZER:-none}

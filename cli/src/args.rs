@@ -100,6 +100,37 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running hub re-read the whole registry and apply what
+    /// changed (added, changed, removed, disabled facilities and
+    /// revocations), as `systemctl reload renkei` does. Commands that
+    /// change the registry already tell the hub; this is for changes it
+    /// missed (e.g. made while its control socket was unreachable).
+    Reload,
+    /// Write an encrypted backup of the whole state directory (registry,
+    /// CA, hub key and certificate, CRL, audit log) while the hub runs:
+    /// the registry through SQLite's online backup, the audit log up to
+    /// its last complete record. Encrypted with a passphrase (age, scrypt).
+    Backup {
+        /// The backup file to write (0600; an existing file is refused).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Read the passphrase from this file (first line) instead of
+        /// asking for it twice on the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Restore a backup into the state directory (--state), which must not
+    /// exist or be empty: an existing hub is never overwritten. Stop no
+    /// hub for it; start `renkei serve` afterwards.
+    Restore {
+        /// The backup file (`renkei backup --out`).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Read the passphrase from this file (first line) instead of
+        /// asking for it on the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
 }
 
 /// What the registry does not know about a facility's router, for

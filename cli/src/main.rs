@@ -109,6 +109,15 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::export::run(&state, &name, format, with_secret, site),
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
+        Command::Reload => cmd::reload::run(&state),
+        Command::Backup {
+            out,
+            passphrase_file,
+        } => cmd::backup::backup(&state, &out, passphrase_file.as_deref()),
+        Command::Restore {
+            input,
+            passphrase_file,
+        } => cmd::backup::restore(&state, &input, passphrase_file.as_deref()),
     }
 }
 

@@ -37,6 +37,12 @@ impl StateDir {
         self.root.display()
     }
 
+    /// The directory itself, for `backup` and `restore`, which copy all of
+    /// it (every other module names files through the methods below).
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Creates the directory (and its parents), mode 0700.
     pub(crate) fn create(&self) -> Result<()> {
         std::fs::DirBuilder::new()

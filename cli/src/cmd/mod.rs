@@ -2,12 +2,14 @@
 //! are in [`crate::args`].
 
 pub(crate) mod audit;
+pub(crate) mod backup;
 pub(crate) mod cert;
 pub(crate) mod compliance;
 pub(crate) mod export;
 pub(crate) mod hub;
 pub(crate) mod init;
 pub(crate) mod peer;
+pub(crate) mod reload;
 pub(crate) mod sa;
 pub(crate) mod serve;
 pub(crate) mod status;

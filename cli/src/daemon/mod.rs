@@ -221,7 +221,11 @@ async fn run(
     io::spawn_receivers(&ike_sockets, &tx);
     if let Some(metrics) = metrics {
         info!(addr = ?metrics.local_addr().ok(), "serving Prometheus metrics at /metrics");
-        tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
+        tokio::spawn(crate::metrics::serve(
+            metrics,
+            ctl_tx.clone(),
+            opts.state.clone(),
+        ));
     }
     tokio::spawn(control::serve(listener, ctl_tx));
     let (resolved_tx, mut resolved_rx) = mpsc::channel::<reconnect::Resolved>(64);

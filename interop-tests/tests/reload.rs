@@ -42,8 +42,11 @@ fn reload_applies_a_registry_change_the_hub_missed() {
         lab.swan_sa_count() == 0
     });
 
-    // A second reload is harmless: the facility stays disabled.
+    // A second reload is harmless: the facility stays disabled, and that
+    // is no change to report.
     let out = lab.renkei(&["reload"]);
     assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("kyoto"), "{said}");
     assert_eq!(lab.facility_status()["state"], "disabled");
 }

@@ -110,7 +110,10 @@ impl Hub {
         let old = self.peers.get(name);
         let mtu_changed = old.zip(fresh.as_ref()).is_some_and(|(o, f)| o.mtu != f.mtu);
         let enabled = fresh.as_ref().filter(|p| p.enabled);
-        if old.is_some() && enabled.is_none() {
+        // Gone from the registry, or disabled now (a facility that stays
+        // disabled is no change).
+        let was_enabled = old.is_some_and(|o| o.enabled);
+        if old.is_some() && enabled.is_none() && (was_enabled || fresh.is_none()) {
             if self.endpoint.peer(name).is_some() {
                 let _ = self.endpoint.remove_peer(now, name);
             }

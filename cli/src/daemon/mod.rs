@@ -23,6 +23,7 @@
 //! | [`audit_map`] | what the audit log keeps of an `ike` event |
 
 mod audit_map;
+mod crl;
 mod events;
 mod install;
 mod io;
@@ -255,6 +256,10 @@ async fn run(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first tick is at once: a CRL that went stale while the hub was
+    // stopped is reissued at start.
+    let mut crl_tick = tokio::time::interval(crate::certs::CRL_CHECK_INTERVAL);
+    crl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         // The endpoint has no clock; certificate validity needs the time.
         hub.endpoint
@@ -287,6 +292,7 @@ async fn run(
                 hub.check_byte_lifetimes(Instant::now());
                 hub.expire_path_mtus(Instant::now());
             }
+            _ = crl_tick.tick() => hub.renew_crl(),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }

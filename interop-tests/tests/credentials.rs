@@ -350,3 +350,110 @@ fn identities_take_a_form_a_certificate_can_carry() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hub started with a CRL past half its validity (it was stopped for
+/// weeks, say) reissues it at once — same revocations, new dates — and
+/// audits it; the hourly check is the same function on a timer.
+#[test]
+fn a_running_hub_reissues_a_stale_crl() {
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("renkei-creds-crl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    must(&state, &["init", "--hub-id", "hub.example"]);
+    must(
+        &state,
+        &[
+            "peer",
+            "add",
+            "kyoto",
+            "--id",
+            "kyoto.example",
+            "--cert",
+            "--remote-ts",
+            "198.51.100.0/26",
+        ],
+    );
+    must(
+        &state,
+        &[
+            "cert",
+            "issue",
+            "kyoto",
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ],
+    );
+    must(&state, &["cert", "revoke", "kyoto"]);
+    let certs = serials_of(&state, "kyoto");
+    let [(serial, true)] = certs.as_slice() else {
+        panic!("one revoked certificate expected");
+    };
+    let serial = serial.clone();
+    // The same CRL as issued 20 of its 30 days ago, signed by the hub's CA.
+    let ca = pki::ca::Ca::load(
+        &std::fs::read_to_string(state.join("ca/ca.key")).unwrap(),
+        &std::fs::read_to_string(state.join("ca/ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let stale = now - 20 * 86_400;
+    let pem = ca
+        .crl(
+            &[pki::ca::Revoked {
+                serial: serial.clone(),
+                at: stale,
+            }],
+            stale as u64,
+            stale,
+            30,
+        )
+        .unwrap();
+    std::fs::write(state.join("ca/crl.pem"), pem).unwrap();
+    let ns = format!("renkei-crl-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let log = dir.join("hub.log");
+    let mut hub = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(renkei_bin())
+        .arg("--state")
+        .arg(&state)
+        .args(["serve", "--listen", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("renkei hub serving") && text.contains("reissued the CRL")
+            || hub.try_wait().unwrap().is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").arg(hub.id().to_string()).status();
+    let _ = hub.wait();
+    ip(&["netns", "del", &ns]);
+    assert!(text.contains("reissued the CRL"), "{text}");
+    let (this_update, next_update) =
+        pki::ca::crl_validity(&std::fs::read_to_string(state.join("ca/crl.pem")).unwrap()).unwrap();
+    assert!(this_update >= now, "the CRL was not reissued");
+    assert_eq!(next_update, Some(this_update + 30 * 86_400));
+    assert!(
+        crl_serials(&state).contains(&serial),
+        "the revocation was lost"
+    );
+    assert!(must(&state, &["audit", "show", "--json"]).contains("\"crl.reissue\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}

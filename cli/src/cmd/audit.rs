@@ -3,7 +3,7 @@
 use crate::args::AuditCommand;
 use crate::audit;
 use crate::state::StateDir;
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
     match cmd {
@@ -13,7 +13,15 @@ pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
             Ok(())
         }
         AuditCommand::Show { tail, json } => {
-            let text = std::fs::read_to_string(state.audit_log()).unwrap_or_default();
+            // No log yet is no records; one this user may not read is
+            // an error that says so (not an empty log).
+            let path = state.audit_log();
+            let text = if state.exists(&path, "reading the audit log")? {
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            } else {
+                String::new()
+            };
             let lines: Vec<&str> = text.lines().collect();
             for line in &lines[lines.len().saturating_sub(tail)..] {
                 if json {

@@ -42,9 +42,11 @@ pub(crate) enum Command {
         /// The hub's IKE identity (an IP, an FQDN, or user@domain).
         #[arg(long)]
         hub_id: String,
-        /// Address(es) facilities use to reach the hub (for exported configs).
-        #[arg(long = "public-addr", value_name = "ADDR")]
-        public_addr: Vec<IpAddr>,
+        /// Address(es) facilities use to reach the hub (for exported
+        /// configs): IP addresses or DNS names, repeated or comma-separated.
+        /// Change them later with `renkei hub set --public-addr`.
+        #[arg(long = "public-addr", value_name = "ADDR", value_delimiter = ',')]
+        public_addr: Vec<crate::registry::PublicAddr>,
         /// Cryptographic profile; only "cryptrec" exists.
         #[arg(long, default_value = "cryptrec")]
         profile: String,
@@ -58,6 +60,13 @@ pub(crate) enum Command {
     /// Issue, revoke and list facility certificates from the hub's CA.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The hub's own settings after `init`: show them, change its public
+    /// addresses, renew its certificate.
+    #[command(subcommand)]
+    Hub(HubCommand),
+    /// Roll the hub's CA over to a new key, then retire the previous one.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Add, list, show, remove, enable or disable facilities.
     #[command(subcommand)]
     Peer(PeerCommand),
@@ -79,12 +88,15 @@ pub(crate) enum Command {
     Export {
         /// The facility.
         name: String,
-        /// Configuration format.
+        /// Configuration format (default: the one of the facility's
+        /// `--router`; needed for router "other").
         #[arg(long, value_enum)]
-        format: export::Format,
+        format: Option<export::Format>,
         /// Include the pre-shared key (otherwise a comment marks its place).
         #[arg(long)]
         with_secret: bool,
+        #[command(flatten)]
+        site: ExportSite,
     },
     /// Every facility's configured and negotiated algorithms against the
     /// CRYPTREC profile, with the end-of-2030 deadline for 112-bit ones.
@@ -93,6 +105,33 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What the registry does not know about a facility's router, for
+/// `renkei export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportSite {
+    /// The router's WAN interface (cisco: GigabitEthernet0/0/0, fortigate:
+    /// wan1, nec: GigaEthernet0.1 unless given).
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) wan_interface: Option<String>,
+    /// The router's LAN interface (cisco: GigabitEthernet0/0/1, fortigate:
+    /// internal, nec: GigaEthernet1.0 unless given).
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) lan_interface: Option<String>,
+    /// The router's own address for IKE (yamaha: `ipsec ike local
+    /// address`; needed with --wan-nat).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) local_addr: Option<IpAddr>,
+    /// The router masquerades (NAPT) its own WAN: exempt IKE, NAT-T and ESP
+    /// to the router itself. For yamaha, N (required) is its NAT
+    /// descriptor's number; the other routers need no N.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub(crate) wan_nat: Option<u32>,
+    /// The hub public address the router connects to (default: the first
+    /// IPv4 one given to `renkei init --public-addr` or `renkei hub set --public-addr`).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) hub_addr: Option<IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,19 +184,101 @@ pub(crate) enum CertCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum AuditCommand {
-    /// Check that no record was edited, removed or inserted; prints the
-    /// number of records and the head hash (keep it elsewhere to detect a
-    /// rewrite of the newest records).
-    Verify,
-    /// Print the newest records.
+pub(crate) enum HubCommand {
+    /// The hub's identity, public addresses, profile, its certificate
+    /// (subject, subjectAltName, validity, SHA-256 fingerprint) and CA,
+    /// and a CA rollover under way.
     Show {
-        /// How many records.
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the hub's settings; options not given keep their values.
+    Set {
+        /// The addresses facilities reach the hub at, replacing the stored
+        /// ones: IP addresses or DNS names (stored as given; a name goes
+        /// into exported router configurations as it is and is resolved by
+        /// the router when it connects), repeated or comma-separated. Only
+        /// exported configurations use them; running tunnels are not touched.
+        #[arg(
+            long = "public-addr",
+            value_name = "ADDR[,ADDR…]",
+            value_delimiter = ',',
+            required = true
+        )]
+        public_addr: Vec<crate::registry::PublicAddr>,
+    },
+    /// Issue the hub a new key and certificate from its CA, for the same
+    /// identity. The previous files are kept in STATE/retired/. A running
+    /// hub takes the new certificate at once: established tunnels stay up,
+    /// new IKE SAs authenticate with it.
+    RenewCert {
+        /// Validity in days.
+        #[arg(long, default_value_t = 5 * 365)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Make a new CA and reissue the hub's certificate from it. Until
+    /// `ca retire-old`, the previous CA stays trusted (facility
+    /// certificates it issued keep working) and the hub keeps its
+    /// certificate from it for facilities that trust only the previous CA.
+    /// `cert issue` issues from the new CA from now on.
+    Rollover {
+        /// Key type of the new CA and the hub's new certificate (default:
+        /// that of the hub's current certificate).
+        #[arg(long, value_name = "ecdsa-p384|ecdsa-p256|rsa-3072")]
+        key: Option<pki::ca::KeyKind>,
+    },
+    /// End a CA rollover: stop trusting the previous CA and stop using the
+    /// hub's certificate from it. Refused, listing them, while a
+    /// certificate facility has no valid certificate from the new CA.
+    RetireOld,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check that no record was edited, removed or inserted, across every
+    /// segment (audit.log.1, audit.log.2, …, audit.log); prints the number
+    /// of records and the head hash (keep it elsewhere to detect a rewrite
+    /// of the newest records). Fails when the log of an initialised hub is
+    /// missing or empty.
+    Verify {
+        /// The hash the oldest segment present continues from, when older
+        /// segments were moved to an archive: the head `audit verify`
+        /// printed before they were moved.
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+    },
+    /// Close the live log as the next segment (audit.log.N) and start a
+    /// new one whose first record continues the chain; safe while the hub
+    /// runs. Prints the segment and its head hash.
+    Rotate,
+    /// Print the newest records (from every segment), optionally only
+    /// some.
+    Show {
+        /// How many records (the newest that match).
         #[arg(long, default_value_t = 50)]
         tail: usize,
         /// Print the raw JSON lines.
         #[arg(long)]
         json: bool,
+        /// Only records about this facility.
+        #[arg(long, value_name = "NAME")]
+        facility: Option<String>,
+        /// Only this event, or the events under it (`refused` also shows
+        /// `refused.authentication`).
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Only records at or after this time (RFC 3339, e.g.
+        /// 2026-11-30T09:00:00+09:00).
+        #[arg(long, value_name = "TIME", value_parser = crate::audit::parse_time)]
+        since: Option<i64>,
+        /// Only records at or before this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = crate::audit::parse_time)]
+        until: Option<i64>,
     },
 }
 
@@ -207,13 +328,19 @@ pub(crate) struct PeerAdd {
     /// `renkei cert issue NAME`); the hub answers with its own certificate.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// The facility's prefixes, comma-separated CIDRs.
+    /// The facility's prefixes, comma-separated CIDRs. Refused if one
+    /// overlaps another facility's, the hub's own addresses, networks or
+    /// routes, --local-ts, --remote-addr, loopback, link-local, multicast
+    /// or a default route.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: String,
     /// The hub-side prefixes the facility may reach (default: any).
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) local_ts: Option<String>,
-    /// The facility's address, for the hub to initiate to (ADDR or ADDR:PORT).
+    /// The facility's address, for the hub to initiate to: ADDR,
+    /// ADDR:PORT, or a DNS name (NAME or NAME:PORT; e.g. the router's
+    /// dynamic DNS name), which is stored as given and resolved again at
+    /// every connection attempt.
     #[arg(long)]
     pub(crate) remote_addr: Option<String>,
     /// Initiate and keep the tunnel up (needs --remote-addr).
@@ -227,6 +354,15 @@ pub(crate) struct PeerAdd {
 /// `peer set` (where one not given keeps its stored value).
 #[derive(Debug, Args)]
 pub(crate) struct Tuning {
+    /// The router the facility owns: sets that router's working proposals,
+    /// lifetimes and liveness (options given with it still apply), refuses
+    /// algorithms it cannot negotiate, and chooses `renkei export`'s
+    /// format. yamaha: IKE and ESP aes256-sha256-modp2048 (PFS); cisco:
+    /// aes256-sha256-ecp384; fortigate: aes256gcm16-prfsha256-ecp384 /
+    /// aes256gcm16-ecp384; nec: aes256-sha256-modp2048; strongswan and
+    /// other (the default): the whole CRYPTREC profile.
+    #[arg(long, value_enum, value_name = "ROUTER")]
+    pub(crate) router: Option<crate::router::Router>,
     /// IKE proposals in strongSwan syntax (default: the whole CRYPTREC profile).
     #[arg(long, value_name = "PROPOSALS")]
     pub(crate) ike: Option<String>,
@@ -269,13 +405,14 @@ pub(crate) struct PeerSet {
     /// Switch to certificate authentication.
     #[arg(long)]
     pub(crate) cert: bool,
-    /// New prefixes of the facility.
+    /// New prefixes of the facility (checked as `peer add` checks them).
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) remote_ts: Option<String>,
     /// New hub-side prefixes.
     #[arg(long, value_name = "CIDR[,CIDR…]")]
     pub(crate) local_ts: Option<String>,
-    /// A new address of the facility.
+    /// A new address of the facility (ADDR[:PORT] or a DNS name
+    /// NAME[:PORT], resolved at every connection attempt).
     #[arg(long)]
     pub(crate) remote_addr: Option<String>,
     /// Initiate and keep the tunnel up.

@@ -25,9 +25,9 @@ use crate::registry::{now_rfc3339, CertRecord, Registry};
 use crate::state::StateDir;
 
 /// Validity of the CA certificate.
-const CA_DAYS: u32 = 20 * 365;
+pub(crate) const CA_DAYS: u32 = 20 * 365;
 /// Validity of the hub's certificate.
-const HUB_DAYS: u32 = 5 * 365;
+pub(crate) const HUB_DAYS: u32 = 5 * 365;
 /// A CRL is reissued on every revocation and says the next one comes
 /// within this many days; strongSwan and routers warn after that.
 const CRL_DAYS: u32 = 30;
@@ -44,7 +44,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Writes `contents` to `path` through a temporary file and a rename, so a
 /// reader never sees half a file, with `mode` from the start.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let tmp = write_tmp(path, contents, mode)?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -140,6 +140,7 @@ pub(crate) fn create(
             issued: now_rfc3339(),
             revoked: None,
         })?;
+        reg.set_cert_ca(&hub.serial, &fingerprint(ca.cert_der()))?;
         written.push(write_crl(state, reg, &ca)?);
         Ok(())
     })();
@@ -165,11 +166,11 @@ pub(crate) fn remove_all(paths: &[PathBuf]) {
     }
 }
 
-fn load_ca(state: &StateDir) -> Result<Ca> {
+pub(crate) fn load_ca(state: &StateDir) -> Result<Ca> {
     let dir = state.ca_dir();
     let key = std::fs::read_to_string(state.ca_key()).with_context(|| {
         format!(
-            "no CA in {} (this state directory was made before certificate support; create a new hub with `renkei init`)",
+            "no CA in {} (this state directory was made before certificate support; create one with `renkei ca rollover`)",
             dir.display()
         )
     })?;
@@ -178,7 +179,7 @@ fn load_ca(state: &StateDir) -> Result<Ca> {
     Ca::load(&key, &cert).map_err(|e| anyhow::anyhow!("loading the CA: {e}"))
 }
 
-fn pem_der(text: &str, what: &Path) -> Result<Vec<u8>> {
+pub(crate) fn pem_der(text: &str, what: &Path) -> Result<Vec<u8>> {
     Ok(pem::parse(text)
         .with_context(|| format!("{} is not PEM", what.display()))?
         .contents()
@@ -200,7 +201,7 @@ fn revoked(reg: &Registry) -> Result<Vec<Revoked>> {
 }
 
 /// Rewrites the CRL from the registry; returns its path.
-fn write_crl(state: &StateDir, reg: &Registry, ca: &Ca) -> Result<PathBuf> {
+pub(crate) fn write_crl(state: &StateDir, reg: &Registry, ca: &Ca) -> Result<PathBuf> {
     write_crl_at(state, reg, ca, unix_now())
 }
 
@@ -255,43 +256,95 @@ pub(crate) fn renew_crl_if_due(state: &StateDir, now: i64) -> Result<Option<i64>
     Ok(Some(now + i64::from(CRL_DAYS) * 86_400))
 }
 
-/// The hub's credentials and trust store, or `None` for a state directory
-/// without a CA (certificate facilities then cannot connect).
-pub(crate) fn load(
-    state: &StateDir,
-    reg: &Registry,
-) -> Result<Option<(Arc<ike::Credentials>, Arc<TrustStore>)>> {
-    if !state.ca_cert().exists() {
-        return Ok(None);
-    }
-    let key_path = state.hub_key();
-    let cert_path = state.hub_cert();
+/// SHA-256 of a certificate's DER, lower-case hex: how the registry names
+/// the CA that issued a certificate.
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The hub's credentials for certificate facilities.
+pub(crate) struct Pki {
+    /// From the current CA.
+    pub(crate) credentials: Arc<ike::Credentials>,
+    /// During a CA rollover: from each CA, current first (else empty).
+    pub(crate) by_ca: Vec<ike::CaCredentials>,
+    pub(crate) trust: Arc<TrustStore>,
+}
+
+/// Reads a key and certificate pair.
+fn read_credentials(key_path: &Path, cert_path: &Path) -> Result<ike::Credentials> {
     let key_pem = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&key_path)
+        std::fs::read_to_string(key_path)
             .with_context(|| format!("reading {}", key_path.display()))?,
     );
-    let key_der = zeroize::Zeroizing::new(pem_der(&key_pem, &key_path)?);
+    let key_der = zeroize::Zeroizing::new(pem_der(&key_pem, key_path)?);
     let key = SigningKey::from_pkcs8(&key_der)
         .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
     let cert_der = pem_der(
-        &std::fs::read_to_string(&cert_path)
+        &std::fs::read_to_string(cert_path)
             .with_context(|| format!("reading {}", cert_path.display()))?,
-        &cert_path,
+        cert_path,
     )?;
-    Ok(Some((
-        Arc::new(ike::Credentials { key, cert_der }),
-        trust(state, reg)?.context("CA certificate vanished")?,
-    )))
+    Ok(ike::Credentials { key, cert_der })
 }
 
-/// The trust store: the CA certificate and the registry's revocations.
+/// Whether a CA rollover is under way (the previous CA is still trusted).
+pub(crate) fn rollover_under_way(state: &StateDir) -> bool {
+    state.ca_old_cert().exists()
+}
+
+/// The hub's credentials and trust store, or `None` for a state directory
+/// without a CA (certificate facilities then cannot connect). During a CA
+/// rollover both CAs are trusted and the hub has a certificate from each.
+pub(crate) fn load(state: &StateDir, reg: &Registry) -> Result<Option<Pki>> {
+    if !state.ca_cert().exists() {
+        return Ok(None);
+    }
+    let credentials = Arc::new(read_credentials(&state.hub_key(), &state.hub_cert())?);
+    let mut by_ca = Vec::new();
+    if rollover_under_way(state) {
+        let ca_hashes = |path: &Path| -> Result<[[u8; 20]; 2]> {
+            let der = pem_der(&std::fs::read_to_string(path)?, path)?;
+            pki::verify::certreq_hashes(&der)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        };
+        by_ca.push(ike::CaCredentials {
+            ca_hashes: ca_hashes(&state.ca_cert())?,
+            credentials: credentials.clone(),
+        });
+        by_ca.push(ike::CaCredentials {
+            ca_hashes: ca_hashes(&state.ca_old_cert())?,
+            credentials: Arc::new(read_credentials(
+                &state.hub_old_key(),
+                &state.hub_old_cert(),
+            )?),
+        });
+    }
+    Ok(Some(Pki {
+        credentials,
+        by_ca,
+        trust: trust(state, reg)?.context("CA certificate vanished")?,
+    }))
+}
+
+/// The trust store: the CA certificate (and the previous one during a CA
+/// rollover) and the registry's revocations.
 pub(crate) fn trust(state: &StateDir, reg: &Registry) -> Result<Option<Arc<TrustStore>>> {
     let path = state.ca_cert();
     if !path.exists() {
         return Ok(None);
     }
-    let der = pem_der(&std::fs::read_to_string(&path)?, &path)?;
-    let store = TrustStore::new(&der, revoked(reg)?.into_iter().map(|r| r.serial))
+    let mut cas = vec![pem_der(&std::fs::read_to_string(&path)?, &path)?];
+    let old = state.ca_old_cert();
+    if old.exists() {
+        cas.push(pem_der(&std::fs::read_to_string(&old)?, &old)?);
+    }
+    let refs: Vec<&[u8]> = cas.iter().map(Vec::as_slice).collect();
+    let store = TrustStore::with_cas(&refs, revoked(reg)?.into_iter().map(|r| r.serial))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(Some(Arc::new(store)))
 }
@@ -415,6 +468,7 @@ pub(crate) fn issue(
             issued: now_rfc3339(),
             revoked: None,
         })?;
+        reg.set_cert_ca(&issued.serial, &fingerprint(ca.cert_der()))?;
         if revoke_previous && !previous.is_empty() {
             let serials: Vec<String> = previous.iter().map(|c| c.serial.clone()).collect();
             revoked_serials = reg.revoke_serials(name, &serials, now)?;
@@ -450,7 +504,9 @@ pub(crate) fn revoke(
     serial: Option<&str>,
 ) -> Result<Vec<String>> {
     if name == HUB_CERT_NAME {
-        bail!("name: the hub's own certificate is replaced by a new `renkei init`, not revoked");
+        bail!(
+            "name: the hub's own certificate is replaced with `renkei hub renew-cert`, not revoked"
+        );
     }
     let ca = load_ca(state)?;
     let serials = match serial {

@@ -31,6 +31,9 @@ pub(crate) enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         certificates: bool,
     },
+    /// Re-read the hub's own certificates and the CAs it trusts (after
+    /// `hub renew-cert` or a CA rollover); established SAs are kept.
+    ReloadCredentials,
     /// Initiate a facility's tunnel now.
     SaUp { name: String },
     /// Tear a facility's tunnel down.
@@ -90,9 +93,9 @@ pub(crate) struct Closed {
 /// What the control loop answers: a reply, or an error for the operator.
 pub(crate) type Answer = std::result::Result<Reply, String>;
 
-/// A request on its way to the control loop, with the asking user's ID and
-/// where the answer goes.
-pub(crate) type Asked = (Request, u32, oneshot::Sender<Answer>);
+/// A request on its way to the control loop, with the asking user as the
+/// audit log names it ([`crate::audit::client`]) and where the answer goes.
+pub(crate) type Asked = (Request, String, oneshot::Sender<Answer>);
 
 /// The daemon's answer on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,9 +164,10 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, tx: mpsc::Sender<A
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let cred = stream.peer_cred().ok();
+        let uid = cred.map(|c| c.uid());
         let allowed = uid.is_some_and(|u| u == own_uid || u == 0);
-        let uid = uid.unwrap_or(u32::MAX);
+        let who = crate::audit::client(uid.unwrap_or(u32::MAX), cred.and_then(|c| c.pid()));
         let tx = tx.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
@@ -175,7 +179,7 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, tx: mpsc::Sender<A
                     match serde_json::from_str::<Request>(&line) {
                         Ok(req) => {
                             let (otx, orx) = oneshot::channel();
-                            if tx.send((req, uid, otx)).await.is_err() {
+                            if tx.send((req, who.clone(), otx)).await.is_err() {
                                 return;
                             }
                             orx.await.map_or_else(

@@ -15,8 +15,10 @@ mod control;
 mod daemon;
 mod exit;
 mod export;
+mod hostnet;
 mod metrics;
 mod registry;
+mod router;
 mod state;
 
 use anyhow::Result;
@@ -168,6 +170,8 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd::init::run(&state, &hub_id, public_addr, profile, ca_key),
         Command::Peer(c) => cmd::peer::run(&state, c),
         Command::Cert(c) => cmd::cert::run(&state, c),
+        Command::Hub(c) => cmd::hub::run(&state, c),
+        Command::Ca(c) => cmd::hub::run_ca(&state, c),
         Command::Serve(args) => {
             init_logging(&cli.log)?;
             cmd::serve::run(state, args)
@@ -178,7 +182,8 @@ fn run(cli: Cli) -> Result<()> {
             name,
             format,
             with_secret,
-        } => cmd::export::run(&state, &name, format, with_secret),
+            site,
+        } => cmd::export::run(&state, &name, format, with_secret, site),
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
     }

@@ -29,7 +29,7 @@ pub(crate) fn render(status: &HubStatus) -> String {
         &mut out,
         "renkei_facility_up",
         "gauge",
-        "1 while the facility's tunnel is up.",
+        "1 while a Child SA of the facility carries traffic (0 when down, connecting, degraded or disabled).",
     );
     for f in facilities {
         let up = u8::from(f.state == FacilityState::Up);
@@ -125,6 +125,20 @@ pub(crate) fn render(status: &HubStatus) -> String {
             status.hub.unattributed_drops.count(reason)
         );
     }
+    family(
+        &mut out,
+        "renkei_refused_total",
+        "counter",
+        "IKE attempts refused before a facility was known, by reason.",
+    );
+    for reason in crate::daemon::refusals::RefusalReason::ALL {
+        let _ = writeln!(
+            out,
+            "renkei_refused_total{{reason=\"{}\"}} {}",
+            reason.name(),
+            status.refused.total(reason)
+        );
+    }
     family(&mut out, "renkei_ike_sas", "gauge", "IKE SAs.");
     let _ = writeln!(out, "renkei_ike_sas {}", status.hub.ike_sas);
     family(
@@ -163,7 +177,10 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests)
             let (status, body) =
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
                     let (tx, rx) = oneshot::channel();
-                    let body = match requests.send((Request::Status, 0, tx)).await {
+                    let body = match requests
+                        .send((Request::Status, "metrics".to_string(), tx))
+                        .await
+                    {
                         Ok(()) => match rx.await {
                             Ok(Ok(Reply::Status(status))) => Some(render(&status)),
                             _ => None,
@@ -200,7 +217,13 @@ mod tests {
                              "ike_suite": null, "child_sas": [], "mtu": 1358, "path_mtu_limited": false,
                              "bytes_in": 10, "bytes_out": 20, "packets_in": 1, "packets_out": 2,
                              "drops": { "replay": 3 }, "handshakes": 1, "auth_failures": 0, "child_rekeys": 5, "ike_rekeys": 1,
-                             "last_heard": null, "last_rekey": null, "last_error": null }]
+                             "last_heard": null, "last_rekey": null, "last_error": null },
+                           { "name": "osaka", "id": "osaka.example", "state": "degraded", "since": null, "remote": null,
+                             "ike_suite": null, "child_sas": [], "mtu": 1358, "path_mtu_limited": false,
+                             "bytes_in": 0, "bytes_out": 0, "packets_in": 0, "packets_out": 0,
+                             "drops": {}, "handshakes": 1, "auth_failures": 0, "child_rekeys": 0, "ike_rekeys": 0,
+                             "last_heard": null, "last_rekey": null, "last_error": "TS_UNACCEPTABLE (the facility refused the Child SA)" }],
+            "refused": { "total": { "no_proposal_chosen": 3000, "unknown_identity": 2 }, "recent": [] }
         }))
         .unwrap();
         let text = render(&status);
@@ -212,6 +235,10 @@ mod tests {
             "renkei_facility_rekeys_total{facility=\"kyoto\",kind=\"child\"} 5",
             "renkei_unattributed_drops_total{reason=\"no_sa\"} 4",
             "renkei_ike_sas 1",
+            "renkei_facility_up{facility=\"osaka\"} 0",
+            "renkei_refused_total{reason=\"no_proposal_chosen\"} 3000",
+            "renkei_refused_total{reason=\"unknown_identity\"} 2",
+            "renkei_refused_total{reason=\"other\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }

@@ -17,6 +17,8 @@
 //! (unique names and identities, overlapping selectors) is checked in the
 //! transaction that writes.
 
+use crate::hostnet::HostNetworks;
+use crate::router::Router;
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use ike::proposal::{ProposalSet, Protocol};
@@ -67,7 +69,13 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("child_bytes", "INTEGER"),
     ("dpd", "INTEGER NOT NULL DEFAULT 30"),
     ("mtu", "INTEGER"),
+    ("router", "TEXT NOT NULL DEFAULT 'other'"),
 ];
+
+/// Columns added to `certs` after the first schema, like [`ADDED_COLUMNS`].
+/// `ca`: SHA-256 fingerprint (hex) of the CA certificate that issued it;
+/// NULL for certificates from before CA rollovers existed (the first CA).
+const ADDED_CERT_COLUMNS: &[(&str, &str)] = &[("ca", "TEXT")];
 
 /// Bounds on a facility's tunnel MTU (`--mtu`): IPv4's minimum datagram
 /// size that every host takes (RFC 791), and jumbo frames.
@@ -84,12 +92,110 @@ pub(crate) const MIN_PSK_LEN: usize = 16;
 /// behind the hub, with the kernel's routing deciding further.
 pub(crate) const DEFAULT_LOCAL_TS: &str = "0.0.0.0/0,::/0";
 
+/// Where the hub initiates to a facility (`--remote-addr`): an address, or
+/// a DNS name (a clinic on a dynamic address with dynamic DNS), resolved
+/// again by the daemon at every connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemoteAddr {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl RemoteAddr {
+    /// The address, when it is one (not a name).
+    pub(crate) fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            RemoteAddr::Ip(a) => Some(*a),
+            RemoteAddr::Name { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteAddr::Ip(a) => write!(f, "{a}"),
+            RemoteAddr::Name { host, port: 500 } => f.write_str(host),
+            RemoteAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 /// The hub's own settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Hub {
     pub(crate) id: Identity,
-    pub(crate) public_addrs: Vec<IpAddr>,
+    pub(crate) public_addrs: Vec<PublicAddr>,
     pub(crate) profile: String,
+}
+
+/// An address facilities reach the hub at (`hub set --public-addr`): an
+/// IP address, or a DNS name kept as given and written into router
+/// configurations as it is (the router resolves it when it connects).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub(crate) enum PublicAddr {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl std::fmt::Display for PublicAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicAddr::Ip(ip) => write!(f, "{ip}"),
+            PublicAddr::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl std::str::FromStr for PublicAddr {
+    type Err = String;
+
+    /// An IP address, or a DNS host name (RFC 1123 labels of letters,
+    /// digits and hyphens, 1–63 bytes each, 253 in all, a trailing dot
+    /// allowed, and not all digits in its last label so that a mistyped
+    /// address is not taken for a name). A name in another script must
+    /// be given in its ASCII (punycode, `xn--`) form.
+    fn from_str(s: &str) -> Result<PublicAddr, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(PublicAddr::Ip(ip));
+        }
+        if s.is_empty() {
+            return Err("an address or DNS name is empty".into());
+        }
+        if !s.is_ascii() {
+            return Err(format!(
+                "'{s}' is not ASCII; give an internationalised name in its punycode (xn--) form"
+            ));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if name.is_empty() || name.len() > 253 {
+            return Err(format!("'{s}' is not a DNS name (1 to 253 characters)"));
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        for label in &labels {
+            let ok = (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "'{s}' is neither an IP address nor a DNS name (label '{label}': letters, digits and inner hyphens, 1 to 63 of them)"
+                ));
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "'{s}' is neither an IP address nor a DNS name (a name's last label is not all digits)"
+            ));
+        }
+        Ok(PublicAddr::Name(s.to_string()))
+    }
 }
 
 /// One facility as stored.
@@ -100,7 +206,7 @@ pub(crate) struct Peer {
     pub(crate) auth: ike::PeerAuth,
     pub(crate) remote_ts: Vec<Subnet>,
     pub(crate) local_ts: Vec<Subnet>,
-    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) remote_addr: Option<RemoteAddr>,
     pub(crate) start: bool,
     pub(crate) ike: ProposalSet,
     pub(crate) esp: ProposalSet,
@@ -110,6 +216,8 @@ pub(crate) struct Peer {
     /// Largest inner packet sent whole to this facility; `None`: the
     /// hub's default (`serve --mtu`).
     pub(crate) mtu: Option<u32>,
+    /// The router the facility owns (`--router`).
+    pub(crate) router: Router,
 }
 
 impl std::fmt::Debug for Peer {
@@ -146,11 +254,13 @@ impl Peer {
             auth: self.auth.clone(),
             local_ts: self.local_ts.clone(),
             remote_ts: self.remote_ts.clone(),
-            remote_addr: self.remote_addr,
+            // A name is resolved by the daemon at each attempt
+            // (`Endpoint::initiate_to`).
+            remote_addr: self.remote_addr.as_ref().and_then(RemoteAddr::ip),
             ike: self.ike.clone(),
             esp: self.esp.clone(),
             lifetimes: self.lifetimes,
-            ke_upgrade: true,
+            ke_upgrade: self.router.ke_upgrade(),
         }
     }
 }
@@ -190,6 +300,8 @@ pub(crate) struct NewPeer {
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
     pub(crate) mtu: Option<u32>,
+    /// The router it owns; `None`: [`Router::Other`].
+    pub(crate) router: Option<Router>,
 }
 
 impl NewPeer {
@@ -221,6 +333,9 @@ pub(crate) struct PeerChange {
     pub(crate) child_bytes: Option<u64>,
     pub(crate) dpd: Option<u64>,
     pub(crate) mtu: Option<u32>,
+    /// Another router: its defaults replace the proposals, lifetimes and
+    /// liveness not given in the same change.
+    pub(crate) router: Option<Router>,
 }
 
 impl PeerChange {
@@ -237,6 +352,28 @@ impl PeerChange {
             None => old.id.clone(),
         };
         let auth = resolve_auth(&id, key, self.cert, Some(&old.auth))?;
+        // A new router brings its defaults for what this change leaves out.
+        let (router, reset) = match self.router {
+            Some(r) => (r, Some(r.defaults())),
+            None => (old.router, None),
+        };
+        let old_ike = match reset {
+            Some(_) => crate::router::default_set(router, Protocol::Ike),
+            None => old.ike.clone(),
+        };
+        let old_esp = match reset {
+            Some(_) => crate::router::default_set(router, Protocol::Esp),
+            None => old.esp.clone(),
+        };
+        let old_lifetimes = match reset {
+            Some(d) => ike::Lifetimes {
+                ike: d.ike_lifetime,
+                child: d.child_lifetime,
+                dpd: d.dpd,
+                ..old.lifetimes
+            },
+            None => old.lifetimes,
+        };
         let mut new = Peer {
             id,
             auth,
@@ -250,30 +387,31 @@ impl PeerChange {
             },
             remote_addr: match &self.remote_addr {
                 Some(a) => Some(parse_remote_addr(a)?),
-                None => old.remote_addr,
+                None => old.remote_addr.clone(),
             },
             start: self.start.unwrap_or(old.start),
             ike: match &self.ike {
-                Some(ike) => parse_proposals(Some(ike), Protocol::Ike)?,
-                None => old.ike.clone(),
+                Some(ike) => parse_proposals(Some(ike), Protocol::Ike, router)?,
+                None => old_ike,
             },
             esp: match &self.esp {
-                Some(esp) => parse_proposals(Some(esp), Protocol::Esp)?,
-                None => old.esp.clone(),
+                Some(esp) => parse_proposals(Some(esp), Protocol::Esp, router)?,
+                None => old_esp,
             },
             mtu: self.mtu.or(old.mtu),
+            router,
             ..old.clone()
         };
         new.lifetimes = ike::Lifetimes {
             ike: self
                 .ike_lifetime
-                .map_or(old.lifetimes.ike, Duration::from_secs),
+                .map_or(old_lifetimes.ike, Duration::from_secs),
             child: self
                 .child_lifetime
-                .map_or(old.lifetimes.child, Duration::from_secs),
-            child_bytes: self.child_bytes.or(old.lifetimes.child_bytes),
-            dpd: self.dpd.map_or(old.lifetimes.dpd, Duration::from_secs),
-            ..old.lifetimes
+                .map_or(old_lifetimes.child, Duration::from_secs),
+            child_bytes: self.child_bytes.or(old_lifetimes.child_bytes),
+            dpd: self.dpd.map_or(old_lifetimes.dpd, Duration::from_secs),
+            ..old_lifetimes
         };
         check(&new)?;
         Ok(new)
@@ -293,7 +431,14 @@ pub(crate) fn validate(
     check_name(&new.name)?;
     let id = parse_id(&new.id)?;
     let auth = resolve_auth(&id, key, new.cert, None)?;
-    let defaults = ike::Lifetimes::default();
+    let router = new.router.unwrap_or_default();
+    let r = router.defaults();
+    let defaults = ike::Lifetimes {
+        ike: r.ike_lifetime,
+        child: r.child_lifetime,
+        dpd: r.dpd,
+        ..ike::Lifetimes::default()
+    };
     let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
     let peer = Peer {
         name: new.name.clone(),
@@ -306,8 +451,8 @@ pub(crate) fn validate(
             .map(parse_remote_addr)
             .transpose()?,
         start: new.start,
-        ike: parse_proposals(new.ike.as_deref(), Protocol::Ike)?,
-        esp: parse_proposals(new.esp.as_deref(), Protocol::Esp)?,
+        ike: parse_proposals(new.ike.as_deref(), Protocol::Ike, router)?,
+        esp: parse_proposals(new.esp.as_deref(), Protocol::Esp, router)?,
         enabled: true,
         created: created.to_string(),
         lifetimes: ike::Lifetimes {
@@ -318,6 +463,7 @@ pub(crate) fn validate(
             ..defaults
         },
         mtu: new.mtu,
+        router,
         id,
     };
     check(&peer)?;
@@ -336,11 +482,13 @@ fn parse_local_ts(ts: Option<&str>) -> Result<Vec<Subnet>> {
     parse_subnets(ts.unwrap_or(DEFAULT_LOCAL_TS)).map_err(|e| anyhow::anyhow!("local-ts: {e}"))
 }
 
-/// Proposals in strongSwan syntax; `None`: the whole CRYPTREC profile.
-fn parse_proposals(s: Option<&str>, protocol: Protocol) -> Result<ProposalSet> {
+/// Proposals in strongSwan syntax; `None`: the router's defaults (for
+/// [`Router::Other`], the whole CRYPTREC profile).
+fn parse_proposals(s: Option<&str>, protocol: Protocol, router: Router) -> Result<ProposalSet> {
+    let d = router.defaults();
     let (default, field) = match protocol {
-        Protocol::Ike => (ike::proposal::DEFAULT_IKE, "ike"),
-        Protocol::Esp => (ike::proposal::DEFAULT_ESP, "esp"),
+        Protocol::Ike => (d.ike, "ike"),
+        Protocol::Esp => (d.esp, "esp"),
     };
     ProposalSet::parse(s.unwrap_or(default), protocol, false)
         .map_err(|e| anyhow::anyhow!("{field}: {e}"))
@@ -408,6 +556,20 @@ fn check(p: &Peer) -> Result<()> {
             bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
         }
     }
+    if matches!(p.auth, ike::PeerAuth::Cert) {
+        p.router.check_cert()?;
+    }
+    p.router.check(&p.ike, &p.esp, &p.lifetimes)?;
+    // A DNS name is checked by what it resolves to only when the hub
+    // connects; an address is checked here.
+    crate::hostnet::check_selectors(
+        &p.remote_ts,
+        &p.local_ts,
+        p.remote_addr
+            .as_ref()
+            .and_then(RemoteAddr::ip)
+            .map(|a| a.ip()),
+    )?;
     Ok(())
 }
 
@@ -446,15 +608,50 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses `ADDR` or `ADDR:PORT` / `[ADDR]:PORT` (default port 500).
-pub(crate) fn parse_remote_addr(s: &str) -> Result<SocketAddr> {
+/// Parses `ADDR`, `ADDR:PORT`, `[ADDR]:PORT`, `NAME` or `NAME:PORT`
+/// (default port 500); a name is kept as given.
+pub(crate) fn parse_remote_addr(s: &str) -> Result<RemoteAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+        return Ok(RemoteAddr::Ip(a));
     }
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, 500)),
-        Err(_) => bail!("remote-addr: '{s}' is not an IP address (optionally with :port)"),
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(RemoteAddr::Ip(SocketAddr::new(ip, 500)));
     }
+    let bad = || {
+        anyhow::anyhow!(
+            "remote-addr: '{s}' is neither an IP address nor a DNS name (optionally with :port)"
+        )
+    };
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        ),
+        None => (s, 500),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    // RFC 1123 §2.1: a name's last label is not all digits (else it
+    // would be a mistyped address).
+    if host.is_empty()
+        || host.len() > 253
+        || !labels.iter().all(|l| label_ok(l))
+        || labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    Ok(RemoteAddr::Name {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
@@ -481,7 +678,7 @@ impl Registry {
     pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
         if state.exists(&state.registry(), "creating the registry")? {
             bail!(
-                "state: {} already holds a registry; refusing to overwrite it",
+                "state: {} already holds a registry; refusing to overwrite it (change the hub with `renkei hub set`, `renkei hub renew-cert` or `renkei ca rollover`)",
                 state.display()
             );
         }
@@ -548,6 +745,15 @@ impl Registry {
                 conn.execute_batch(&format!("ALTER TABLE peers ADD COLUMN {name} {def}"))?;
             }
         }
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('certs')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, def) in ADDED_CERT_COLUMNS {
+            if !existing.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE certs ADD COLUMN {name} {def}"))?;
+            }
+        }
         // Registries made before certificate support allow only 'psk' in
         // `auth`; SQLite cannot change a CHECK, so the table is rebuilt
         // (same columns and rows) in one transaction.
@@ -585,7 +791,10 @@ impl Registry {
         let public_addrs = get("public_addrs")?
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse().context("stored public address"))
+            .map(|s| {
+                s.parse::<PublicAddr>()
+                    .map_err(|e| anyhow::anyhow!("stored public address: {e}"))
+            })
             .collect::<Result<_>>()?;
         Ok(Hub {
             id,
@@ -594,18 +803,57 @@ impl Registry {
         })
     }
 
-    /// Validates and stores a facility. Refused input changes nothing.
-    pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+    /// Validates and stores a facility, also against the host's own
+    /// networks (`host`, read from the kernel by the caller, and the hub's
+    /// public addresses). Refused input changes nothing.
+    pub(crate) fn add_peer_on(&mut self, new: &NewPeer, host: &HostNetworks) -> Result<Peer> {
         let peer = validate(new, new.read_key()?, &now_rfc3339())?;
+        self.check_host(&peer, host)?;
         self.store_peer(&peer, false)
     }
 
     /// Changes a facility: the fields `change` gives replace the stored
-    /// ones. Validated like `add_peer`; refused input changes nothing.
-    pub(crate) fn change_peer(&mut self, name: &str, change: &PeerChange) -> Result<Peer> {
+    /// ones. Validated like `add_peer_on`; refused input changes nothing.
+    pub(crate) fn change_peer_on(
+        &mut self,
+        name: &str,
+        change: &PeerChange,
+        host: &HostNetworks,
+    ) -> Result<Peer> {
         let old = self.peer(name)?;
         let peer = change.apply(&old, change.read_key()?)?;
+        self.check_host(&peer, host)?;
         self.store_peer(&peer, true)
+    }
+
+    /// [`Registry::add_peer_on`] on a host with no networks of its own.
+    #[cfg(test)]
+    pub(crate) fn add_peer(&mut self, new: &NewPeer) -> Result<Peer> {
+        self.add_peer_on(new, &HostNetworks::default())
+    }
+
+    /// [`Registry::change_peer_on`] on a host with no networks of its own.
+    #[cfg(test)]
+    pub(crate) fn change_peer(&mut self, name: &str, change: &PeerChange) -> Result<Peer> {
+        self.change_peer_on(name, change, &HostNetworks::default())
+    }
+
+    /// A facility's prefixes against the host's networks and the hub's
+    /// public addresses (which facilities connect to).
+    fn check_host(&self, peer: &Peer, host: &HostNetworks) -> Result<()> {
+        let mut host = host.clone();
+        // A public address given as a DNS name is checked where it
+        // resolves: on the host's own interfaces.
+        host.addrs.extend(
+            self.hub()?
+                .public_addrs
+                .into_iter()
+                .filter_map(|a| match a {
+                    PublicAddr::Ip(ip) => Some(ip),
+                    PublicAddr::Name(_) => None,
+                }),
+        );
+        crate::hostnet::check_host(&peer.remote_ts, &host)
     }
 
     /// Inserts a new facility, or with `replacing` replaces the stored one
@@ -680,21 +928,21 @@ impl Registry {
         // in this transaction. A change keeps `enabled` and `created`.
         tx.execute(
             "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu)
-             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16)
+                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router)
+             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16, ?17)
              ON CONFLICT (name) DO UPDATE SET
                  identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
                  local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
                  ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
                  child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd,
-                 mtu = excluded.mtu",
+                 mtu = excluded.mtu, router = excluded.router",
             params![
                 new.name,
                 id.to_string(),
                 psk,
                 join_subnets(&new.remote_ts),
                 join_subnets(&new.local_ts),
-                new.remote_addr.map(|a| a.to_string()),
+                new.remote_addr.as_ref().map(ToString::to_string),
                 new.start,
                 new.ike.to_string(),
                 new.esp.to_string(),
@@ -704,7 +952,8 @@ impl Registry {
                 new.lifetimes.child_bytes,
                 new.lifetimes.dpd.as_secs(),
                 auth_kind,
-                new.mtu
+                new.mtu,
+                new.router.as_str()
             ],
         )?;
         tx.commit()?;
@@ -735,6 +984,47 @@ impl Registry {
                 c.not_after,
                 c.issued
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records which CA (its certificate's SHA-256 fingerprint, hex)
+    /// issued certificate `serial`.
+    pub(crate) fn set_cert_ca(&mut self, serial: &str, ca: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE certs SET ca = ?2 WHERE serial = ?1",
+            params![serial, ca],
+        )?;
+        Ok(())
+    }
+
+    /// Marks every certificate recorded without a CA as issued by `ca`
+    /// (at a CA rollover: they all came from the CA being replaced).
+    pub(crate) fn assign_unmarked_certs(&mut self, ca: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE certs SET ca = ?1 WHERE ca IS NULL", params![ca])?;
+        Ok(())
+    }
+
+    /// The issuing CA of each certificate, by serial (`None`: recorded
+    /// before CA rollovers existed).
+    pub(crate) fn cert_cas(&self) -> Result<std::collections::HashMap<String, Option<String>>> {
+        let mut stmt = self.conn.prepare("SELECT serial, ca FROM certs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Replaces the hub's public addresses.
+    pub(crate) fn set_public_addrs(&mut self, addrs: &[PublicAddr]) -> Result<()> {
+        let value = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('public_addrs', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![value],
         )?;
         Ok(())
     }
@@ -840,7 +1130,7 @@ impl Registry {
     fn load_peers(conn: &Connection, name: Option<&str>) -> Result<Vec<Peer>> {
         let mut stmt = conn.prepare(
             "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu FROM peers
+                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router FROM peers
              WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
         )?;
         let rows = stmt.query_map([name], |r| {
@@ -863,6 +1153,7 @@ impl Registry {
                     r.get::<_, u64>(15)?,
                 ),
                 r.get::<_, Option<u32>>(16)?,
+                r.get::<_, String>(17)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -881,6 +1172,7 @@ impl Registry {
                 created,
                 (ike_l, child_l, child_b, dpd),
                 mtu,
+                router,
             ) = row?;
             let bad = |what: &str| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
@@ -914,6 +1206,7 @@ impl Registry {
                     ..ike::Lifetimes::default()
                 },
                 mtu,
+                router: Router::parse(&router).ok_or_else(|| bad("router"))?,
                 name,
             });
         }
@@ -1159,6 +1452,8 @@ mod tests {
         let old = reg.peer("old").unwrap();
         assert_eq!(psk_of(&old), b"0123456789abcdef");
         assert_eq!(old.lifetimes.child.as_secs(), 3600, "added columns");
+        assert_eq!(old.router, Router::Other, "existing facilities: other");
+        assert!(old.to_config().ke_upgrade);
         reg.add_peer(&NewPeer {
             name: "kyoto".into(),
             id: "kyoto.example".into(),
@@ -1174,7 +1469,7 @@ mod tests {
     fn hub() -> Hub {
         Hub {
             id: Identity::parse("hub.example").unwrap(),
-            public_addrs: vec!["192.0.2.1".parse().unwrap()],
+            public_addrs: vec![PublicAddr::Ip("192.0.2.1".parse().unwrap())],
             profile: "cryptrec".into(),
         }
     }
@@ -1236,7 +1531,7 @@ mod tests {
                 "CRYPTREC",
             ),
             (
-                but(&|p| p.remote_addr = Some("not-an-ip".into())),
+                but(&|p| p.remote_addr = Some("not an address".into())),
                 "remote-addr",
             ),
             (but(&|p| p.start = true), "--start needs"),
@@ -1446,6 +1741,194 @@ mod tests {
         assert_eq!(changed.id, p.id);
         assert_eq!(changed.lifetimes, p.lifetimes);
         assert!(changed.tunnel_differs(&p));
+    }
+
+    #[test]
+    fn a_router_sets_its_defaults_and_refuses_what_it_cannot_do() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let yamaha = NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            psk_file: Some(psk.clone()),
+            remote_ts: "198.51.100.0/26".into(),
+            router: Some(Router::Yamaha),
+            ..Default::default()
+        };
+        // What a YAMAHA RTX lacks is refused, naming the suite that works;
+        // nothing is stored.
+        for (ike, esp, field, token) in [
+            (
+                Some("aes256gcm16-prfsha256-ecp256"),
+                None,
+                "ike",
+                "aes256gcm16",
+            ),
+            (Some("aes256-sha256-ecp256"), None, "ike", "ecp256"),
+            (Some("aes256-sha256-modp3072"), None, "ike", "modp3072"),
+            (None, Some("aes256gcm16"), "esp", "aes256gcm16"),
+            (None, Some("aes256-sha256-modp4096"), "esp", "modp4096"),
+        ] {
+            let e = reg
+                .add_peer(&NewPeer {
+                    ike: ike.map(Into::into),
+                    esp: esp.map(Into::into),
+                    ..yamaha.clone()
+                })
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "{field}: a YAMAHA RTX cannot do '{token}' (it has no AES-GCM, no Camellia, no ECP groups, no MODP above 2048, and SHA-384/512 only on some models); use --{field} aes256-sha256-modp2048"
+                )
+            );
+            assert!(reg.peers().unwrap().is_empty());
+        }
+        let e = reg
+            .add_peer(&NewPeer {
+                psk_file: None,
+                cert: true,
+                ..yamaha.clone()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cert: a YAMAHA RTX facility authenticates with a pre-shared key"),
+            "{e}"
+        );
+        let e = reg
+            .add_peer(&NewPeer {
+                child_lifetime: Some(100),
+                ..yamaha.clone()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("child-lifetime: a YAMAHA RTX takes lifetimes of 300..=691200 s"),
+            "{e}"
+        );
+        // Its defaults: MODP-2048 everywhere, PFS, no KE upgrade.
+        let p = reg.add_peer(&yamaha).unwrap();
+        assert_eq!(p.router, Router::Yamaha);
+        assert_eq!(p.ike.to_string(), "aes256-sha256-modp2048");
+        assert_eq!(p.esp.to_string(), "aes256-sha256-modp2048");
+        assert_eq!(p.ike.first_ke(), Some(ike::wire::KeId::Modp2048));
+        assert!(!p.to_config().ke_upgrade);
+        let back = reg.peer("kyoto").unwrap();
+        assert_eq!(back.router, Router::Yamaha, "stored");
+        // A proposal change is checked against the stored router.
+        let e = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    ike: Some("aes256-sha256-ecp384".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ike: a YAMAHA RTX cannot do 'ecp384'"), "{e}");
+        assert_eq!(
+            reg.peer("kyoto").unwrap().ike.to_string(),
+            "aes256-sha256-modp2048"
+        );
+        // Another router brings its own defaults for what is not given.
+        let p = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    router: Some(Router::Fortigate),
+                    child_lifetime: Some(7200),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.router, Router::Fortigate);
+        assert_eq!(p.ike.to_string(), "aes256gcm16-prfsha256-ecp384");
+        assert_eq!(p.esp.to_string(), "aes256gcm16-ecp384");
+        assert_eq!(p.lifetimes.child.as_secs(), 7200);
+        assert!(p.to_config().ke_upgrade);
+        // NEC: MODP only.
+        let e = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    router: Some(Router::Nec),
+                    esp: Some("aes256gcm16-ecp256".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("esp: a NEC UNIVERGE IX cannot do 'ecp256'"),
+            "{e}"
+        );
+        assert!(e.ends_with("use --esp aes256-sha256-modp2048"), "{e}");
+        assert_eq!(reg.peer("kyoto").unwrap().router, Router::Fortigate);
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn a_remote_address_may_be_a_dns_name_kept_as_given() {
+        for (given, shown, ip) in [
+            ("192.0.2.7", "192.0.2.7:500", true),
+            ("[2001:db8::7]:4500", "[2001:db8::7]:4500", true),
+            (
+                "Kyoto-Clinic.aa0.netvolante.jp",
+                "Kyoto-Clinic.aa0.netvolante.jp",
+                false,
+            ),
+            ("kyoto.example.jp:4500", "kyoto.example.jp:4500", false),
+            ("localhost", "localhost", false),
+        ] {
+            let a = parse_remote_addr(given).unwrap();
+            assert_eq!(a.to_string(), shown);
+            assert_eq!(a.ip().is_some(), ip, "{given}");
+            assert_eq!(parse_remote_addr(&a.to_string()).unwrap(), a, "round trip");
+        }
+        for bad in [
+            "not an address",
+            "-kyoto.example",
+            "kyoto..example",
+            "kyoto.example:0",
+            "kyoto.example:99999",
+            "192.0.2.300",
+            "under_score.example",
+            "",
+        ] {
+            let e = parse_remote_addr(bad).unwrap_err().to_string();
+            assert!(e.starts_with("remote-addr: "), "{bad}: {e}");
+        }
+        // Stored as given; the IKE layer gets no address for a name (the
+        // daemon resolves it at each attempt).
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        let p = reg
+            .add_peer(&NewPeer {
+                name: "kyoto".into(),
+                id: "kyoto.example".into(),
+                psk_file: Some(psk),
+                remote_ts: "198.51.100.0/26".into(),
+                remote_addr: Some("Kyoto-Clinic.aa0.netvolante.jp".into()),
+                start: true,
+                router: Some(Router::Yamaha),
+                ..Default::default()
+            })
+            .unwrap();
+        let back = reg.peer("kyoto").unwrap();
+        assert_eq!(back.remote_addr, p.remote_addr);
+        assert_eq!(
+            back.remote_addr.as_ref().unwrap().to_string(),
+            "Kyoto-Clinic.aa0.netvolante.jp"
+        );
+        assert_eq!(back.to_config().remote_addr, None);
+        std::fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]

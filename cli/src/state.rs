@@ -7,8 +7,13 @@
 //!  ├── ca/ca.key          CA private key (0600)
 //!  ├── ca/ca.pem          CA certificate
 //!  ├── ca/crl.pem         revocation list
+//!  ├── ca/ca-old.key, ca/ca-old.pem  the previous CA, during a CA rollover
 //!  ├── hub.key, hub.pem   the hub's key (0600) and certificate
+//!  ├── hub-old.key, hub-old.pem  its certificate from the previous CA (rollover)
+//!  ├── retired/           every key and certificate the hub replaced,
+//!  │                      as NAME.YYYYMMDDTHHMMSSZ (0700)
 //!  ├── audit.log          append-only audit log (0600)
+//!  ├── audit.log.N        its closed segments (`renkei audit rotate`)
 //!  └── renkei.sock        control socket (0600)
 //! ```
 
@@ -88,6 +93,30 @@ impl StateDir {
         self.root.join("hub.pem")
     }
 
+    /// The previous CA's key and certificate during a CA rollover.
+    pub(crate) fn ca_old_key(&self) -> PathBuf {
+        self.ca_dir().join("ca-old.key")
+    }
+
+    pub(crate) fn ca_old_cert(&self) -> PathBuf {
+        self.ca_dir().join("ca-old.pem")
+    }
+
+    /// The hub's key and certificate from the previous CA, during a CA
+    /// rollover.
+    pub(crate) fn hub_old_key(&self) -> PathBuf {
+        self.root.join("hub-old.key")
+    }
+
+    pub(crate) fn hub_old_cert(&self) -> PathBuf {
+        self.root.join("hub-old.pem")
+    }
+
+    /// Where replaced keys and certificates are kept.
+    pub(crate) fn retired_dir(&self) -> PathBuf {
+        self.root.join("retired")
+    }
+
     pub(crate) fn audit_log(&self) -> PathBuf {
         self.root.join("audit.log")
     }
@@ -119,6 +148,11 @@ mod tests {
             (s.crl(), "ca/crl.pem"),
             (s.hub_key(), "hub.key"),
             (s.hub_cert(), "hub.pem"),
+            (s.ca_old_key(), "ca/ca-old.key"),
+            (s.ca_old_cert(), "ca/ca-old.pem"),
+            (s.hub_old_key(), "hub-old.key"),
+            (s.hub_old_cert(), "hub-old.pem"),
+            (s.retired_dir(), "retired"),
             (s.audit_log(), "audit.log"),
             (s.control_socket(), "renkei.sock"),
         ] {

@@ -53,6 +53,14 @@ pub struct Config {
     /// The hub's key and certificate, for facilities that authenticate
     /// with certificates. Without them such facilities cannot connect.
     pub credentials: Option<Arc<Credentials>>,
+    /// During a CA rollover: the hub's credentials from each CA it has,
+    /// current CA first, with that CA's CERTREQ key hash (RFC 7296 §3.7).
+    /// A facility is answered with the certificate of a CA it names in
+    /// its CERTREQ, else of the CA that issued the facility's own
+    /// certificate, else with [`Config::credentials`]. Empty outside a
+    /// rollover. Replaced at run time by
+    /// [`Endpoint::set_credentials`](crate::Endpoint::set_credentials).
+    pub credentials_by_ca: Vec<CaCredentials>,
     /// The CA facility certificates must chain to, with its revocations.
     /// Replaced at run time by [`Endpoint::set_trust`](crate::Endpoint::set_trust).
     pub trust: Option<Arc<pki::verify::TrustStore>>,
@@ -66,6 +74,16 @@ pub struct Credentials {
     /// The hub's certificate, DER, with the hub's identity in its
     /// subjectAltName.
     pub cert_der: Vec<u8>,
+}
+
+/// The hub's credentials from one CA (see [`Config::credentials_by_ca`]).
+#[derive(Debug, Clone)]
+pub struct CaCredentials {
+    /// The issuing CA as a CERTREQ may name it (RFC 7296 §3.7): SHA-1 of
+    /// its public key, and SHA-1 of its SubjectPublicKeyInfo
+    /// ([`pki::verify::certreq_hashes`]).
+    pub ca_hashes: [[u8; 20]; 2],
+    pub credentials: Arc<Credentials>,
 }
 
 /// How a facility authenticates (and how the hub authenticates to it).
@@ -107,6 +125,7 @@ impl Config {
             error_replies_per_sec: 100,
             fragment_size: 1280,
             credentials: None,
+            credentials_by_ca: Vec::new(),
             trust: None,
         }
     }

@@ -21,7 +21,7 @@ pub mod proposal;
 pub mod ts;
 pub mod wire;
 
-pub use config::{Config, Credentials, Lifetimes, PeerAuth, PeerConfig};
+pub use config::{CaCredentials, Config, Credentials, Lifetimes, PeerAuth, PeerConfig};
 pub use endpoint::{ChildSaInfo, Endpoint, Event, IkeSaId, IkeSaStatus, Transmit};
 pub use error::Error;
 pub use keys::ChildKeys;

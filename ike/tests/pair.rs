@@ -269,6 +269,58 @@ fn non_cryptrec_proposal_gets_no_proposal_chosen() {
     assert!(hub.poll_timeout().is_none(), "no state kept");
 }
 
+/// A facility the operator disabled is refused as that facility, named,
+/// not as an unknown identity; once forgotten it is unknown again, and
+/// configured again it connects.
+#[test]
+fn a_disabled_facility_is_refused_by_name() {
+    let mut p = Pair::new(
+        PSK,
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    p.hub.ep.remove_peer(p.now, "kyoto").unwrap();
+    p.hub
+        .ep
+        .set_disabled("kyoto", Some(Identity::parse("kyoto.example").unwrap()));
+    establish(&mut p);
+    let refused: Vec<(Option<String>, NotifyType, String)> = p
+        .hub
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Refused {
+                peer,
+                notify,
+                reason,
+                ..
+            } => Some((peer.clone(), *notify, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0.as_deref(), Some("kyoto"));
+    assert_eq!(refused[0].1, NotifyType::AuthenticationFailed);
+    assert!(refused[0].2.contains("is disabled"), "{}", refused[0].2);
+    assert!(child_ups(&p.hub.events).is_empty());
+
+    // Forgotten: an unknown identity again.
+    p.hub.ep.set_disabled("kyoto", None);
+    p.hub.events.clear();
+    establish(&mut p);
+    assert!(p.hub.events.iter().any(|e| matches!(
+        e,
+        Event::Refused { peer: None, reason, .. } if reason.contains("no facility has identity")
+    )));
+
+    // Enabled again: it connects.
+    p.hub.ep.set_peer(kyoto_at_hub()).unwrap();
+    p.hub.events.clear();
+    establish(&mut p);
+    assert_eq!(child_ups(&p.hub.events).len(), 1, "{:?}", p.hub.events);
+}
+
 #[test]
 fn delete_from_either_side_tears_down_both() {
     let mut p = Pair::new(
@@ -381,4 +433,36 @@ fn nat_keepalives_are_sent_while_idle() {
         });
     }
     assert_eq!(keepalives, 3, "one every 20 s of silence (RFC 3948 §4)");
+}
+
+#[test]
+fn the_hub_deletes_one_child_sa_and_keeps_the_ike_sa() {
+    // The driver refuses a Child SA it cannot route: it is deleted on both
+    // sides, the IKE SA stays.
+    let mut p = Pair::new(
+        PSK,
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    establish(&mut p);
+    let spi_in = child_ups(&p.hub.events)[0].spi_in;
+    assert!(p.hub.ep.delete_child(p.now, 0x0bad_0bad).is_err());
+    p.hub.ep.delete_child(p.now, spi_in).unwrap();
+    p.quiet();
+    for side in [&p.hub, &p.site] {
+        assert!(
+            side.events
+                .iter()
+                .any(|e| matches!(e, Event::ChildSaDown { .. })),
+            "{:?}",
+            side.events
+        );
+        assert!(!side
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::IkeSaDown { .. })));
+    }
+    assert_eq!(p.hub.ep.status().len(), 1, "the IKE SA stays");
+    assert_eq!(p.site.ep.status().len(), 1);
 }

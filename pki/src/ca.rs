@@ -652,4 +652,42 @@ mod tests {
         let again = loaded.issue(&id, KeyKind::EcdsaP384, NOW, 30).unwrap();
         store.validate(&again.cert_der, &id, NOW).unwrap();
     }
+
+    /// During a CA rollover the hub trusts both CAs: a certificate from
+    /// either validates, one from a third CA of the same name does not.
+    #[test]
+    fn a_trust_store_of_two_cas_accepts_either() {
+        let old = ca();
+        let new = Ca::create(KeyKind::EcdsaP256, "Test Network 2", NOW, 3650).unwrap();
+        let stranger = Ca::create(KeyKind::EcdsaP256, "Test Network 2", NOW, 3650).unwrap();
+        let id = Identity::parse("kyoto.example").unwrap();
+        let store = TrustStore::with_cas(&[new.cert_der(), old.cert_der()], []).unwrap();
+        let only_new = TrustStore::new(new.cert_der(), []).unwrap();
+        let from_old = old.issue(&id, KeyKind::EcdsaP256, NOW, 30).unwrap();
+        let from_new = new.issue(&id, KeyKind::EcdsaP256, NOW, 30).unwrap();
+        let forged = stranger.issue(&id, KeyKind::EcdsaP256, NOW, 30).unwrap();
+        store.validate(&from_old.cert_der, &id, NOW).unwrap();
+        store.validate(&from_new.cert_der, &id, NOW).unwrap();
+        assert!(matches!(
+            only_new.validate(&from_old.cert_der, &id, NOW),
+            Err(CertError::UnknownIssuer(_))
+        ));
+        assert!(matches!(
+            store.validate(&forged.cert_der, &id, NOW),
+            Err(CertError::Signature(_))
+        ));
+        assert_eq!(
+            store.issuer_hash(&from_old.cert_der),
+            Some(crate::verify::certreq_hash(old.cert_der()).unwrap())
+        );
+        assert_eq!(
+            store.certreq_hash(),
+            crate::verify::certreq_hash(new.cert_der()).unwrap()
+        );
+        let d = crate::verify::describe(&from_new.cert_der).unwrap();
+        assert_eq!(d.san, vec!["DNS:kyoto.example".to_string()]);
+        assert_eq!(d.serial, from_new.serial);
+        assert_eq!(d.not_after, from_new.not_after);
+        assert_eq!(d.sha256.len(), 32 * 3 - 1);
+    }
 }

@@ -1,12 +1,13 @@
 //! Validating a facility's certificate against the operating entity's CA.
 //!
-//! The hub trusts exactly one CA, its own, and facility certificates are
-//! issued directly by it, so a chain is one link long. A certificate is
-//! accepted when all of these hold, and refused with the reason otherwise:
+//! The hub trusts its own CA (and, during a CA rollover, the previous one
+//! too), and facility certificates are issued directly by it, so a chain
+//! is one link long. A certificate is accepted when all of these hold, and
+//! refused with the reason otherwise:
 //!
 //! 1. it parses, is an X.509 v3 end-entity certificate (not a CA);
-//! 2. its issuer is the CA and the CA's key verifies its signature, which
-//!    is not SHA-1;
+//! 2. its issuer is a trusted CA and that CA's key verifies its signature,
+//!    which is not SHA-1;
 //! 3. its key is acceptable (RSA at least 2048 bits, or ECDSA / Ed25519);
 //! 4. the time is within its validity period;
 //! 5. its serial number is not revoked;
@@ -97,20 +98,77 @@ pub struct ValidCert {
     pub not_after: i64,
 }
 
-/// The CA the hub trusts, and what it has revoked.
+/// One trusted CA certificate.
+#[derive(Clone)]
+struct Anchor {
+    der: Vec<u8>,
+    subject: Vec<u8>,
+    key: PublicKey,
+    spki_sha1: [u8; 20],
+}
+
+impl Anchor {
+    fn new(ca_der: &[u8]) -> Result<Anchor, CertError> {
+        let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
+        let key = PublicKey::from_spki(ca.public_key()).map_err(CertError::Key)?;
+        Ok(Anchor {
+            der: ca_der.to_vec(),
+            subject: ca.subject().as_raw().to_vec(),
+            key,
+            spki_sha1: certreq_hash_of(&ca),
+        })
+    }
+}
+
+/// RFC 7296 §3.7: a CERTREQ names a CA by the SHA-1 hash of its public
+/// key. This is an identifier, not a signature.
+fn certreq_hash_of(ca: &X509Certificate<'_>) -> [u8; 20] {
+    let mut h = [0; 20];
+    h.copy_from_slice(
+        digest::digest(
+            &digest::SHA1_FOR_LEGACY_USE_ONLY,
+            &ca.public_key().subject_public_key.data,
+        )
+        .as_ref(),
+    );
+    h
+}
+
+/// The CERTREQ hash (RFC 7296 §3.7) of the CA certificate `ca_der`, as
+/// the hub sends it: SHA-1 of the CA's public key.
+pub fn certreq_hash(ca_der: &[u8]) -> Result<[u8; 20], CertError> {
+    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
+    Ok(certreq_hash_of(&ca))
+}
+
+/// Both forms a peer's CERTREQ may name the CA `ca_der` by: SHA-1 of its
+/// public key (as the hub and many routers send), and SHA-1 of its whole
+/// SubjectPublicKeyInfo (RFC 7296 §3.7 read literally, as strongSwan
+/// sends).
+pub fn certreq_hashes(ca_der: &[u8]) -> Result<[[u8; 20]; 2], CertError> {
+    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
+    let mut info = [0; 20];
+    info.copy_from_slice(
+        digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, ca.public_key().raw).as_ref(),
+    );
+    Ok([certreq_hash_of(&ca), info])
+}
+
+/// The CAs the hub trusts (its own first; during a CA rollover also the
+/// previous one), and what it has revoked.
 #[derive(Clone)]
 pub struct TrustStore {
-    ca_der: Vec<u8>,
-    ca_subject: Vec<u8>,
-    ca_key: PublicKey,
-    ca_spki_sha1: [u8; 20],
+    anchors: Vec<Anchor>,
     revoked: HashSet<String>,
 }
 
 impl fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrustStore")
-            .field("ca_key", &self.ca_key)
+            .field(
+                "ca_keys",
+                &self.anchors.iter().map(|a| &a.key).collect::<Vec<_>>(),
+            )
             .field("revoked", &self.revoked.len())
             .finish()
     }
@@ -135,19 +193,24 @@ impl TrustStore {
         ca_der: &[u8],
         revoked: impl IntoIterator<Item = String>,
     ) -> Result<TrustStore, CertError> {
-        let (_, ca) = X509Certificate::from_der(ca_der).map_err(|_| CertError::Malformed)?;
-        let ca_key = PublicKey::from_spki(ca.public_key()).map_err(CertError::Key)?;
-        let spki_key = &ca.public_key().subject_public_key.data;
-        let mut ca_spki_sha1 = [0; 20];
-        // RFC 7296 §3.7: a CERTREQ names a CA by the SHA-1 hash of its
-        // public key. This is an identifier, not a signature.
-        ca_spki_sha1
-            .copy_from_slice(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki_key).as_ref());
+        TrustStore::with_cas(&[ca_der], revoked)
+    }
+
+    /// Trusts each of the CA certificates `cas` (DER; the hub's current CA
+    /// first, then a previous one during a CA rollover); `revoked` are
+    /// serial numbers in [`serial_hex`] form, of any of them.
+    pub fn with_cas(
+        cas: &[&[u8]],
+        revoked: impl IntoIterator<Item = String>,
+    ) -> Result<TrustStore, CertError> {
+        if cas.is_empty() {
+            return Err(CertError::Malformed);
+        }
         Ok(TrustStore {
-            ca_der: ca_der.to_vec(),
-            ca_subject: ca.subject().as_raw().to_vec(),
-            ca_key,
-            ca_spki_sha1,
+            anchors: cas
+                .iter()
+                .map(|der| Anchor::new(der))
+                .collect::<Result<_, _>>()?,
             revoked: revoked
                 .into_iter()
                 .map(|s| s.to_ascii_lowercase())
@@ -155,14 +218,30 @@ impl TrustStore {
         })
     }
 
-    /// The CA certificate (DER).
+    /// The (current) CA certificate (DER).
     pub fn ca_der(&self) -> &[u8] {
-        &self.ca_der
+        &self.anchors[0].der
     }
 
-    /// The CA's key identifier as a CERTREQ carries it (RFC 7296 §3.7).
+    /// The current CA's key identifier as a CERTREQ carries it (RFC 7296 §3.7).
     pub fn certreq_hash(&self) -> [u8; 20] {
-        self.ca_spki_sha1
+        self.anchors[0].spki_sha1
+    }
+
+    /// The data of the hub's CERTREQ payload: the key identifiers of every
+    /// trusted CA, concatenated (RFC 7296 §3.7).
+    pub fn certreq_data(&self) -> Vec<u8> {
+        self.anchors.iter().flat_map(|a| a.spki_sha1).collect()
+    }
+
+    /// The CERTREQ hash of the trusted CA whose name is `der`'s issuer, if
+    /// one is (the signature is not checked here).
+    pub fn issuer_hash(&self, der: &[u8]) -> Option<[u8; 20]> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        self.anchors
+            .iter()
+            .find(|a| a.subject == cert.issuer().as_raw())
+            .map(|a| a.spki_sha1)
     }
 
     /// Validates `der` as the certificate of a facility claiming
@@ -177,7 +256,12 @@ impl TrustStore {
         if !rest.is_empty() {
             return Err(CertError::Malformed);
         }
-        if cert.issuer().as_raw() != self.ca_subject.as_slice() {
+        let issuers: Vec<&Anchor> = self
+            .anchors
+            .iter()
+            .filter(|a| a.subject == cert.issuer().as_raw())
+            .collect();
+        if issuers.is_empty() {
             return Err(CertError::UnknownIssuer(cert.issuer().to_string()));
         }
         // The outer and inner signature algorithms must agree (RFC 5280
@@ -191,13 +275,20 @@ impl TrustStore {
             cert_signature_algorithm_der(der).ok_or(CertError::Malformed)?,
         )
         .map_err(CertError::Signature)?;
-        self.ca_key
-            .verify(
+        // CAs of the same name (not made by renkei, which names each CA
+        // apart) are each tried.
+        let mut verified = Err(SigError::Malformed("no issuer"));
+        for a in issuers {
+            verified = a.key.verify(
                 scheme,
                 cert.tbs_certificate.as_ref(),
                 &cert.signature_value.data,
-            )
-            .map_err(CertError::Signature)?;
+            );
+            if verified.is_ok() {
+                break;
+            }
+        }
+        verified.map_err(CertError::Signature)?;
         if let Ok(Some(bc)) = cert.basic_constraints() {
             if bc.value.ca {
                 return Err(CertError::IsCa);
@@ -226,6 +317,66 @@ impl TrustStore {
             not_after,
         })
     }
+}
+
+/// What an operator is shown of a certificate (`renkei hub show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The subject, as x509-parser prints it (RFC 4514 order).
+    pub subject: String,
+    /// The issuer, likewise.
+    pub issuer: String,
+    /// subjectAltName entries as `DNS:…`, `IP:…`, `email:…`.
+    pub san: Vec<String>,
+    /// Serial number in [`serial_hex`] form.
+    pub serial: String,
+    /// notBefore and notAfter, seconds since the epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 of the DER, lower-case hex with colons.
+    pub sha256: String,
+}
+
+/// Describes the certificate `der`.
+pub fn describe(der: &[u8]) -> Result<CertInfo, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Malformed)?;
+    let san = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .map(|g| match g {
+                GeneralName::DNSName(n) => format!("DNS:{n}"),
+                GeneralName::RFC822Name(n) => format!("email:{n}"),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => format!("IP:{}", std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        format!("IP:{}", std::net::Ipv6Addr::from(a))
+                    }
+                    _ => "IP:?".into(),
+                },
+                other => format!("{other}"),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let sha256 = digest::digest(&digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        san,
+        serial: serial_hex(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        sha256,
+    })
 }
 
 /// Whether `identity` is one the certificate vouches for.

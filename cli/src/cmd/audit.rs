@@ -1,4 +1,4 @@
-//! `renkei audit verify | show`: the append-only audit log.
+//! `renkei audit verify | rotate | show`: the append-only audit log.
 
 use crate::args::AuditCommand;
 use crate::audit;
@@ -7,23 +7,59 @@ use anyhow::{Context, Result};
 
 pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
     match cmd {
-        AuditCommand::Verify => {
-            let v = audit::verify(state)?;
-            println!("audit log intact: {} records, head {}", v.records, v.head);
+        AuditCommand::Verify { anchor } => {
+            let v = audit::verify(state, anchor.as_deref())?;
+            println!(
+                "audit log intact: {} records in {} segment{}, head {}",
+                v.records,
+                v.segments,
+                if v.segments == 1 { "" } else { "s" },
+                v.head
+            );
             Ok(())
         }
-        AuditCommand::Show { tail, json } => {
-            // No log yet is no records; one this user may not read is
-            // an error that says so (not an empty log).
-            let path = state.audit_log();
-            let text = if state.exists(&path, "reading the audit log")? {
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?
-            } else {
-                String::new()
+        AuditCommand::Rotate => {
+            let r = audit::rotate(state, &audit::actor())?;
+            println!(
+                "closed {} (head {}); the new audit.log continues from it",
+                r.segment.display(),
+                r.head
+            );
+            Ok(())
+        }
+        AuditCommand::Show {
+            tail,
+            json,
+            facility,
+            event,
+            since,
+            until,
+        } => {
+            let filter = audit::Filter {
+                facility,
+                event,
+                since,
+                until,
             };
-            let lines: Vec<&str> = text.lines().collect();
-            for line in &lines[lines.len().saturating_sub(tail)..] {
+            let mut shown: std::collections::VecDeque<String> =
+                std::collections::VecDeque::with_capacity(tail.min(4096));
+            // Streamed: only the newest `tail` matches are held.
+            for path in audit::segments(state)? {
+                let file = std::fs::File::open(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    if filter.matches(&audit::Line::parse(&line)) {
+                        if shown.len() == tail {
+                            shown.pop_front();
+                        }
+                        if tail > 0 {
+                            shown.push_back(line);
+                        }
+                    }
+                }
+            }
+            for line in &shown {
                 if json {
                     println!("{line}");
                 } else {

@@ -1,5 +1,6 @@
 //! `renkei export`: a facility router's configuration.
 
+use crate::args::ExportSite;
 use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::{audit, export};
@@ -9,21 +10,41 @@ use serde_json::json;
 pub(crate) fn run(
     state: &StateDir,
     name: &str,
-    format: export::Format,
+    format: Option<export::Format>,
     with_secret: bool,
+    site: ExportSite,
 ) -> Result<()> {
     let reg = Registry::open(state)?;
-    let (hub, peer) = (reg.hub()?, reg.peer(name)?);
-    let text = match format {
-        export::Format::Swanctl => export::swanctl(&hub, &peer, with_secret)?,
+    let (hub, peer, certs) = (reg.hub()?, reg.peer(name)?, reg.certs()?);
+    let Some(format) = format.or(peer.router.export_format()) else {
+        anyhow::bail!(
+            "format: facility '{name}' has router 'other'; give --format (swanctl, yamaha, cisco, fortigate, nec) or set its router with `renkei peer set {name} --router …`"
+        );
     };
+    let site = export::Site {
+        wan_interface: site.wan_interface,
+        lan_interface: site.lan_interface,
+        local_addr: site.local_addr,
+        wan_nat: site.wan_nat,
+        hub_addr: site.hub_addr,
+    };
+    let text = export::render(
+        format,
+        &export::Input {
+            hub: &hub,
+            peer: &peer,
+            with_secret,
+            site: &site,
+            certs: &certs,
+        },
+    )?;
     print!("{text}");
     if with_secret {
         audit::append(
             state,
             &audit::actor(),
             "peer.export_secret",
-            json!({ "name": name, "format": "swanctl" }),
+            json!({ "name": name, "format": format.as_str() }),
         )?;
     }
     Ok(())

@@ -6,12 +6,11 @@ use crate::{audit, certs};
 use anyhow::{bail, Result};
 use pki::Identity;
 use serde_json::json;
-use std::net::IpAddr;
 
 pub(crate) fn run(
     state: &StateDir,
     hub_id: &str,
-    public_addr: Vec<IpAddr>,
+    public_addr: Vec<registry::PublicAddr>,
     profile: String,
     ca_key: pki::ca::KeyKind,
 ) -> Result<()> {

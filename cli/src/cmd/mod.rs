@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod cert;
 pub(crate) mod compliance;
 pub(crate) mod export;
+pub(crate) mod hub;
 pub(crate) mod init;
 pub(crate) mod peer;
 pub(crate) mod sa;

@@ -3,6 +3,7 @@
 use super::notify_daemon;
 use crate::args::PeerCommand;
 use crate::audit;
+use crate::hostnet::HostNetworks;
 use crate::registry::{self, NewPeer, PeerChange, Registry};
 use crate::state::StateDir;
 use anyhow::Result;
@@ -29,6 +30,7 @@ struct PeerView {
     child_bytes: Option<u64>,
     dpd: u64,
     mtu: Option<u32>,
+    router: &'static str,
 }
 
 impl From<&registry::Peer> for PeerView {
@@ -42,7 +44,7 @@ impl From<&registry::Peer> for PeerView {
             },
             remote_ts: p.remote_ts.iter().map(ToString::to_string).collect(),
             local_ts: p.local_ts.iter().map(ToString::to_string).collect(),
-            remote_addr: p.remote_addr.map(|a| a.to_string()),
+            remote_addr: p.remote_addr.as_ref().map(ToString::to_string),
             start: p.start,
             ike: p.ike.to_string(),
             esp: p.esp.to_string(),
@@ -53,6 +55,7 @@ impl From<&registry::Peer> for PeerView {
             child_bytes: p.lifetimes.child_bytes,
             dpd: p.lifetimes.dpd.as_secs(),
             mtu: p.mtu,
+            router: p.router.as_str(),
         }
     }
 }
@@ -117,7 +120,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
     match cmd {
         PeerCommand::Add(a) => {
             let mut reg = Registry::open(state)?;
-            let p = reg.add_peer(&NewPeer {
+            let host = HostNetworks::read(None)?;
+            let new = NewPeer {
                 name: a.name,
                 id: a.id,
                 psk_file: a.psk_file,
@@ -133,7 +137,9 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 child_bytes: a.tuning.child_bytes,
                 dpd: a.tuning.dpd,
                 mtu: a.tuning.mtu,
-            })?;
+                router: a.tuning.router,
+            };
+            let p = reg.add_peer_on(&new, &host)?;
             println!("added facility {} ({})", p.name, p.id);
             audit::append(
                 state,
@@ -175,7 +181,9 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                         p.id.to_string(),
                         p.enabled,
                         ts,
-                        p.remote_addr.map_or("-".into(), |a| a.to_string())
+                        p.remote_addr
+                            .as_ref()
+                            .map_or("-".into(), ToString::to_string)
                     );
                 }
             }
@@ -204,7 +212,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 (_, true) => Some(false),
                 _ => None,
             };
-            let p = reg.change_peer(
+            let host = HostNetworks::read(None)?;
+            let p = reg.change_peer_on(
                 &c.name,
                 &PeerChange {
                     id: c.id.clone(),
@@ -221,7 +230,9 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                     child_bytes: c.tuning.child_bytes,
                     dpd: c.tuning.dpd,
                     mtu: c.tuning.mtu,
+                    router: c.tuning.router,
                 },
+                &host,
             )?;
             println!("changed facility {}", p.name);
             let details = PeerChanged {

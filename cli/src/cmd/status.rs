@@ -69,4 +69,38 @@ fn print_status(status: &HubStatus) {
             println!("    last error: {e}");
         }
     }
+    print_refused(&status.refused);
+}
+
+/// Attempts refused before a facility was known: totals by reason, then
+/// the recent sources.
+fn print_refused(refused: &crate::daemon::refusals::RefusedReport) {
+    let totals: Vec<String> = refused
+        .total
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    if totals.is_empty() {
+        println!("refused before a facility was known: none");
+        return;
+    }
+    println!(
+        "refused before a facility was known: {} (recent sources below, newest first)",
+        totals.join(",")
+    );
+    println!(
+        "    {:<40} {:<20} {:>8} {:<21} DETAIL",
+        "SOURCE", "REASON", "COUNT", "LAST"
+    );
+    for r in &refused.recent {
+        println!(
+            "    {:<40} {:<20} {:>8} {:<21} {}",
+            r.source.to_string(),
+            r.reason,
+            r.count,
+            r.last,
+            r.detail
+        );
+    }
 }

@@ -2,7 +2,6 @@
 //! removed, the facility's live status, reconnects and Child SA retries
 //! scheduled, and a record in the audit log.
 
-use super::audit_map::audit_record;
 use super::reconnect::{Reconnect, RECONNECT_MAX, RECONNECT_MIN};
 use super::status::FacilityState;
 use super::Hub;
@@ -11,10 +10,33 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Hub {
+    /// Writes records of the audit map. Refusals of strangers reach the
+    /// log as the audit log gets them: the first at once, then a count
+    /// per minute (the endpoint logs each only at debug level).
+    pub(super) fn record_mapped(&mut self, records: Vec<super::audit_map::Record>) {
+        for (kind, details) in records {
+            if kind.starts_with("refused") && details["facility"].is_null() {
+                warn!(event = %kind, %details, "refused before the facility was known");
+            }
+            self.audit.record("renkei", &kind, details);
+        }
+    }
+
     pub(super) fn apply(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
-        let (kind, details) = audit_record(&event);
-        self.audit.record("renkei", kind, details);
+        let peers = &self.peers;
+        let disabled = |name: &str| peers.get(name).is_some_and(|p| !p.enabled);
+        let mut records = self.audit_map.event(&event, Instant::now(), &disabled);
+        // A Child SA is audited as up once it is installed: one the hub
+        // refuses is `sa.child_refused` alone.
+        let child_up = match &event {
+            Event::ChildSaUp { .. } => records
+                .iter()
+                .position(|(kind, _)| kind == "sa.child_up")
+                .map(|i| records.remove(i)),
+            _ => None,
+        };
+        self.record_mapped(records);
         match event {
             Event::PeerMoved {
                 peer,
@@ -83,7 +105,14 @@ impl Hub {
                         st.last_error = None;
                     }
                 }
-                self.install_child(&peer, child, replacing);
+                let spi_in = child.spi_in;
+                if self.install_child(&peer, child, replacing) {
+                    if let Some((kind, details)) = child_up {
+                        self.audit.record("renkei", &kind, details);
+                    }
+                } else {
+                    self.audit_map.child_refused(spi_in);
+                }
             }
             Event::ChildSaFailed {
                 peer,
@@ -141,14 +170,27 @@ impl Hub {
                 notify,
                 reason,
             } => {
-                if let Some(peer) = peer {
-                    let st = self.status.entry(peer).or_default();
-                    if notify == ike::wire::NotifyType::AuthenticationFailed {
-                        st.auth_failures += 1;
+                match peer {
+                    Some(peer) if self.peers.get(&peer).is_some_and(|p| !p.enabled) => {
+                        // Refused by its name: the operator disabled it.
+                        warn!(%peer, %remote, "a disabled facility tried to connect; refused (renkei peer enable {peer})");
+                        let st = self.status.entry(peer.clone()).or_default();
+                        st.last_error = Some(format!(
+                            "{remote} tried to connect and was refused: the facility is disabled (renkei peer enable {peer})"
+                        ));
                     }
-                    st.last_error = Some(format!("{notify}: {reason}"));
-                } else {
-                    debug!(%remote, %notify, "refused unknown peer");
+                    Some(peer) => {
+                        let st = self.status.entry(peer).or_default();
+                        if notify == ike::wire::NotifyType::AuthenticationFailed {
+                            st.auth_failures += 1;
+                        }
+                        st.last_error = Some(format!("{notify}: {reason}"));
+                    }
+                    None => {
+                        let why = super::refusals::RefusalReason::of(notify);
+                        debug!(%remote, %notify, reason = why.name(), "refused before a facility was known");
+                        self.refusals.note(remote.ip(), why, &reason, &now);
+                    }
                 }
             }
         }

@@ -5,8 +5,10 @@
 
 use super::status::ChildStatus;
 use super::Hub;
+use crate::hostnet;
 use esp::{ChildSaSpec, Selector};
 use ike::crypto::{Encr, Integ};
+use ike::ts::Subnet;
 use ike::wire::TrafficSelector;
 use ike::ChildSaInfo;
 use std::net::IpAddr;
@@ -43,7 +45,14 @@ fn esp_suite(info: &ChildSaInfo) -> (esp::Cipher, Option<esp::Integrity>) {
 }
 
 impl Hub {
-    pub(super) fn install_child(&mut self, peer: &str, child: ChildSaInfo, replacing: Option<u32>) {
+    /// Installs a negotiated Child SA: its routes, then the data plane.
+    /// False when the hub refused it (see [`Hub::refuse_child`]).
+    pub(super) fn install_child(
+        &mut self,
+        peer: &str,
+        child: ChildSaInfo,
+        replacing: Option<u32>,
+    ) -> bool {
         let (cipher, integrity) = esp_suite(&child);
         let spec = ChildSaSpec {
             peer: peer.to_string(),
@@ -60,37 +69,51 @@ impl Hub {
             remote_ts: child.remote_ts.iter().map(to_selector).collect(),
             remote: child.remote,
         };
+        let prefixes: Vec<(IpAddr, u8)> =
+            spec.remote_ts.iter().flat_map(Selector::prefixes).collect();
+        if let Err(e) = self.check_routes(peer, &prefixes, spec.remote.ip()) {
+            self.refuse_child(peer, child.spi_in, &format!("{e:#}"));
+            return false;
+        }
         let tunnel_mtu = self.table.mtu(peer);
         tunnel_mtu.configure(self.configured_mtu(peer));
         let mtu = tunnel_mtu.get();
+        let src = self.route_source(&spec.local_ts);
+        let mut routes = Vec::new();
+        for (addr, len) in prefixes {
+            let family_src = src.iter().copied().find(|s| s.is_ipv4() == addr.is_ipv4());
+            let count = self.routes.get(&(addr, len)).map_or(0, |(c, _)| *c);
+            if count == 0 {
+                // Never over a route someone else made (EEXIST): the
+                // kernel refuses, and so does the hub, for the whole SA.
+                let mtu = Some(route_mtu(mtu, addr));
+                if let Err(e) = esp::sys::add_route(addr, len, self.tun.index(), family_src, mtu) {
+                    let why = if e.raw_os_error() == Some(libc::EEXIST) {
+                        format!("the route to {addr}/{len} exists and is not the hub's; it is left alone")
+                    } else {
+                        format!("cannot add the route to {addr}/{len}: {e}")
+                    };
+                    self.release_routes(peer, routes);
+                    self.refuse_child(peer, child.spi_in, &why);
+                    return false;
+                }
+                info!(%peer, route = %format!("{addr}/{len}"), dev = self.tun.name(), "route added");
+            }
+            self.routes.entry((addr, len)).or_insert((0, family_src)).0 += 1;
+            routes.push((addr, len));
+        }
         let installed = match replacing {
             Some(old_spi_in) => self.table.install_replacing(&spec, old_spi_in),
             None => self.table.install(&spec),
         };
         if let Err(e) = installed {
-            error!(%peer, "cannot install Child SA: {e}");
-            return;
-        }
-        let src = self.route_source(&spec.local_ts);
-        let mut routes = Vec::new();
-        for sel in &spec.remote_ts {
-            for (addr, len) in sel.prefixes() {
-                let family_src = src.iter().copied().find(|s| s.is_ipv4() == addr.is_ipv4());
-                let (count, _) = self.routes.entry((addr, len)).or_insert((0, family_src));
-                if *count == 0 {
-                    let mtu = Some(route_mtu(mtu, addr));
-                    match esp::sys::add_route(addr, len, self.tun.index(), family_src, mtu) {
-                        Ok(()) => {
-                            info!(%peer, route = %format!("{addr}/{len}"), dev = self.tun.name(), "route added")
-                        }
-                        Err(e) => {
-                            error!(%peer, route = %format!("{addr}/{len}"), "cannot add route: {e}")
-                        }
-                    }
-                }
-                *count += 1;
-                routes.push((addr, len));
-            }
+            self.release_routes(peer, routes);
+            self.refuse_child(
+                peer,
+                child.spi_in,
+                &format!("cannot install it in the data plane: {e}"),
+            );
+            return false;
         }
         self.child_routes.insert(child.spi_in, routes);
         let st = self.status.entry(peer.to_string()).or_default();
@@ -101,6 +124,48 @@ impl Hub {
             local_ts: child.local_ts,
             remote_ts: child.remote_ts,
         });
+        true
+    }
+
+    /// Checks a Child SA's prefixes against the hub's own routing as it is
+    /// now (its networks may have changed since `peer add`), the
+    /// facility's configured hub side, and the address it connects from.
+    fn check_routes(
+        &mut self,
+        peer: &str,
+        prefixes: &[(IpAddr, u8)],
+        remote: IpAddr,
+    ) -> anyhow::Result<()> {
+        let nets = prefixes
+            .iter()
+            .map(|(a, l)| Subnet::new(*a, *l))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("remote-ts: {e}"))?;
+        let local = self
+            .peers
+            .get(peer)
+            .map(|p| p.local_ts.clone())
+            .unwrap_or_default();
+        hostnet::check_selectors(&nets, &local, Some(remote))?;
+        hostnet::check_host(&nets, self.host.current()?)
+    }
+
+    /// Refuses a negotiated Child SA the hub cannot route: nothing is
+    /// installed, the facility is asked to delete it, and the reason is
+    /// logged, audited and shown as the facility's last error (its state
+    /// is `degraded` while no Child SA carries traffic).
+    fn refuse_child(&mut self, peer: &str, spi_in: u32, reason: &str) {
+        error!(%peer, spi_in = format_args!("{spi_in:08x}"), "Child SA refused: {reason}");
+        self.audit.record(
+            "renkei",
+            "sa.child_refused",
+            serde_json::json!({ "facility": peer, "spi_in": format!("{spi_in:08x}"), "reason": reason }),
+        );
+        self.status.entry(peer.to_string()).or_default().last_error =
+            Some(format!("Child SA refused by the hub: {reason}"));
+        if let Err(e) = self.endpoint.delete_child(Instant::now(), spi_in) {
+            warn!(%peer, "cannot delete the refused Child SA: {e}");
+        }
     }
 
     pub(super) fn remove_child(&mut self, peer: &str, spi_in: u32, spi_out: u32) {
@@ -108,7 +173,15 @@ impl Hub {
         if let Some(st) = self.status.get_mut(peer) {
             st.children.retain(|c| c.spi_in != spi_in);
         }
-        for key in self.child_routes.remove(&spi_in).unwrap_or_default() {
+        let routes = self.child_routes.remove(&spi_in).unwrap_or_default();
+        self.release_routes(peer, routes);
+    }
+
+    /// Drops a Child SA's claim on its routes; a route no Child SA needs
+    /// any more is deleted (only ever the hub's own: see
+    /// [`esp::sys::delete_route`]).
+    fn release_routes(&mut self, peer: &str, routes: Vec<(IpAddr, u8)>) {
+        for key in routes {
             if let Some((count, _)) = self.routes.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
@@ -183,8 +256,8 @@ impl Hub {
             let Some((_, src)) = self.routes.get(&(addr, len)) else {
                 continue;
             };
-            let mtu = Some(route_mtu(mtu, addr));
-            if let Err(e) = esp::sys::add_route(addr, len, self.tun.index(), *src, mtu) {
+            let mtu = route_mtu(mtu, addr);
+            if let Err(e) = esp::sys::set_route_mtu(addr, len, self.tun.index(), *src, mtu) {
                 warn!(%peer, route = %format!("{addr}/{len}"), "cannot set the route's MTU: {e}");
             }
         }

@@ -20,7 +20,8 @@
 //! | [`reconnect`] | reconnect backoff, Child SA retries, byte lifetimes |
 //! | [`reload`] | applying registry changes to the running endpoint |
 //! | [`status`] | the live per-facility state and the typed status report |
-//! | [`audit_map`] | what the audit log keeps of an `ike` event |
+//! | [`audit_map`] | what the audit log keeps of an `ike` event, repeats aggregated |
+//! | [`refusals`] | attempts refused before a facility was known |
 
 mod audit_map;
 mod crl;
@@ -28,6 +29,7 @@ mod events;
 mod install;
 mod io;
 mod reconnect;
+pub(crate) mod refusals;
 mod reload;
 pub(crate) mod status;
 
@@ -101,8 +103,18 @@ struct Hub {
     state: StateDir,
     started: String,
     audit: crate::audit::Writer,
+    /// What the audit log keeps of IKE events, with repeats aggregated.
+    audit_map: audit_map::AuditMap,
+    /// Attempts refused before a facility was known.
+    refusals: refusals::Refusals,
     /// Revoked certificate serials and whose they were, as last applied.
     revoked: HashMap<String, String>,
+    /// The host's own addresses and routes, which no facility may take.
+    host: crate::hostnet::HostWatch,
+    /// Facilities whose DNS name is being resolved (one lookup at a time).
+    resolving: std::collections::HashSet<String>,
+    /// Where finished lookups report (`reconnect::resolve`).
+    resolved_tx: mpsc::Sender<reconnect::Resolved>,
 }
 
 fn rng_seed() -> Result<[u8; 32]> {
@@ -134,7 +146,7 @@ pub(crate) fn serve(opts: ServeOptions) -> Result<()> {
     rt.block_on(run(opts, hub_cfg, peers, pki, revoked))
 }
 
-type Pki = Option<(Arc<ike::Credentials>, Arc<pki::verify::TrustStore>)>;
+type Pki = Option<crate::certs::Pki>;
 
 async fn run(
     opts: ServeOptions,
@@ -144,9 +156,10 @@ async fn run(
     revoked: HashMap<String, String>,
 ) -> Result<()> {
     let mut config = ike::Config::new(hub_cfg.id.clone(), rng_seed()?);
-    if let Some((credentials, trust)) = pki {
-        config.credentials = Some(credentials);
-        config.trust = Some(trust);
+    if let Some(pki) = pki {
+        config.credentials = Some(pki.credentials);
+        config.credentials_by_ca = pki.by_ca;
+        config.trust = Some(pki.trust);
     } else if peers.iter().any(|p| matches!(p.auth, ike::PeerAuth::Cert)) {
         warn!(
             "this state directory has no CA: facilities configured for certificates cannot connect"
@@ -162,10 +175,15 @@ async fn run(
             .set_peer(p.to_config())
             .map_err(|e| anyhow::anyhow!("facility {}: {e}", p.name))?;
     }
+    // A disabled facility that tries to connect is refused by its name.
+    for p in peers.iter().filter(|p| !p.enabled) {
+        endpoint.set_disabled(&p.name, Some(p.id.clone()));
+    }
     let tun = Arc::new(
         Tun::create(&opts.tun, opts.mtu, opts.workers)
             .with_context(|| format!("creating TUN device {}", opts.tun))?,
     );
+    let host = crate::hostnet::HostWatch::new(tun.index())?;
     let (tx, mut rx) = mpsc::channel::<Datagram>(4096);
     let io::Sockets {
         ike: ike_sockets,
@@ -207,6 +225,7 @@ async fn run(
         tokio::spawn(crate::metrics::serve(metrics, ctl_tx.clone()));
     }
     tokio::spawn(control::serve(listener, ctl_tx));
+    let (resolved_tx, mut resolved_rx) = mpsc::channel::<reconnect::Resolved>(64);
 
     let mut hub = Hub {
         endpoint,
@@ -224,7 +243,12 @@ async fn run(
         state: opts.state.clone(),
         started: crate::registry::now_rfc3339(),
         audit: crate::audit::Writer::start(&opts.state),
+        audit_map: audit_map::AuditMap::default(),
+        refusals: refusals::Refusals::default(),
         revoked,
+        host,
+        resolving: std::collections::HashSet::new(),
+        resolved_tx,
     };
     hub.audit.record(
         &crate::audit::actor(),
@@ -283,14 +307,17 @@ async fn run(
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 hub.endpoint.handle_timeout(Instant::now());
             }
-            Some((req, uid, reply)) = ctl_rx.recv() => {
-                let resp = hub.handle_request(req, uid);
+            Some((req, who, reply)) = ctl_rx.recv() => {
+                let resp = hub.handle_request(req, &who);
                 let _ = reply.send(resp);
             }
             Some((peer, mtu)) = mtu_rx.recv() => hub.tunnel_mtu_changed(&peer, mtu, Instant::now()),
+            Some(r) = resolved_rx.recv() => hub.resolved(Instant::now(), r),
             _ = tick.tick() => {
                 hub.check_byte_lifetimes(Instant::now());
                 hub.expire_path_mtus(Instant::now());
+                let records = hub.audit_map.tick(Instant::now());
+                hub.record_mapped(records);
             }
             _ = crl_tick.tick() => hub.renew_crl(),
             _ = tokio::signal::ctrl_c() => break,
@@ -302,6 +329,9 @@ async fn run(
         .record(&crate::audit::actor(), "hub.stop", json!({}));
     hub.endpoint.close_all(Instant::now());
     hub.flush().await;
+    // Repeats counted and not yet written are written too.
+    let records = hub.audit_map.finish();
+    hub.record_mapped(records);
     dataplane.stop();
     let _ = std::fs::remove_file(hub.state.control_socket());
     // The last records (facilities down, hub.stop) reach the disk first.
@@ -319,6 +349,8 @@ impl Hub {
         while let Some(e) = self.endpoint.poll_event() {
             self.apply(e);
         }
+        let records = self.audit_map.end_of_batch();
+        self.record_mapped(records);
         // Applying events may have queued more (e.g. nothing today, but keep
         // the order documented in ike: transmits, then events).
         while let Some(t) = self.endpoint.poll_transmit() {
@@ -328,19 +360,21 @@ impl Hub {
 
     /// Answers one control request (from `renkei` commands or the
     /// metrics endpoint), auditing what changes something.
-    fn handle_request(&mut self, req: Request, uid: u32) -> Answer {
+    fn handle_request(&mut self, req: Request, who: &str) -> Answer {
         let now = Instant::now();
-        let who = crate::audit::user(uid);
         match &req {
             Request::SaUp { name } => {
                 self.audit
-                    .record(&who, "sa.up_requested", json!({ "facility": name }))
+                    .record(who, "sa.up_requested", json!({ "facility": name }))
             }
             Request::SaDown { name } => {
                 self.audit
-                    .record(&who, "sa.down_requested", json!({ "facility": name }))
+                    .record(who, "sa.down_requested", json!({ "facility": name }))
             }
-            Request::Reload { .. } => self.audit.record(&who, "hub.reload", json!({})),
+            Request::Reload { .. } => self.audit.record(who, "hub.reload", json!({})),
+            Request::ReloadCredentials => {
+                self.audit.record(who, "hub.reload_credentials", json!({}))
+            }
             Request::Ping | Request::Status => {}
         }
         match req {
@@ -353,15 +387,20 @@ impl Hub {
                 .reload(now, facility.as_deref(), certificates)
                 .map(Reply::Reloaded)
                 .map_err(|e| e.to_string()),
+            Request::ReloadCredentials => self
+                .reload_credentials()
+                .map(Reply::Reloaded)
+                .map_err(|e| e.to_string()),
             Request::SaUp { name } => {
                 if !self.peers.get(&name).is_some_and(|p| p.enabled) {
                     return Err(format!("name: no enabled facility named '{name}'"));
                 }
-                match self.endpoint.initiate(now, &name) {
+                match self.start_initiate(now, &name) {
                     Ok(id) => Ok(Reply::Initiated(Initiated {
-                        ike_sa: id.to_string(),
+                        // A name is resolved first: no IKE SA yet.
+                        ike_sa: id.map_or_else(|| "-".to_string(), |id| id.to_string()),
                     })),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             }
             Request::SaDown { name } => {

@@ -67,6 +67,32 @@ impl Hub {
         Ok(Reloaded { changes })
     }
 
+    /// Takes the hub's certificates and trusted CAs from the state
+    /// directory again (`hub renew-cert`, `ca rollover`, `ca retire-old`).
+    /// Established IKE and Child SAs are kept as they are: they were
+    /// authenticated already. The next IKE SA (a facility connecting or
+    /// reauthenticating) signs with the new certificate.
+    pub(super) fn reload_credentials(&mut self) -> Result<Reloaded> {
+        let registry = Registry::open(&self.state)?;
+        match crate::certs::load(&self.state, &registry)? {
+            Some(pki) => {
+                let serial = pki::verify::describe(&pki.credentials.cert_der)
+                    .map(|c| c.serial)
+                    .unwrap_or_default();
+                info!(
+                    %serial,
+                    rollover = !pki.by_ca.is_empty(),
+                    "hub certificate and trusted CAs reloaded"
+                );
+                self.endpoint
+                    .set_credentials(Some(pki.credentials), pki.by_ca);
+                self.endpoint.set_trust(Some(pki.trust));
+            }
+            None => warn!("reload: the state directory has no CA; certificates unchanged"),
+        }
+        Ok(Reloaded::default())
+    }
+
     /// Applies one facility as the registry now has it (`None`: removed).
     fn apply_facility(
         &mut self,
@@ -130,6 +156,11 @@ impl Hub {
                 }
             }
         }
+        // Disabled: refused by its name when it tries to connect.
+        self.endpoint.set_disabled(
+            name,
+            fresh.as_ref().filter(|p| !p.enabled).map(|p| p.id.clone()),
+        );
         match fresh {
             Some(p) => {
                 self.peers.insert(name.to_string(), p);

@@ -115,6 +115,9 @@ pub(crate) struct HubStatus {
     pub(crate) hub: HubSummary,
     /// Every registered facility, by name.
     pub(crate) facilities: Vec<FacilityStatus>,
+    /// Attempts refused before a facility was known.
+    #[serde(default)]
+    pub(crate) refused: super::refusals::RefusedReport,
 }
 
 impl HubStatus {
@@ -272,6 +275,7 @@ impl Hub {
                 unattributed_drops: Drops::from_counters(&global.drops),
             },
             facilities,
+            refused: self.refusals.report(),
         }
     }
 }
@@ -297,6 +301,7 @@ mod tests {
                 ..HubSummary::default()
             },
             facilities: vec![f],
+            refused: super::super::refusals::RefusedReport::default(),
         })
         .unwrap();
         let keys = |v: &serde_json::Value| -> Vec<String> {
@@ -304,7 +309,8 @@ mod tests {
             k.sort();
             k
         };
-        assert_eq!(keys(&v), ["facilities", "hub"]);
+        assert_eq!(keys(&v), ["facilities", "hub", "refused"]);
+        assert_eq!(keys(&v["refused"]), ["recent", "total"]);
         assert_eq!(
             keys(&v["hub"]),
             [

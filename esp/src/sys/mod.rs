@@ -11,7 +11,10 @@ mod route;
 mod tun;
 pub mod udp;
 
-pub use route::{add_route, delete_route};
+pub use route::{
+    add_route, delete_route, interface_name, route_to, routes, set_route_mtu, Route, RouteWatch,
+    RTPROT_RENKEI,
+};
 pub use tun::{Tun, MAX_QUEUES as MAX_TUN_QUEUES};
 
 use std::io;

@@ -26,6 +26,7 @@ use crate::proposal::{EspSuite, IkeSuite};
 use crate::wire::{
     Delete, ExchangeType, HeaderRepr, NotifyType, Payload, ProtocolId, TrafficSelector,
 };
+use pki::Identity;
 use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -242,6 +243,18 @@ impl Endpoint {
         self.config.trust = trust;
     }
 
+    /// Replaces the hub's own certificate credentials (after `renkei hub
+    /// renew-cert` or a CA rollover). Established SAs are not touched: they
+    /// were authenticated already; new IKE SAs sign with these.
+    pub fn set_credentials(
+        &mut self,
+        credentials: Option<Arc<crate::Credentials>>,
+        by_ca: Vec<crate::CaCredentials>,
+    ) {
+        self.config.credentials = credentials;
+        self.config.credentials_by_ca = by_ca;
+    }
+
     /// Adds a facility, or replaces the one of the same name (its existing
     /// SAs keep the configuration they were made with).
     pub fn set_peer(&mut self, peer: PeerConfig) -> Result<(), Error> {
@@ -274,6 +287,20 @@ impl Endpoint {
             self.close(now, id);
         }
         Ok(())
+    }
+
+    /// Marks `name`, with identity `id`, as a facility the operator
+    /// disabled (`None`: forgets it). An IKE_AUTH claiming that identity
+    /// is still refused (AUTHENTICATION_FAILED, nothing is checked), but
+    /// its [`Event::Refused`] names the facility and says it is
+    /// disabled, instead of calling the identity unknown. A facility is
+    /// either configured with [`Endpoint::set_peer`] or disabled; the
+    /// configured one wins.
+    pub fn set_disabled(&mut self, name: &str, id: Option<Identity>) {
+        self.disabled.retain(|_, n| n != name);
+        if let Some(id) = id {
+            self.disabled.insert(id, name.to_string());
+        }
     }
 
     /// A facility's configuration.
@@ -387,14 +414,28 @@ impl Endpoint {
 
     /// Starts an IKE SA to a facility that has a remote address.
     pub fn initiate(&mut self, now: Instant, name: &str) -> Result<IkeSaId, Error> {
+        let remote = self
+            .peers
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("facility {name}")))?
+            .remote_addr
+            .ok_or_else(|| Error::NotFound(format!("remote address of {name}")))?;
+        self.initiate_to(now, name, remote)
+    }
+
+    /// Starts an IKE SA to a facility at `remote`: where its configured
+    /// address is a DNS name, the caller resolves it for each attempt.
+    pub fn initiate_to(
+        &mut self,
+        now: Instant,
+        name: &str,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, Error> {
         let peer = self
             .peers
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("facility {name}")))?;
-        let remote = peer
-            .remote_addr
-            .ok_or_else(|| Error::NotFound(format!("remote address of {name}")))?;
         let group = peer
             .ike
             .first_ke()
@@ -570,6 +611,22 @@ impl Endpoint {
                 c.state = ChildState::Rekeying;
                 queue(est, Work::RekeyChild(spi_in));
             }
+        })
+    }
+
+    /// Deletes the Child SA whose inbound SPI is `spi_in` (an
+    /// INFORMATIONAL with a Delete payload, RFC 7296 §1.4.1), e.g. one the
+    /// driver could not install; its `ChildSaDown` follows the answer. The
+    /// IKE SA stays.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) -> Result<(), Error> {
+        let id = self
+            .sas
+            .iter()
+            .find(|(_, sa)| matches!(&sa.state, State::Established(e) if e.children.iter().any(|c| c.spi_in == spi_in)))
+            .map(|(id, _)| *id)
+            .ok_or_else(|| Error::NotFound(format!("Child SA {spi_in:08x}")))?;
+        self.with_established(now, id, |est| {
+            queue(est, Work::DeleteChildren(vec![spi_in]));
         })
     }
 

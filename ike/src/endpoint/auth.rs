@@ -116,6 +116,47 @@ impl AuthInput<'_> {
     }
 }
 
+/// The hub's credentials to answer a facility with: during a CA rollover
+/// ([`crate::Config::credentials_by_ca`]) those from the first CA the
+/// facility names in a CERTREQ among `payloads` (RFC 7296 §3.7: the CAs it
+/// trusts), else from the CA that issued the certificate it sent, else the
+/// current ones.
+pub(super) fn pick_credentials<'a>(
+    config: &'a crate::Config,
+    payloads: &[Payload],
+) -> Option<&'a Credentials> {
+    let by_ca = &config.credentials_by_ca;
+    if by_ca.is_empty() {
+        return config.credentials.as_deref();
+    }
+    let requested: Vec<&[u8]> = payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::CertReq { encoding, data } if *encoding == CERT_X509_SIGNATURE => Some(data),
+            _ => None,
+        })
+        .flat_map(|d| d.chunks_exact(20))
+        .collect();
+    if let Some(c) = by_ca.iter().find(|c| {
+        c.ca_hashes
+            .iter()
+            .any(|h| requested.contains(&h.as_slice()))
+    }) {
+        return Some(&c.credentials);
+    }
+    let issuer = payloads
+        .iter()
+        .find_map(|p| match p {
+            Payload::Cert { encoding, data } if *encoding == CERT_X509_SIGNATURE => Some(data),
+            _ => None,
+        })
+        .and_then(|der| config.trust.as_ref()?.issuer_hash(der));
+    if let Some(c) = issuer.and_then(|h| by_ca.iter().find(|c| c.ca_hashes[0] == h)) {
+        return Some(&c.credentials);
+    }
+    config.credentials.as_deref()
+}
+
 /// The payloads that authenticate the hub to a facility: AUTH, preceded by
 /// the hub's CERT for certificate facilities.
 pub(super) fn make(
@@ -133,7 +174,7 @@ pub(super) fn make(
         }
         PeerAuth::Cert => credentials.ok_or_else(|| {
             Error::AuthenticationFailed(
-                "the hub has no certificate of its own (re-run `renkei init` or restore hub.key/hub.pem)".into(),
+                "the hub has no certificate of its own (make one with `renkei hub renew-cert`, or restore hub.key/hub.pem)".into(),
             )
         })?,
     };
@@ -146,6 +187,10 @@ pub(super) fn make(
                 "the facility announced no signature hash the hub's {key_type} key can sign with (RFC 7427 SIGNATURE_HASH_ALGORITHMS)"
             ))
         })?;
+    tracing::debug!(
+        serial = %pki::verify::describe(&creds.cert_der).map(|c| c.serial).unwrap_or_default(),
+        "authenticating with the hub's certificate"
+    );
     let signature = creds
         .key
         .sign(scheme, &input.octets())
@@ -211,7 +256,7 @@ pub(super) fn verify(
                 }
             };
             let trust = trust.ok_or_else(|| {
-                fail("the hub has no CA to check certificates with (run `renkei init`)".into())
+                fail("the hub has no CA to check certificates with (its state directory has no ca/ca.pem; restore it from a backup)".into())
             })?;
             let now = unix_now.ok_or_else(|| fail("the hub's wall clock is not set".into()))?;
             let cert = payloads
@@ -453,5 +498,98 @@ mod tests {
         let ed = fixture(KeyKind::Ed25519);
         assert!(make(&PeerAuth::Cert, Some(&ed.creds), only256, &input).is_err());
         assert!(make(&PeerAuth::Cert, None, all_hashes(), &input).is_err());
+    }
+
+    /// During a CA rollover the hub answers each facility with its
+    /// certificate from a CA the facility trusts: the one its CERTREQ
+    /// names, else the one that issued the facility's certificate, else
+    /// the current one.
+    #[test]
+    fn rollover_answers_with_the_certificate_of_a_ca_the_facility_trusts() {
+        let old = Ca::create(KeyKind::EcdsaP256, "Test Network", NOW, 3650).unwrap();
+        let new = Ca::create(KeyKind::EcdsaP256, "Test Network 2", NOW, 3650).unwrap();
+        let hub = Identity::parse("hub.example").unwrap();
+        let creds = |ca: &Ca| {
+            let i = ca.issue(&hub, KeyKind::EcdsaP256, NOW, 30).unwrap();
+            std::sync::Arc::new(Credentials {
+                key: SigningKey::from_pkcs8(&i.key_der).unwrap(),
+                cert_der: i.cert_der.clone(),
+            })
+        };
+        let (c_new, c_old) = (creds(&new), creds(&old));
+        let hash = |ca: &Ca| pki::verify::certreq_hash(ca.cert_der()).unwrap();
+        // strongSwan names a CA by the SHA-1 of its SubjectPublicKeyInfo.
+        let spki_hash = |ca: &Ca| pki::verify::certreq_hashes(ca.cert_der()).unwrap()[1];
+        let mut config = crate::Config::new(hub.clone(), [0; 32]);
+        config.credentials = Some(c_new.clone());
+        config.trust = Some(std::sync::Arc::new(
+            TrustStore::with_cas(&[new.cert_der(), old.cert_der()], []).unwrap(),
+        ));
+        let certreq = |h: &[[u8; 20]]| Payload::CertReq {
+            encoding: CERT_X509_SIGNATURE,
+            data: h.concat(),
+        };
+        let kyoto = Identity::parse("kyoto.example").unwrap();
+        let old_facility = Payload::Cert {
+            encoding: CERT_X509_SIGNATURE,
+            data: old
+                .issue(&kyoto, KeyKind::EcdsaP256, NOW, 30)
+                .unwrap()
+                .cert_der,
+        };
+        // Outside a rollover: always the current certificate.
+        let picked = pick_credentials(&config, &[certreq(&[hash(&old)])]).unwrap();
+        assert_eq!(picked.cert_der, c_new.cert_der);
+        config.credentials_by_ca = vec![
+            crate::CaCredentials {
+                ca_hashes: pki::verify::certreq_hashes(new.cert_der()).unwrap(),
+                credentials: c_new.clone(),
+            },
+            crate::CaCredentials {
+                ca_hashes: pki::verify::certreq_hashes(old.cert_der()).unwrap(),
+                credentials: c_old.clone(),
+            },
+        ];
+        for (payloads, want, why) in [
+            (
+                vec![certreq(&[hash(&old)])],
+                &c_old,
+                "CERTREQ names the old CA",
+            ),
+            (
+                vec![certreq(&[spki_hash(&old)])],
+                &c_old,
+                "CERTREQ names the old CA as strongSwan does",
+            ),
+            (
+                vec![certreq(&[[7; 20], hash(&new)])],
+                &c_new,
+                "CERTREQ names the new CA",
+            ),
+            (
+                vec![certreq(&[hash(&old), hash(&new)])],
+                &c_new,
+                "both: the current one first",
+            ),
+            (
+                vec![old_facility.clone()],
+                &c_old,
+                "no CERTREQ; an old-CA facility",
+            ),
+            (
+                vec![certreq(&[[7; 20]]), old_facility],
+                &c_old,
+                "unknown CERTREQ; old-CA certificate",
+            ),
+            (vec![], &c_new, "nothing to go by"),
+        ] {
+            let picked = pick_credentials(&config, &payloads).unwrap();
+            assert_eq!(picked.cert_der, want.cert_der, "{why}");
+        }
+        // The hub's CERTREQ names both CAs, current first.
+        assert_eq!(
+            config.trust.as_ref().unwrap().certreq_data(),
+            [hash(&new), hash(&old)].concat()
+        );
     }
 }

@@ -95,11 +95,17 @@ impl Endpoint {
             .get(&identity)
             .and_then(|name| self.peers.get(name))
             .cloned()
-            .ok_or_else(|| {
-                (
+            .ok_or_else(|| match self.disabled.get(&identity) {
+                Some(name) => (
+                    Error::AuthenticationFailed(format!(
+                        "facility {name} ({identity}) is disabled"
+                    )),
+                    Some(name.clone()),
+                ),
+                None => (
                     Error::AuthenticationFailed(format!("no facility has identity {identity}")),
                     None,
-                )
+                ),
             })?;
         let name = Some(peer.name.clone());
         let suite = init.keys.suite;
@@ -145,7 +151,7 @@ impl Endpoint {
         let local_id = &self.config.local_id;
         let proof = auth::make(
             &peer.auth,
-            self.config.credentials.as_deref(),
+            auth::pick_credentials(&self.config, payloads),
             sa.sig_hashes,
             &auth::AuthInput {
                 prf: init.keys.suite.prf,

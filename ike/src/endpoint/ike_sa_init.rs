@@ -259,7 +259,7 @@ impl Endpoint {
             // only when asked) and say which signatures the hub checks.
             reply.push(Payload::CertReq {
                 encoding: auth::CERT_X509_SIGNATURE,
-                data: trust.certreq_hash().to_vec(),
+                data: trust.certreq_data(),
             });
             reply.push(auth::SigHashes::announcement());
         }
@@ -370,6 +370,21 @@ impl Endpoint {
             return Ok(());
         }
         let result = (|| {
+            // RFC 7296 §3.1: a responder that accepts fills in its SPI.
+            // One YAMAHA RTX firmware answers a retry after
+            // INVALID_KE_PAYLOAD with zero here: refused, as any
+            // continuation would name an IKE SA the responder never made.
+            if hdr.spi_r == 0 {
+                return Err(Error::Misbehaved(format!(
+                    "the responder accepted with a zero SPI{}",
+                    if init.retried_ke {
+                        " after INVALID_KE_PAYLOAD (a defect of some YAMAHA RTX firmware: \
+                         configure the facility's own group first so that no retry is needed)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             let Some(Payload::Sa(chosen)) = payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
             else {
                 return Err(Error::Missing("no SA payload"));
@@ -392,8 +407,8 @@ impl Endpoint {
                 .nonce()
                 .cloned()
                 .ok_or(Error::Missing("no Nonce payload"))?;
-            if !(16..=256).contains(&nonce_r.len()) || hdr.spi_r == 0 {
-                return Err(Error::Missing("nonce length or responder SPI"));
+            if !(16..=256).contains(&nonce_r.len()) {
+                return Err(Error::Missing("nonce length"));
             }
             let shared = init.ke.shared_secret(public)?;
             Ok((suite, shared, nonce_r))
@@ -435,7 +450,7 @@ impl Endpoint {
         let id_data = local_id.data();
         let proof = auth::make(
             &peer.auth,
-            self.config.credentials.as_deref(),
+            auth::pick_credentials(&self.config, payloads),
             sa.sig_hashes,
             &auth::AuthInput {
                 prf: suite.prf,
@@ -468,7 +483,7 @@ impl Endpoint {
         if let (PeerAuth::Cert, Some(trust)) = (&peer.auth, &self.config.trust) {
             payloads.push(Payload::CertReq {
                 encoding: auth::CERT_X509_SIGNATURE,
-                data: trust.certreq_hash().to_vec(),
+                data: trust.certreq_data(),
             });
         }
         payloads.push(Payload::IdR {

@@ -100,6 +100,10 @@ pub struct Endpoint {
     config: Config,
     peers: HashMap<String, Arc<PeerConfig>>,
     by_id: HashMap<Identity, String>,
+    /// Identities of facilities the operator disabled, with their names:
+    /// an IKE_AUTH claiming one is refused as that facility's, not as an
+    /// unknown identity.
+    disabled: HashMap<Identity, String>,
     sas: HashMap<u64, IkeSa>,
     /// Every stored SA's next deadline, earliest first, so that the next
     /// deadline is found without scanning all SAs. Entries go stale when
@@ -174,6 +178,7 @@ impl Endpoint {
             config,
             peers: HashMap::new(),
             by_id: HashMap::new(),
+            disabled: HashMap::new(),
             sas: HashMap::new(),
             timer_queue: BinaryHeap::new(),
             half_open: HashMap::new(),
@@ -276,7 +281,13 @@ impl Endpoint {
         notify: NotifyType,
         reason: String,
     ) {
-        warn!(%remote, peer = peer.as_deref().unwrap_or("-"), notify = %notify, "{reason}");
+        // A stranger's refusals are only debug here: anyone can send them
+        // at line rate, so the daemon logs them aggregated (one line, then
+        // a count per interval) from the `Refused` events.
+        match &peer {
+            Some(p) => warn!(%remote, peer = %p, notify = %notify, "{reason}"),
+            None => debug!(%remote, notify = %notify, "{reason}"),
+        }
         self.events.push_back(Event::Refused {
             remote,
             peer,

@@ -1,7 +1,9 @@
 //! Hostile traffic for the security tests, sent with raw sockets.
 //!
 //! ```text
-//! rk-raw flood DST_IP SPOOF_PREFIX COUNT RATE   # IKE_SA_INIT requests from spoofed sources
+//! rk-raw flood DST_IP SPOOF_PREFIX COUNT RATE [refused]
+//!                                               # IKE_SA_INIT requests from spoofed sources
+//!                                               # (`refused`: offering PRF_HMAC_MD5, which the hub refuses)
 //! rk-raw replay PCAP TIMES                      # re-send captured ESP-in-UDP packets verbatim
 //! rk-raw garbage DST_IP COUNT                   # truncated and corrupted IKE and ESP datagrams
 //! ```
@@ -60,7 +62,23 @@ fn udp4(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-fn flood(dst: Ipv4Addr, prefix: &str, count: u64, rate: u64) -> std::io::Result<()> {
+/// The captured IKE_SA_INIT, its one proposal's PRF (SHA-256) turned into
+/// PRF_HMAC_MD5, which no CRYPTREC profile accepts: the hub answers
+/// NO_PROPOSAL_CHOSEN.
+fn refused_init() -> Vec<u8> {
+    let mut ike = INIT.to_vec();
+    // Transform type 2 (PRF), ID 5 (HMAC-SHA256), in the SA payload.
+    assert_eq!(ike[0x38..0x3c], [2, 0, 0, 5], "template changed");
+    ike[0x3b] = 1;
+    ike
+}
+
+fn flood(dst: Ipv4Addr, prefix: &str, count: u64, rate: u64, refused: bool) -> std::io::Result<()> {
+    let template = if refused {
+        refused_init()
+    } else {
+        INIT.to_vec()
+    };
     let (net, len) = prefix
         .split_once('/')
         .ok_or_else(|| std::io::Error::other("prefix"))?;
@@ -78,7 +96,7 @@ fn flood(dst: Ipv4Addr, prefix: &str, count: u64, rate: u64) -> std::io::Result<
             Ipv4Addr::from(u32::from(net) | host),
             1024 + (rng.next() % 60000) as u16,
         );
-        let mut ike = INIT.to_vec();
+        let mut ike = template.clone();
         ike[..8].copy_from_slice(&rng.next().to_be_bytes());
         if sock
             .send_to(&udp4(src, SocketAddrV4::new(dst, 500), &ike), &target)
@@ -198,10 +216,12 @@ fn garbage(dst: Ipv4Addr, count: u32) -> std::io::Result<()> {
 fn main() -> ExitCode {
     let a: Vec<String> = std::env::args().collect();
     let r = match a.get(1).map(String::as_str) {
-        Some("flood") if a.len() == 6 => match (a[2].parse(), a[4].parse(), a[5].parse()) {
-            (Ok(dst), Ok(count), Ok(rate)) => flood(dst, &a[3], count, rate),
-            _ => Err(std::io::Error::other("bad arguments")),
-        },
+        Some("flood") if a.len() == 6 || (a.len() == 7 && a[6] == "refused") => {
+            match (a[2].parse(), a[4].parse(), a[5].parse()) {
+                (Ok(dst), Ok(count), Ok(rate)) => flood(dst, &a[3], count, rate, a.len() == 7),
+                _ => Err(std::io::Error::other("bad arguments")),
+            }
+        }
         Some("replay") if a.len() == 4 => match a[3].parse() {
             Ok(times) => replay(&a[2], times),
             Err(_) => Err(std::io::Error::other("bad arguments")),
@@ -211,7 +231,7 @@ fn main() -> ExitCode {
             _ => Err(std::io::Error::other("bad arguments")),
         },
         _ => Err(std::io::Error::other(
-            "usage: rk-raw flood DST PREFIX COUNT RATE | replay PCAP TIMES | garbage DST COUNT",
+            "usage: rk-raw flood DST PREFIX COUNT RATE [refused] | replay PCAP TIMES | garbage DST COUNT",
         )),
     };
     match r {

@@ -1,17 +1,9 @@
-//! `renkei export`: a facility router's configuration, generated from the
-//! registry so that it matches what the hub will accept.
+//! `renkei export --format swanctl`: strongSwan's swanctl.conf.
 
 use crate::registry::{Hub, Peer};
 use anyhow::{bail, Result};
 use base64::Engine as _;
 use std::fmt::Write as _;
-
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
-    /// strongSwan's swanctl.conf.
-    Swanctl,
-}
 
 fn join<T: ToString>(v: &[T]) -> String {
     v.iter()
@@ -39,7 +31,7 @@ fn swanctl_id(id: &pki::Identity) -> String {
 pub(crate) fn swanctl(hub: &Hub, p: &Peer, with_secret: bool) -> Result<String> {
     if hub.public_addrs.is_empty() {
         bail!(
-            "public-addr: the hub has no public address (set it with `renkei init --public-addr`)"
+            "public-addr: the hub has no public address (set it with `renkei hub set --public-addr`)"
         );
     }
     let mut out = String::new();

@@ -12,7 +12,12 @@ use std::path::PathBuf;
 /// connect with IKEv2 and ESP-in-UDP; only CRYPTREC-listed algorithms are
 /// negotiated. Everything an instance keeps lives in its state directory.
 #[derive(Debug, Parser)]
-#[command(name = "renkei", version, propagate_version = true)]
+#[command(
+    name = "renkei",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub(crate) struct Cli {
     /// State directory: registry database, control socket.
     #[arg(
@@ -165,7 +170,10 @@ pub(crate) enum CertCommand {
     /// Issue a key and certificate for a facility: writes NAME.key (0600),
     /// NAME.pem, ca.pem, and NAME.p12 with its password in
     /// NAME.p12.password (both 0600) into DIR. The facility's identity goes
-    /// in the certificate's subjectAltName.
+    /// in the certificate's subjectAltName. No file is ever overwritten
+    /// (an existing ca.pem of this hub's CA is kept). The facility's
+    /// earlier certificates stay valid until they expire, so its router
+    /// can be switched without an outage; --revoke-previous revokes them.
     Issue {
         /// The facility (as registered with `peer add`).
         name: String,
@@ -182,6 +190,11 @@ pub(crate) enum CertCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: u32,
+        /// Revoke the facility's earlier certificates once this one is
+        /// written (its router must then switch to the new one before it
+        /// next connects).
+        #[arg(long)]
+        revoke_previous: bool,
     },
     /// Revoke every current certificate of a facility: the CRL
     /// (STATE/ca/crl.pem) is rewritten, the running hub refuses the
@@ -189,6 +202,10 @@ pub(crate) enum CertCommand {
     Revoke {
         /// The facility.
         name: String,
+        /// Revoke only this certificate (a serial from `cert list`), e.g.
+        /// the earlier one once the router uses its new certificate.
+        #[arg(long, value_name = "SERIAL")]
+        serial: Option<String>,
     },
     /// List issued certificates.
     List {
@@ -315,7 +332,9 @@ pub(crate) enum PeerCommand {
     /// identity, key, selectors, address or proposals restarts its tunnel;
     /// lifetimes apply to its next SAs. Other facilities are not touched.
     Set(Box<PeerSet>),
-    /// Remove a facility (its tunnel is torn down).
+    /// Remove a facility: its tunnel is torn down and its certificates
+    /// are revoked (the CRL is rewritten), so that a facility added later
+    /// with the same identity is not joined by the old router.
     Remove { name: String },
     /// Disable a facility (its tunnel is torn down and refused).
     Disable { name: String },

@@ -141,6 +141,9 @@ impl Response {
     }
 }
 
+/// The daemon's answer to a user other than its own or root.
+const DENIED: &str = "permission denied";
+
 /// Binds the control socket, replacing a stale one.
 pub(crate) fn bind(state: &StateDir) -> Result<tokio::net::UnixListener> {
     let path = state.control_socket();
@@ -171,7 +174,7 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, tx: mpsc::Sender<A
             let mut lines = tokio::io::BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let resp = if !allowed {
-                    Response::err("permission denied".into())
+                    Response::err(DENIED.into())
                 } else {
                     match serde_json::from_str::<Request>(&line) {
                         Ok(req) => {
@@ -217,12 +220,19 @@ pub(crate) fn status(state: &StateDir) -> Result<HubStatus> {
 /// Sends one request to the running daemon and returns its data.
 pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
     let path = state.control_socket();
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "renkei is not running for {} ({}: {e})",
-            state.display(),
-            path.display()
-        )
+    let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            crate::exit::denied(state, "connecting to the hub's control socket", &path)
+        }
+        // No socket, or one no daemon listens on (left by a crash).
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            anyhow::Error::new(crate::exit::NotRunning(format!(
+                "renkei is not running for {} ({}: {e})",
+                state.display(),
+                path.display()
+            )))
+        }
+        _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(req)?;
@@ -232,7 +242,11 @@ pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
     BufReader::new(&stream).read_line(&mut reply)?;
     let resp: Response = serde_json::from_str(&reply).context("reading the daemon's answer")?;
     if !resp.ok {
-        bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
+        let error = resp.error.unwrap_or_else(|| "request failed".into());
+        if error == DENIED {
+            return Err(crate::exit::denied(state, "asking the hub through", &path));
+        }
+        bail!("{error}");
     }
     Ok(resp.data.unwrap_or(Value::Null))
 }

@@ -13,6 +13,7 @@ mod certs;
 mod cmd;
 mod control;
 mod daemon;
+mod exit;
 mod export;
 mod hostnet;
 mod metrics;
@@ -32,12 +33,17 @@ fn main() -> ExitCode {
         // quietly, as Unix tools do, instead of panicking on EPIPE.
         esp::sys::default_sigpipe();
     }
+    let state = state::StateDir::new(cli.state.clone());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
+            let status = exit::status(&e);
+            let mut msg = format!("{e:#}").replace('\n', " ");
+            if status == exit::DENIED && !exit::advised(&e) {
+                msg = format!("permission denied: {msg}; {}", exit::advice(&state));
+            }
             eprintln!("renkei: error: {msg}");
-            ExitCode::FAILURE
+            ExitCode::from(status)
         }
     }
 }
@@ -73,13 +79,84 @@ fn init_logging(filter: &str) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    // Under systemd the journal stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+    if stderr_is_journal() {
+        // The journal stamps every line itself, and reads its priority
+        // from the sd-daemon prefix (`journalctl -p warning`).
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        builder
+            .with_ansi(false)
+            .event_format(JournalPriority(format))
+            .init();
     } else {
         builder.init();
     }
     Ok(())
+}
+
+/// Whether stderr is the journal's stream: systemd sets `JOURNAL_STREAM`
+/// to its `DEVICE:INODE` (systemd.exec(5)); a process that inherited the
+/// variable but writes elsewhere (a shell started from a unit, `2>file`)
+/// keeps plain lines.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(m) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino())
+}
+
+/// The sd-daemon(3) priority prefix for a level: `<3>` error, `<4>`
+/// warning, `<6>` info, `<7>` debug and trace.
+fn journal_priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// A log line format that starts every line with its sd-daemon priority
+/// (`<4>WARN …`), which journald turns into the record's PRIORITY.
+/// Chosen over a native journald layer (tracing-journald) because the
+/// hub keeps writing plain stderr, which the unit's `StandardError=`
+/// may send anywhere, needs no journal socket, and keeps one order of
+/// lines; a message of several lines gets the prefix on each.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let prio = journal_priority(*event.metadata().level());
+        for l in line.lines() {
+            writeln!(writer, "<{prio}>{l}")?;
+        }
+        Ok(())
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -508,7 +508,7 @@ fn resolve_auth(
         // the facility's certificate; with a pre-shared key there is none.
         bail!("id: {id} is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)");
     }
-    Ok(match (key, cert, kept) {
+    let auth = match (key, cert, kept) {
         (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
         (Some(k), false, _) => ike::PeerAuth::Psk(k),
         (None, true, _) => {
@@ -521,7 +521,13 @@ fn resolve_auth(
         (None, false, None) => {
             bail!("psk-file: a pre-shared key file (--psk-file FILE) or --cert is required")
         }
-    })
+    };
+    if matches!(auth, ike::PeerAuth::Cert) {
+        // A certificate facility whose identity no certificate can carry
+        // could never connect: refuse it now rather than at `cert issue`.
+        pki::ca::certifiable(id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
+    }
+    Ok(auth)
 }
 
 /// The bounds and combinations every stored facility satisfies.
@@ -670,7 +676,7 @@ impl Registry {
     /// Creates the state directory (0700) and the registry, refusing an
     /// existing one.
     pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
-        if state.registry().exists() {
+        if state.exists(&state.registry(), "creating the registry")? {
             bail!(
                 "state: {} already holds a registry; refusing to overwrite it (change the hub with `renkei hub set`, `renkei hub renew-cert` or `renkei ca rollover`)",
                 state.display()
@@ -704,11 +710,21 @@ impl Registry {
     /// Opens an existing registry.
     pub(crate) fn open(state: &StateDir) -> Result<Registry> {
         let path = state.registry();
-        if !path.exists() {
+        if !state.exists(&path, "opening the registry")? {
             bail!(
                 "state: no registry in {} (run `renkei init` first)",
                 state.display()
             );
+        }
+        // SQLite would only say "unable to open database file".
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(crate::exit::denied(state, "opening the registry", &path));
+            }
         }
         Self::open_path(&path)
     }
@@ -944,17 +960,6 @@ impl Registry {
         self.peer(&new.name)
     }
 
-    pub(crate) fn remove_peer(&mut self, name: &str) -> Result<()> {
-        if self
-            .conn
-            .execute("DELETE FROM peers WHERE name = ?1", [name])?
-            == 0
-        {
-            bail!("name: no facility named '{name}'");
-        }
-        Ok(())
-    }
-
     pub(crate) fn set_enabled(&mut self, name: &str, enabled: bool) -> Result<()> {
         if self.conn.execute(
             "UPDATE peers SET enabled = ?2 WHERE name = ?1",
@@ -1042,6 +1047,50 @@ impl Registry {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks the named unrevoked certificates of `name` revoked at `now`
+    /// (all of them in one transaction, or none); returns their serials.
+    /// A serial that is not a current certificate of `name` is refused.
+    pub(crate) fn revoke_serials(
+        &mut self,
+        name: &str,
+        serials: &[String],
+        now: i64,
+    ) -> Result<Vec<String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        for serial in serials {
+            let serial = serial.to_ascii_lowercase();
+            if tx.execute(
+                "UPDATE certs SET revoked = ?3 WHERE name = ?1 AND lower(serial) = ?2 AND revoked IS NULL",
+                params![name, serial, now],
+            )? == 0
+            {
+                bail!("serial: {serial} is not a current certificate of '{name}' (see `renkei cert list`)");
+            }
+        }
+        tx.commit()?;
+        Ok(serials.iter().map(|s| s.to_ascii_lowercase()).collect())
+    }
+
+    /// Removes a facility and revokes its current certificates at `now`,
+    /// in one transaction; returns the serials revoked (none for a
+    /// facility that never had a certificate).
+    pub(crate) fn remove_peer_revoking(&mut self, name: &str, now: i64) -> Result<Vec<String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        if tx.execute("DELETE FROM peers WHERE name = ?1", [name])? == 0 {
+            bail!("name: no facility named '{name}'");
+        }
+        let serials: Vec<String> = tx
+            .prepare("SELECT serial FROM certs WHERE name = ?1 AND revoked IS NULL")?
+            .query_map([name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        tx.execute(
+            "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+            params![name, now],
+        )?;
+        tx.commit()?;
+        Ok(serials)
     }
 
     /// Marks every unrevoked certificate of `name` revoked at `now`;
@@ -1506,8 +1555,8 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        reg.remove_peer("kyoto").unwrap();
-        assert!(reg.remove_peer("kyoto").is_err());
+        reg.remove_peer_revoking("kyoto", 0).unwrap();
+        assert!(reg.remove_peer_revoking("kyoto", 0).is_err());
         std::fs::remove_dir_all(&state).unwrap();
     }
 
@@ -1887,5 +1936,58 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_219_200), "2026-11-21T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    /// `peer add --cert` refuses an identity no certificate can carry and
+    /// changes nothing; an internationalised domain name is stored in its
+    /// ASCII form, which is what `cert issue` puts in the certificate.
+    #[test]
+    fn certificate_facilities_need_an_identity_a_certificate_can_carry() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        for (id, why) in [
+            ("看護@kyoto.example", "not ASCII"),
+            ("C=JP, OU=a, OU=b, CN=kyoto", "appears twice"),
+            ("\u{0301}a.example.jp", "internationalised domain name"),
+        ] {
+            let e = reg
+                .add_peer(&NewPeer {
+                    name: "kyoto".into(),
+                    id: id.into(),
+                    cert: true,
+                    remote_ts: "198.51.100.0/26".into(),
+                    ..Default::default()
+                })
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("id: ") && e.contains(why), "{id}: {e}");
+            assert!(reg.peers().unwrap().is_empty(), "{id}: stored");
+        }
+        let p = reg
+            .add_peer(&NewPeer {
+                name: "kyoto".into(),
+                id: "京都.example.jp".into(),
+                cert: true,
+                remote_ts: "198.51.100.0/26".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(p.id.to_string(), "xn--1lqs03n.example.jp");
+        // Switching to an identity no certificate can carry is refused too.
+        let e = reg
+            .change_peer(
+                "kyoto",
+                &PeerChange {
+                    id: Some("看護@kyoto.example".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("id: "), "{e}");
+        assert_eq!(
+            reg.peer("kyoto").unwrap().id.to_string(),
+            "xn--1lqs03n.example.jp"
+        );
     }
 }

@@ -54,6 +54,20 @@ impl StateDir {
         Ok(())
     }
 
+    /// Whether `path` (in this directory) exists. A user who may not look
+    /// is told so and what to do ([`crate::exit::denied`]), rather than
+    /// that the file is missing.
+    pub(crate) fn exists(&self, path: &Path, doing: &str) -> Result<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(crate::exit::denied(self, doing, path))
+            }
+            Err(e) => Err(e).with_context(|| format!("{doing} {}", path.display())),
+        }
+    }
+
     /// The registry database (SQLite adds `-wal` and `-shm` beside it).
     pub(crate) fn registry(&self) -> PathBuf {
         self.root.join("registry.db")

@@ -153,9 +153,11 @@ fn random_serial() -> Result<SerialNumber, CaError> {
 
 fn san_for(identity: &Identity) -> Result<SanType, CaError> {
     let ia5 = |s: &str| {
-        s.to_string()
-            .try_into()
-            .map_err(|_| CaError(format!("identity {s} is not ASCII")))
+        s.to_string().try_into().map_err(|_| {
+            CaError(format!(
+                "identity {s} is not ASCII, which a certificate's subjectAltName requires"
+            ))
+        })
     };
     Ok(match identity {
         Identity::Fqdn(f) => SanType::DnsName(ia5(f)?),
@@ -210,6 +212,17 @@ fn rcgen_dn(subject: &crate::DistinguishedName) -> Result<DistinguishedName, CaE
         dn.push(ty, value);
     }
     Ok(dn)
+}
+
+/// Whether a certificate can carry `identity` (an address, an FQDN or
+/// email address in ASCII, or a distinguished name rcgen can encode);
+/// the error says why not. `peer add --cert` asks this first, so that a
+/// facility is never registered with an identity it can never prove.
+pub fn certifiable(identity: &Identity) -> Result<(), CaError> {
+    match identity {
+        Identity::Dn(subject) => rcgen_dn(subject).map(|_| ()),
+        other => san_for(other).map(|_| ()),
+    }
 }
 
 impl Ca {
@@ -349,6 +362,19 @@ impl Ca {
             .and_then(|c| c.pem())
             .map_err(|e| CaError(format!("signing the CRL: {e}")))
     }
+}
+
+/// When a CRL (PEM) was issued and when it says the next one comes
+/// (`thisUpdate`, `nextUpdate`), in Unix seconds; `None` for a CRL
+/// without a `nextUpdate`.
+pub fn crl_validity(pem_text: &str) -> Result<(i64, Option<i64>), CaError> {
+    let der = pem::parse(pem_text).map_err(|e| CaError(format!("CRL is not PEM: {e}")))?;
+    let (_, crl) = x509_parser::parse_x509_crl(der.contents())
+        .map_err(|e| CaError(format!("CRL does not parse: {e}")))?;
+    Ok((
+        crl.last_update().timestamp(),
+        crl.next_update().map(|t| t.timestamp()),
+    ))
 }
 
 fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
@@ -617,6 +643,8 @@ mod tests {
             .map(|r| serial_hex(r.raw_serial()))
             .collect();
         assert_eq!(serials, vec![issued.serial.clone()]);
+        assert_eq!(crl_validity(&pem).unwrap(), (NOW, Some(NOW + 7 * 86_400)));
+        assert!(crl_validity("not a CRL").is_err());
         let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
         crl.verify_signature(ca_cert.public_key()).unwrap();
         let loaded = Ca::load(&ca.key_pem(), ca.cert_pem()).unwrap();

@@ -81,6 +81,9 @@ pub enum IdentityError {
     Malformed(&'static str),
     /// An ID type renkei does not accept.
     UnsupportedType(u8),
+    /// A non-ASCII domain name that is not a valid internationalised
+    /// domain name (UTS #46), so it has no ASCII (punycode) form.
+    BadDomain(String),
 }
 
 impl fmt::Display for IdentityError {
@@ -94,6 +97,10 @@ impl fmt::Display for IdentityError {
             IdentityError::BadDistinguishedName(e) => write!(f, "distinguished name: {e}"),
             IdentityError::Malformed(why) => write!(f, "malformed identity: {why}"),
             IdentityError::UnsupportedType(t) => write!(f, "unsupported identity type {t}"),
+            IdentityError::BadDomain(d) => write!(
+                f,
+                "'{d}' is not a valid internationalised domain name (it has no ASCII form)"
+            ),
         }
     }
 }
@@ -134,11 +141,11 @@ impl Identity {
         // `@#` for a key ID and a leading `@` forcing an FQDN.
         if let Some(rest) = s.strip_prefix("fqdn:") {
             clean(rest)?;
-            return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
+            return Ok(Identity::Fqdn(ascii_domain(rest)?));
         }
         if let Some(rest) = s.strip_prefix("email:") {
             clean(rest)?;
-            return Ok(Identity::Email(rest.to_string()));
+            return Ok(Identity::Email(ascii_email(rest)?));
         }
         if let Some(rest) = s.strip_prefix("@#") {
             let bytes = decode_hex(rest).ok_or(IdentityError::Malformed("key id is not hex"))?;
@@ -149,7 +156,7 @@ impl Identity {
         }
         if let Some(rest) = s.strip_prefix('@') {
             clean(rest)?;
-            return Ok(Identity::Fqdn(rest.to_ascii_lowercase()));
+            return Ok(Identity::Fqdn(ascii_domain(rest)?));
         }
         if dn {
             return DistinguishedName::parse(s)
@@ -158,9 +165,9 @@ impl Identity {
         }
         clean(s)?;
         if s.contains('@') {
-            return Ok(Identity::Email(s.to_string()));
+            return Ok(Identity::Email(ascii_email(s)?));
         }
-        Ok(Identity::Fqdn(s.to_ascii_lowercase()))
+        Ok(Identity::Fqdn(ascii_domain(s)?))
     }
 
     /// Builds an identity from an ID payload's type and data (RFC 7296 §3.5).
@@ -188,8 +195,19 @@ impl Identity {
             id_type::IPV6_ADDR => <[u8; 16]>::try_from(data)
                 .map(|b| Identity::Addr(IpAddr::V6(Ipv6Addr::from(b))))
                 .map_err(|_| IdentityError::Malformed("IPv6 identity is not 16 bytes")),
-            id_type::FQDN => Ok(Identity::Fqdn(text(data)?.to_ascii_lowercase())),
-            id_type::RFC822_ADDR => Ok(Identity::Email(text(data)?)),
+            // A router that sends an internationalised name in UTF-8 is
+            // matched by its ASCII form, as the registry stores it; one
+            // without an ASCII form is kept as sent (and matches nothing).
+            id_type::FQDN => {
+                let t = text(data)?;
+                Ok(Identity::Fqdn(
+                    ascii_domain(&t).unwrap_or_else(|_| t.to_lowercase()),
+                ))
+            }
+            id_type::RFC822_ADDR => {
+                let t = text(data)?;
+                Ok(Identity::Email(ascii_email(&t).unwrap_or(t)))
+            }
             id_type::KEY_ID => Ok(Identity::KeyId(data.to_vec())),
             id_type::DER_ASN1_DN => DistinguishedName::from_der(data)
                 .map(Identity::Dn)
@@ -249,6 +267,35 @@ impl fmt::Display for Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Identity({self})")
+    }
+}
+
+/// A domain name in the ASCII form certificates and routers use: lower
+/// case, and an internationalised name (`京都.example.jp`) converted to
+/// punycode (`xn--1lqs03n.example.jp`) by UTS #46 (the `idna` crate, as
+/// browsers and `url` do). An ASCII name is only lower-cased, so that
+/// identities such as `router_1.example` that are not host names stay
+/// accepted as they were.
+fn ascii_domain(name: &str) -> Result<String, IdentityError> {
+    if name.is_ascii() {
+        return Ok(name.to_ascii_lowercase());
+    }
+    let ascii = idna::domain_to_ascii_strict(name)
+        .map_err(|_| IdentityError::BadDomain(name.to_string()))?;
+    if ascii.is_empty() || ascii.len() > MAX_IDENTITY_LEN {
+        return Err(IdentityError::BadDomain(name.to_string()));
+    }
+    Ok(ascii)
+}
+
+/// `user@domain` with its domain in ASCII form ([`ascii_domain`]); the
+/// user part is kept as written.
+fn ascii_email(s: &str) -> Result<String, IdentityError> {
+    match s.rsplit_once('@') {
+        Some((user, domain)) if !domain.is_ascii() => {
+            Ok(format!("{user}@{}", ascii_domain(domain)?))
+        }
+        _ => Ok(s.to_string()),
     }
 }
 
@@ -385,5 +432,43 @@ mod tests {
             Identity::from_wire(id_type::DER_ASN1_DN, b"CN=kyoto"),
             Err(IdentityError::BadDistinguishedName(_))
         ));
+    }
+
+    /// An internationalised domain name becomes its punycode form (what a
+    /// certificate's subjectAltName and a router's ID carry), typed the
+    /// same whichever way it is written or arrives; a non-ASCII string
+    /// with no such form is refused with a message.
+    #[test]
+    fn internationalised_names_take_their_ascii_form() {
+        let kyoto = Identity::Fqdn("xn--1lqs03n.example.jp".into());
+        for s in [
+            "京都.example.jp",
+            "@京都.EXAMPLE.jp",
+            "fqdn:京都.example.jp",
+            "xn--1lqs03n.example.jp",
+        ] {
+            assert_eq!(Identity::parse(s).unwrap(), kyoto, "{s}");
+        }
+        assert_eq!(kyoto.to_string(), "xn--1lqs03n.example.jp");
+        assert_eq!(
+            Identity::from_wire(id_type::FQDN, "京都.example.jp".as_bytes()).unwrap(),
+            kyoto
+        );
+        assert_eq!(
+            Identity::parse("vpn@京都.example.jp").unwrap(),
+            Identity::Email("vpn@xn--1lqs03n.example.jp".into())
+        );
+        // Not a valid IDN (a label cannot start with a combining mark,
+        // nor hold a full-width symbol such as U+FF01).
+        for bad in ["\u{0301}a.example.jp", "a\u{ff01}b.example.jp"] {
+            let e = Identity::parse(bad).unwrap_err();
+            assert!(matches!(e, IdentityError::BadDomain(_)), "{bad}: {e:?}");
+            assert!(e.to_string().contains("internationalised domain name"));
+        }
+        // ASCII names are only lower-cased, as before.
+        assert_eq!(
+            Identity::parse("Router_1.Example").unwrap(),
+            Identity::Fqdn("router_1.example".into())
+        );
     }
 }

@@ -17,9 +17,10 @@ pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
             key,
             out,
             days,
+            revoke_previous,
         } => {
             let mut reg = Registry::open(state)?;
-            let issued = certs::issue(state, &mut reg, &name, key, &out, days)?;
+            let issued = certs::issue(state, &mut reg, &name, key, &out, days, revoke_previous)?;
             println!(
                 "issued {key} certificate {} for {name}, valid until {}",
                 issued.serial,
@@ -28,16 +29,47 @@ pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
             for f in &issued.files {
                 println!("  {}", f.display());
             }
+            if let Some(kept) = &issued.ca_kept {
+                println!(
+                    "  {} (already there, the same CA certificate: kept)",
+                    kept.display()
+                );
+            }
+            for c in &issued.still_valid {
+                println!(
+                    "note: the earlier certificate {} of {name} stays valid until {}; once the router uses the new one, revoke it with `renkei cert revoke {name} --serial {}`",
+                    c.serial,
+                    pki::verify::iso(c.not_after),
+                    c.serial
+                );
+            }
+            if !issued.revoked.is_empty() {
+                println!(
+                    "revoked the earlier certificate(s) of {name}: {}",
+                    issued.revoked.join(", ")
+                );
+            }
             audit::append(
                 state,
                 &audit::actor(),
                 "cert.issue",
-                json!({ "name": name, "serial": issued.serial, "key": key.to_string(), "not_after": pki::verify::iso(issued.not_after) }),
+                json!({ "name": name, "serial": issued.serial, "key": key.to_string(), "not_after": pki::verify::iso(issued.not_after),
+                        "still_valid": issued.still_valid.iter().map(|c| &c.serial).collect::<Vec<_>>() }),
             )?;
+            if !issued.revoked.is_empty() {
+                audit::append(
+                    state,
+                    &audit::actor(),
+                    "cert.revoke",
+                    json!({ "name": name, "serials": issued.revoked, "reason": "superseded" }),
+                )?;
+                drop(reg);
+                notify_daemon(state, &name, true);
+            }
         }
-        CertCommand::Revoke { name } => {
+        CertCommand::Revoke { name, serial } => {
             let mut reg = Registry::open(state)?;
-            let serials = certs::revoke(state, &mut reg, &name)?;
+            let serials = certs::revoke(state, &mut reg, &name, serial.as_deref())?;
             println!(
                 "revoked {} of {name}: {}",
                 if serials.len() == 1 {

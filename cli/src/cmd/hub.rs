@@ -744,7 +744,7 @@ mod tests {
 
     fn issue(state: &StateDir, reg: &mut Registry, out: &str) -> String {
         let out = std::env::temp_dir().join(format!("{}-{out}", state.display()));
-        certs::issue(state, reg, "kyoto", KeyKind::EcdsaP256, &out, 30)
+        certs::issue(state, reg, "kyoto", KeyKind::EcdsaP256, &out, 30, false)
             .unwrap()
             .serial
     }

@@ -249,7 +249,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
             notify_daemon(state, &p.name, false);
         }
         PeerCommand::Remove { name } => {
-            Registry::open(state)?.remove_peer(&name)?;
+            let revoked = crate::certs::remove_facility(state, &mut Registry::open(state)?, &name)?;
             println!("removed facility {name}");
             audit::append(
                 state,
@@ -257,7 +257,19 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 "peer.remove",
                 json!({ "name": name }),
             )?;
-            notify_daemon(state, &name, false);
+            if !revoked.is_empty() {
+                println!(
+                    "revoked its certificate(s): {} (the CRL is rewritten)",
+                    revoked.join(", ")
+                );
+                audit::append(
+                    state,
+                    &audit::actor(),
+                    "cert.revoke",
+                    json!({ "name": name, "serials": revoked, "reason": "peer.remove" }),
+                )?;
+            }
+            notify_daemon(state, &name, !revoked.is_empty());
         }
         PeerCommand::Disable { name } => {
             Registry::open(state)?.set_enabled(&name, false)?;

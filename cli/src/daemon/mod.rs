@@ -24,6 +24,7 @@
 //! | [`refusals`] | attempts refused before a facility was known |
 
 mod audit_map;
+mod crl;
 mod events;
 mod install;
 mod io;
@@ -283,6 +284,10 @@ async fn run(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first tick is at once: a CRL that went stale while the hub was
+    // stopped is reissued at start.
+    let mut crl_tick = tokio::time::interval(crate::certs::CRL_CHECK_INTERVAL);
+    crl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         // The endpoint has no clock; certificate validity needs the time.
         hub.endpoint
@@ -318,6 +323,7 @@ async fn run(
                 let records = hub.audit_map.tick(Instant::now());
                 hub.record_mapped(records);
             }
+            _ = crl_tick.tick() => hub.renew_crl(),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }

@@ -293,7 +293,13 @@ fn ascii_domain(name: &str) -> Result<String, IdentityError> {
 fn ascii_email(s: &str) -> Result<String, IdentityError> {
     match s.rsplit_once('@') {
         Some((user, domain)) if !domain.is_ascii() => {
-            Ok(format!("{user}@{}", ascii_domain(domain)?))
+            let email = format!("{user}@{}", ascii_domain(domain)?);
+            // Punycode is longer than what was typed: the identity as
+            // stored must still fit (found by fuzzing operator_input).
+            if email.len() > MAX_IDENTITY_LEN {
+                return Err(IdentityError::TooLong);
+            }
+            Ok(email)
         }
         _ => Ok(s.to_string()),
     }
@@ -312,6 +318,17 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_whose_punycode_domain_is_too_long_is_refused() {
+        // Each label "aaaaaaaaaaé" (12 bytes) becomes "xn--aaaaaaaaaa-…"
+        // (18 bytes).
+        let user = "u".repeat(150);
+        let domain = ["aaaaaaaaaaé"; 7].join(".");
+        let s = format!("{user}@{domain}");
+        assert!(s.len() <= MAX_IDENTITY_LEN);
+        assert_eq!(Identity::parse(&s), Err(IdentityError::TooLong));
+    }
 
     #[test]
     fn typed_like_strongswan() {

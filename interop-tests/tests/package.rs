@@ -57,6 +57,7 @@ fn package() -> &'static Package {
             "{} is missing: run `cargo build --release -p renkei-cli` (scripts/test.sh does)",
             release.display()
         );
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("renkei-deb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -83,6 +84,23 @@ fn package() -> &'static Package {
         );
         Package { deb, root }
     })
+}
+
+/// The unpacked package is left for inspection when the tests end; the
+/// next run removes those of processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("renkei-deb-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The package's control data, file list and files: the binary, the unit,

@@ -12,11 +12,14 @@
 # Rust: Debian's cargo (1.63) is too old; when cargo is missing or older
 # than the workspace's rust-version, rustup installs the stable toolchain.
 # cargo-fuzz is installed at a pinned version (scripts/fuzz.sh uses it).
+# cargo-deb is installed at a pinned version (the Debian package: README
+# "Installing the package"; interop-tests/tests/package.rs builds it).
 # Idempotent: a second run installs nothing and says so.
 set -euo pipefail
 
 RUST_MIN=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
 CARGO_FUZZ_VERSION=0.13.2
+CARGO_DEB_VERSION=3.8.0
 
 say() { echo "install-deps: $*"; }
 
@@ -25,6 +28,8 @@ packages=(
   libstrongswan-extra-plugins libstrongswan-standard-plugins
   iproute2 iputils-ping iperf3 procps ca-certificates nftables conntrack
   openssl tcpdump tshark ethtool build-essential curl prometheus
+  # cargo-deb's $auto dependencies (dpkg-shlibdeps).
+  dpkg-dev
   # Libreswan's runtime: NSS and its tools, and the libraries pluto links.
   libnss3 libnss3-tools libnspr4 libcurl3-nss libevent-core-2.1-7
   libevent-pthreads-2.1-7 libldns3 libunbound8 libcap-ng0 libaudit1
@@ -103,5 +108,10 @@ fi
 if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VERSION" ]; then
   say "building cargo-fuzz $CARGO_FUZZ_VERSION (cargo install --locked; a few minutes)"
   cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi
+# cargo-deb, pinned: makes the Debian package (cargo deb -p renkei-cli).
+if [ "$(cargo deb --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)" != "$CARGO_DEB_VERSION" ]; then
+  say "building cargo-deb $CARGO_DEB_VERSION (cargo install --locked; a few minutes)"
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 say "ready"

@@ -22,9 +22,10 @@ pub mod libreswan;
 pub mod profiles;
 
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const HUB_OUTER: &str = "192.0.2.1";
@@ -41,6 +42,26 @@ pub const SITE_NET: &str = "198.51.100.0/26";
 pub const PSK: &str = "renkei-interop-psk-0123456789";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SHOW_COMMANDS: AtomicBool = AtomicBool::new(false);
+
+/// From now on, print each operator command a lab runs (`renkei …` on the
+/// hub, `swanctl …` at a facility) before running it, as `WHERE# COMMAND`:
+/// the demo (`scripts/demo.sh`) shows what it does.
+pub fn show_commands() {
+    SHOW_COMMANDS.store(true, Ordering::Relaxed);
+}
+
+fn show<S: AsRef<OsStr>>(place: &str, program: &Path, args: impl IntoIterator<Item = S>) {
+    if !SHOW_COMMANDS.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut line = format!("{place}# {}", program.display());
+    for a in args {
+        line.push(' ');
+        line.push_str(&a.as_ref().to_string_lossy());
+    }
+    println!("{line}");
+}
 
 /// Runs a command, returning its output; panics if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
@@ -673,6 +694,19 @@ impl Lab {
 
     /// `renkei --state <lab>/hub ARGS` in the hub namespace.
     pub fn renkei(&self, args: &[&str]) -> Output {
+        let state = self.dir.join("hub");
+        show(
+            "hub",
+            &renkei_bin(),
+            [OsStr::new("--state"), state.as_os_str()]
+                .into_iter()
+                .chain(args.iter().map(OsStr::new)),
+        );
+        self.renkei_unshown(args)
+    }
+
+    /// [`Lab::renkei`] for the lab's own polling, never shown.
+    fn renkei_unshown(&self, args: &[&str]) -> Output {
         run(Command::new("ip")
             .args(["netns", "exec", &self.hub_ns])
             .arg(renkei_bin())
@@ -840,21 +874,26 @@ impl Lab {
             .append(true)
             .open(self.dir.join("hub.log"))
             .unwrap();
+        let state = self.dir.join("hub");
+        let args: Vec<&OsStr> = [
+            OsStr::new("--state"),
+            state.as_os_str(),
+            OsStr::new("--log"),
+            OsStr::new("trace"),
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new(self.hub_outer()),
+            OsStr::new("--tun"),
+            OsStr::new(&self.tun),
+        ]
+        .into_iter()
+        .chain(self.serve_args.iter().map(OsStr::new))
+        .collect();
+        show("hub", &renkei_bin(), &args);
         let child = Command::new("ip")
             .args(["netns", "exec", &self.hub_ns])
             .arg(renkei_bin())
-            .arg("--state")
-            .arg(self.dir.join("hub"))
-            .args([
-                "--log",
-                "trace",
-                "serve",
-                "--listen",
-                self.hub_outer(),
-                "--tun",
-                &self.tun,
-            ])
-            .args(&self.serve_args)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -862,7 +901,7 @@ impl Lab {
             .expect("start renkei");
         self.hub = Some(child);
         self.wait_for("renkei control socket", Duration::from_secs(10), |lab| {
-            lab.renkei(&["status", "--json"]).status.success()
+            lab.renkei_unshown(&["status", "--json"]).status.success()
         });
     }
 
@@ -1009,6 +1048,7 @@ swanctl {{
     /// Runs swanctl against facility `i`'s charon.
     pub fn swanctl_of(&self, i: usize, args: &[&str]) -> Output {
         let s = &self.sites[i];
+        show(&s.name, Path::new("swanctl"), args);
         run(Command::new("swanctl")
             .args(args)
             .args(["--uri", &format!("unix://{}/charon.vici", s.dir.display())])
@@ -1058,7 +1098,7 @@ swanctl {{
 
     /// `renkei status --json`.
     pub fn status(&self) -> Value {
-        let out = self.renkei(&["status", "--json"]);
+        let out = self.renkei_unshown(&["status", "--json"]);
         assert!(out.status.success(), "status: {out:?}");
         serde_json::from_slice(&out.stdout).unwrap()
     }

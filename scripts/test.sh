@@ -9,9 +9,6 @@ bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
-# The release binary ("Running a hub"): the Debian package is made from it
-# (interop-tests/tests/package.rs runs `cargo deb --no-build`).
-cargo build --release -p renkei-cli --quiet
 # Every fuzz target, time-boxed (longer runs: bash scripts/fuzz.sh 3600).
 bash scripts/fuzz.sh 10
 log=$(mktemp)

@@ -672,6 +672,99 @@ fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     Ok(data)
 }
 
+/// The registry's schema version. Each release that changes the schema
+/// raises it; opening an older registry migrates it in one transaction,
+/// and a newer one (made by a later renkei) is refused rather than
+/// misread. 1: every registry made before versions were counted (columns
+/// and constraints added on open); 2: the same tables, migrations counted.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
+
+/// The schema version a registry records (`None`: a new, empty file).
+fn stored_schema_version(conn: &Connection) -> Result<Option<u32>> {
+    let has_meta = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_meta {
+        return Ok(None);
+    }
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    v.map(|v| {
+        v.parse::<u32>()
+            .map_err(|_| anyhow::anyhow!("schema_version '{v}' is not a number"))
+    })
+    .transpose()
+}
+
+/// Brings a registry to [`SCHEMA_VERSION`]: all of it in one `BEGIN
+/// IMMEDIATE` transaction, so an interrupted upgrade leaves the registry
+/// as it was and two processes never migrate at once.
+fn migrate(conn: &Connection) -> Result<()> {
+    let stored = stored_schema_version(conn)?;
+    if stored == Some(SCHEMA_VERSION) {
+        return Ok(());
+    }
+    if let Some(v) = stored.filter(|v| *v > SCHEMA_VERSION) {
+        bail!(
+            "schema version {v} is newer than this renkei's ({SCHEMA_VERSION}): run the renkei that wrote it, or restore the backup taken before the upgrade (README \"Upgrade\")"
+        );
+    }
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated while this one waited for the lock.
+    if stored_schema_version(&tx)? == Some(SCHEMA_VERSION) {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
+    for (table, added) in [("peers", ADDED_COLUMNS), ("certs", ADDED_CERT_COLUMNS)] {
+        let existing: Vec<String> = tx
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, def) in added {
+            if !existing.iter().any(|c| c == name) {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {def}"))?;
+            }
+        }
+    }
+    // Registries made before certificate support allow only 'psk' in
+    // `auth`; SQLite cannot change a CHECK, so the table is rebuilt (same
+    // columns and rows).
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'peers'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sql.contains("IN ('psk'))") {
+        let open = sql.find('(').context("registry: peers table definition")?;
+        let new_sql = format!(
+            "CREATE TABLE peers_v2 {}",
+            sql[open..].replace("IN ('psk'))", "IN ('psk', 'cert'))")
+        );
+        tx.execute_batch(&format!(
+            "{new_sql};
+             INSERT INTO peers_v2 SELECT * FROM peers;
+             DROP TABLE peers;
+             ALTER TABLE peers_v2 RENAME TO peers;"
+        ))?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 impl Registry {
     /// Creates the state directory (0700) and the registry, refusing an
     /// existing one.
@@ -696,7 +789,6 @@ impl Registry {
                     .join(","),
             ),
             ("profile", hub.profile.clone()),
-            ("schema_version", "1".into()),
         ] {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)",
@@ -735,49 +827,14 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        let existing: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('peers')")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (name, def) in ADDED_COLUMNS {
-            if !existing.iter().any(|c| c == name) {
-                conn.execute_batch(&format!("ALTER TABLE peers ADD COLUMN {name} {def}"))?;
-            }
-        }
-        let existing: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('certs')")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (name, def) in ADDED_CERT_COLUMNS {
-            if !existing.iter().any(|c| c == name) {
-                conn.execute_batch(&format!("ALTER TABLE certs ADD COLUMN {name} {def}"))?;
-            }
-        }
-        // Registries made before certificate support allow only 'psk' in
-        // `auth`; SQLite cannot change a CHECK, so the table is rebuilt
-        // (same columns and rows) in one transaction.
-        let sql: String = conn.query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'peers'",
-            [],
-            |r| r.get(0),
-        )?;
-        if sql.contains("IN ('psk'))") {
-            let open = sql.find('(').context("registry: peers table definition")?;
-            let new_sql = format!(
-                "CREATE TABLE peers_v2 {}",
-                sql[open..].replace("IN ('psk'))", "IN ('psk', 'cert'))")
-            );
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 {new_sql};
-                 INSERT INTO peers_v2 SELECT * FROM peers;
-                 DROP TABLE peers;
-                 ALTER TABLE peers_v2 RENAME TO peers;
-                 COMMIT;"
-            ))?;
-        }
+        migrate(&conn).with_context(|| format!("registry {}", path.display()))?;
         Ok(Registry { conn })
+    }
+
+    /// The schema version this registry is at (after opening, always
+    /// [`SCHEMA_VERSION`]).
+    pub(crate) fn schema_version(&self) -> Result<u32> {
+        stored_schema_version(&self.conn)?.context("registry lacks schema_version")
     }
 
     pub(crate) fn hub(&self) -> Result<Hub> {
@@ -1448,7 +1505,9 @@ mod tests {
             )
             .unwrap();
         }
+        conn_set_version(&db, "1");
         let mut reg = Registry::open(&state).unwrap();
+        assert_eq!(reg.schema_version().unwrap(), SCHEMA_VERSION);
         let old = reg.peer("old").unwrap();
         assert_eq!(psk_of(&old), b"0123456789abcdef");
         assert_eq!(old.lifetimes.child.as_secs(), 3600, "added columns");
@@ -1463,6 +1522,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(reg.peers().unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    fn conn_set_version(db: &Path, v: &str) {
+        Connection::open(db)
+            .unwrap()
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [v],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_registry_from_a_later_renkei_is_refused_and_left_alone() {
+        let state = temp_state();
+        drop(Registry::init(&state, &hub()).unwrap());
+        let db = state.registry();
+        conn_set_version(&db, "99");
+        let before = std::fs::read(&db).unwrap();
+        let err = format!("{:#}", Registry::open(&state).err().unwrap());
+        assert!(
+            err.contains("schema version 99 is newer than this renkei's (2)"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), before);
         let _ = std::fs::remove_dir_all(&state);
     }
 

@@ -518,6 +518,8 @@ pub(crate) fn retire_old(state: &StateDir, reg: &Registry) -> Result<Retired> {
 pub(crate) struct HubView {
     identity: String,
     profile: String,
+    /// The registry's schema version (`registry::SCHEMA_VERSION`).
+    schema_version: u32,
     public_addrs: Vec<AddrView>,
     hub_certificate: Option<CertView>,
     ca: Option<CertView>,
@@ -614,6 +616,7 @@ pub(crate) fn show(state: &StateDir, reg: &Registry) -> Result<HubView> {
     Ok(HubView {
         identity: hub.id.to_string(),
         profile: hub.profile,
+        schema_version: reg.schema_version()?,
         public_addrs,
         hub_certificate: cert_view(&state.hub_cert())?,
         ca: cert_view(&state.ca_cert())?,
@@ -646,6 +649,7 @@ impl HubView {
         let mut out = String::new();
         let _ = writeln!(out, "identity       {}", self.identity);
         let _ = writeln!(out, "profile        {}", self.profile);
+        let _ = writeln!(out, "schema         {}", self.schema_version);
         if self.public_addrs.is_empty() {
             let _ = writeln!(
                 out,

@@ -57,15 +57,6 @@ fn signature(key_type: &str, whose: &str) -> Result<&'static str> {
     })
 }
 
-fn mask(prefix: u8) -> std::net::Ipv4Addr {
-    let bits = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    std::net::Ipv4Addr::from(bits)
-}
-
 pub(super) fn render(input: &Input<'_>) -> Result<String> {
     check_router(Router::Cisco, input)?;
     let (p, site) = (input.peer, input.site);
@@ -220,7 +211,12 @@ pub(super) fn render(input: &Input<'_>) -> Result<String> {
     let _ = writeln!(o, " tunnel destination {hub}");
     o.push_str(" tunnel protection ipsec profile RENKEI-IPSEC\n!\n");
     for r in &routes {
-        let _ = writeln!(o, "ip route {} {} Tunnel10", r.addr(), mask(r.prefix()));
+        let _ = writeln!(
+            o,
+            "ip route {} {} Tunnel10",
+            r.addr(),
+            super::ipv4_mask(r.prefix())
+        );
     }
     Ok(o)
 }

@@ -30,15 +30,6 @@ fn local_id(id: &Identity) -> Result<(&'static str, String)> {
     })
 }
 
-fn mask(prefix: u8) -> std::net::Ipv4Addr {
-    let bits = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    std::net::Ipv4Addr::from(bits)
-}
-
 pub(super) fn render(input: &Input<'_>) -> Result<String> {
     check_router(Router::Fortigate, input)?;
     let (p, site) = (input.peer, input.site);
@@ -190,7 +181,12 @@ pub(super) fn render(input: &Input<'_>) -> Result<String> {
     o.push_str("config router static\n");
     for r in &routes {
         o.push_str("    edit 0\n");
-        let _ = writeln!(o, "        set dst {} {}", r.addr(), mask(r.prefix()));
+        let _ = writeln!(
+            o,
+            "        set dst {} {}",
+            r.addr(),
+            super::ipv4_mask(r.prefix())
+        );
         o.push_str("        set device \"renkei\"\n    next\n");
     }
     o.push_str("end\n");

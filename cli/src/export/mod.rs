@@ -98,6 +98,12 @@ pub(crate) fn render(format: Format, input: &Input<'_>) -> Result<String> {
     }
 }
 
+/// An IPv4 prefix length as the dotted netmask Cisco and FortiGate
+/// configurations write (`/26` → `255.255.255.192`).
+fn ipv4_mask(prefix: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
+}
+
 impl Input<'_> {
     /// The hub address the router connects to: `--hub-addr` (one of the
     /// hub's public addresses), else the first IPv4 one, else (where the
@@ -292,3 +298,18 @@ fn header(input: &Input<'_>, comment: &str, what: &str) -> String {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipv4_masks_at_both_ends_and_between() {
+        for (len, mask) in [
+            (0, "0.0.0.0"),
+            (16, "255.255.0.0"),
+            (26, "255.255.255.192"),
+            (32, "255.255.255.255"),
+        ] {
+            assert_eq!(super::ipv4_mask(len).to_string(), mask);
+        }
+    }
+}

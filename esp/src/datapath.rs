@@ -91,6 +91,7 @@ pub fn encapsulate<'a>(
     sa.counters.packets_out.fetch_add(1, Ordering::Relaxed);
     sa.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
     sa.bytes.fetch_add(len, Ordering::Relaxed);
+    sa.packets.fetch_add(1, Ordering::Relaxed);
     Ok((range, sa.remote()))
 }
 
@@ -142,6 +143,7 @@ pub fn decapsulate<'a>(
     }
     sa.counters.packets_in.fetch_add(1, Ordering::Relaxed);
     sa.bytes.fetch_add(range.len() as u64, Ordering::Relaxed);
+    sa.packets.fetch_add(1, Ordering::Relaxed);
     sa.counters
         .bytes_in
         .fetch_add(range.len() as u64, Ordering::Relaxed);

@@ -30,5 +30,6 @@ pub use datapath::{decapsulate, encapsulate, DataPlane, IkeSink};
 pub use packet::{Cipher, Integrity};
 pub use selector::Selector;
 pub use table::{
-    ChildSaSpec, CounterSnapshot, Counters, DropReason, InboundSa, OutboundSa, SaTable, Snapshot,
+    ChildSaSpec, CounterSnapshot, Counters, DropReason, InboundSa, OutboundSa, SaCounters, SaTable,
+    Snapshot,
 };

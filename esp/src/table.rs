@@ -137,6 +137,19 @@ pub struct CounterSnapshot {
     pub drops: Vec<(&'static str, u64)>,
 }
 
+/// What one Child SA carried ([`SaTable::sa_counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaCounters {
+    /// Inner bytes received through its inbound SA.
+    pub bytes_in: u64,
+    /// Packets received through its inbound SA.
+    pub packets_in: u64,
+    /// Inner bytes sent through its outbound SA.
+    pub bytes_out: u64,
+    /// Packets sent through its outbound SA.
+    pub packets_out: u64,
+}
+
 /// What the SAs of one facility share.
 #[derive(Debug)]
 struct Facility {
@@ -185,6 +198,8 @@ pub struct InboundSa {
     replay: ReplayWindow,
     /// Inner bytes delivered through this SA (for byte lifetimes).
     pub bytes: AtomicU64,
+    /// Packets delivered through this SA.
+    pub packets: AtomicU64,
     /// Hub-side selectors.
     pub local_ts: Vec<Selector>,
     /// Facility-side selectors.
@@ -222,6 +237,8 @@ pub struct OutboundSa {
     seq: AtomicU64,
     /// Inner bytes sent through this SA (for byte lifetimes).
     pub bytes: AtomicU64,
+    /// Packets sent through this SA.
+    pub packets: AtomicU64,
     /// Where to send: the facility's current NAT-T address, which follows
     /// NAT mapping changes (RFC 7296 §2.23).
     remote: ArcSwap<SocketAddr>,
@@ -450,6 +467,7 @@ impl SaTable {
             crypto: inbound_crypto,
             replay: ReplayWindow::default(),
             bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
             counters: counters.clone(),
@@ -460,6 +478,7 @@ impl SaTable {
             crypto: outbound_crypto,
             seq: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
             remote: ArcSwap::from_pointee(spec.remote),
             local_ts: spec.local_ts.clone(),
             remote_ts: spec.remote_ts.clone(),
@@ -495,6 +514,34 @@ impl SaTable {
             .get(&spi_out)
             .map_or(0, |(_, sa)| sa.bytes.load(Ordering::Relaxed));
         inbound + outbound
+    }
+
+    /// What one Child SA has carried so far, as the data plane counted
+    /// it (inner bytes and packets delivered in, sealed out). An SA not
+    /// installed (or an outbound SA still waiting to carry traffic) counts
+    /// zero.
+    pub fn sa_counters(&self, spi_in: u32, spi_out: u32) -> SaCounters {
+        let snap = self.current.load();
+        let mut c = SaCounters::default();
+        if let Some(sa) = snap.inbound.get(&spi_in) {
+            c.bytes_in = sa.bytes.load(Ordering::Relaxed);
+            c.packets_in = sa.packets.load(Ordering::Relaxed);
+        }
+        let out = snap
+            .outbound_sas
+            .get(&spi_out)
+            .map(|(_, sa)| sa)
+            .or_else(|| {
+                snap.pending_outbound
+                    .iter()
+                    .find(|(_, sa)| sa.spi == spi_out)
+                    .map(|(_, sa)| sa)
+            });
+        if let Some(sa) = out {
+            c.bytes_out = sa.bytes.load(Ordering::Relaxed);
+            c.packets_out = sa.packets.load(Ordering::Relaxed);
+        }
+        c
     }
 
     /// Sends a Child SA's packets to a new address from now on (the

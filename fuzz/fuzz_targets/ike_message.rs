@@ -2,7 +2,7 @@
 //! and parse to the same representation again.
 #![no_main]
 
-use ike::wire::{emit_chain, parse_chain, HeaderRepr, HEADER_LEN};
+use ike::wire::{emit_chain, parse_chain, HeaderRepr, NotifyType, Payload, Redirect, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,4 +18,15 @@ fuzz_target!(|data: &[u8]| {
     // Reserved fields are emitted as zero, so the bytes may differ; the
     // meaning may not.
     assert_eq!(again, payloads);
+    // The data of REDIRECT / REDIRECTED_FROM (RFC 5685 §9): what parses
+    // re-encodes to the very same bytes.
+    for p in &payloads {
+        if let Payload::Notify(n) = p {
+            if matches!(n.kind, NotifyType::Redirect | NotifyType::RedirectedFrom) {
+                if let Ok(r) = Redirect::parse(&n.data) {
+                    assert_eq!(r.emit().expect("a parsed redirect re-encodes"), n.data);
+                }
+            }
+        }
+    }
 });

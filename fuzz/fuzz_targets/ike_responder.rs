@@ -29,6 +29,18 @@ fuzz_target!(|data: &[u8]| {
         ke_upgrade: true,
     };
     ep.set_peer(peer).expect("peer");
+    // The first byte picks whether the hub drains (RFC 5685): new IKE SAs
+    // accepted, refused, or redirected.
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    ep.set_new_ike_sas(match mode % 3 {
+        0 => ike::NewIkeSas::Accept,
+        1 => ike::NewIkeSas::Refuse,
+        _ => ike::NewIkeSas::Redirect(
+            ike::wire::GatewayIdentity::parse("hub2.example").expect("gateway"),
+        ),
+    });
     let mut now = Instant::now();
     // Split the input into datagrams at 0xFE 0xFE marks; alternate ports.
     for (i, datagram) in data.split(|b| *b == 0xfe).enumerate() {

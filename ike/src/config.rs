@@ -22,6 +22,12 @@ pub struct Config {
     /// Make peers encapsulate ESP in UDP even without NAT, by sending NAT
     /// detection data that does not match (as strongSwan's `encap = yes`).
     pub force_encap: bool,
+    /// Tests only: as initiator, announce REDIRECT_SUPPORTED (RFC 5685
+    /// §3) in IKE_SA_INIT, so a test endpoint can play a facility the hub
+    /// may redirect. The endpoint acknowledges a REDIRECT it receives (as
+    /// any INFORMATIONAL) but does not follow it.
+    #[doc(hidden)]
+    pub test_announce_redirect_supported: bool,
     /// IKE proposals accepted in IKE_SA_INIT, before the peer is known.
     pub ike_proposals: ProposalSet,
     /// First retransmission timeout; doubled on each retry.
@@ -113,6 +119,7 @@ impl Config {
             ike_port: 500,
             natt_port: 4500,
             force_encap: true,
+            test_announce_redirect_supported: false,
             ike_proposals: ProposalSet::default_for(Protocol::Ike),
             retransmit_timeout: Duration::from_secs(2),
             retransmit_tries: 5,

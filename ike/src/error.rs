@@ -38,6 +38,9 @@ pub enum Error {
     /// The peer refused our request with this error Notify (a normal
     /// refusal, not misbehaviour; nothing is sent back).
     RefusedByPeer(NotifyType),
+    /// An operator request this SA cannot carry out (e.g. a REDIRECT to a
+    /// facility that did not announce support); the text says why.
+    NotPossible(String),
 }
 
 impl Error {
@@ -60,7 +63,8 @@ impl Error {
             Error::Crypto(_)
             | Error::Misbehaved(_)
             | Error::NotFound(_)
-            | Error::RefusedByPeer(_) => None,
+            | Error::RefusedByPeer(_)
+            | Error::NotPossible(_) => None,
         }
     }
 }
@@ -106,6 +110,7 @@ impl fmt::Display for Error {
             Error::TemporaryFailure(why) => write!(f, "temporary failure: {why}"),
             Error::ChildSaNotFound(spi) => write!(f, "no Child SA with SPI {spi:08x}"),
             Error::RefusedByPeer(n) => write!(f, "the facility refused it with {n}"),
+            Error::NotPossible(why) => f.write_str(why),
         }
     }
 }

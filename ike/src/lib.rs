@@ -22,7 +22,9 @@ pub mod ts;
 pub mod wire;
 
 pub use config::{CaCredentials, Config, Credentials, Lifetimes, PeerAuth, PeerConfig};
-pub use endpoint::{ChildSaInfo, Endpoint, Event, IkeSaId, IkeSaStatus, Transmit};
+pub use endpoint::{
+    ChildSaInfo, Endpoint, Event, IkeSaId, IkeSaStatus, NewIkeSas, Transmit, REDIRECTED_BUT_KEPT,
+};
 pub use error::Error;
 pub use keys::ChildKeys;
 pub use proposal::{EspSuite, IkeSuite, ProposalSet, Protocol};

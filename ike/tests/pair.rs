@@ -466,3 +466,40 @@ fn the_hub_deletes_one_child_sa_and_keeps_the_ike_sa() {
     assert_eq!(p.hub.ep.status().len(), 1, "the IKE SA stays");
     assert_eq!(p.site.ep.status().len(), 1);
 }
+
+#[test]
+fn hub_reaches_a_facility_through_its_nat_mapping_from_port_4500() {
+    // The facility's NAT maps its port 4500 to 24500 (as its own traffic
+    // to the hub opened it); a restarted hub initiates to that mapping.
+    let mut p = Pair::new(
+        PSK,
+        "aes256gcm16-prfsha256-ecp256",
+        "198.51.100.0/26",
+        "203.0.113.0/25",
+    );
+    p.site_port_shift = 20000;
+    let mapping: SocketAddr = format!("{SITE}:24500").parse().unwrap();
+    let id = p.hub.ep.initiate_natt(p.now, "kyoto", mapping).unwrap();
+    let mut sent = Vec::new();
+    p.run(&mut |_, from_hub, t| {
+        if from_hub {
+            sent.push(t.clone());
+        }
+        false
+    });
+    assert!(sent.len() >= 2, "IKE_SA_INIT and IKE_AUTH: {sent:?}");
+    for t in &sent {
+        assert_eq!(t.local.port(), 4500, "sent from the NAT-T port");
+        assert_eq!(t.remote, mapping, "to the mapping, never floated");
+        assert_eq!(&t.contents[..4], &[0, 0, 0, 0], "non-ESP marker");
+    }
+    let (h, s) = (child_ups(&p.hub.events), child_ups(&p.site.events));
+    assert_eq!((h.len(), s.len()), (1, 1));
+    assert_eq!(h[0].remote, mapping, "ESP goes to the mapping too");
+    assert!(h[0].encap);
+    let st = p.hub.ep.status();
+    assert_eq!(
+        (st[0].id, st[0].initiator, st[0].remote),
+        (id, true, mapping)
+    );
+}

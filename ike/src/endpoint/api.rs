@@ -24,7 +24,8 @@ use crate::error::Error;
 use crate::keys::ChildKeys;
 use crate::proposal::{EspSuite, IkeSuite};
 use crate::wire::{
-    Delete, ExchangeType, HeaderRepr, NotifyType, Payload, ProtocolId, TrafficSelector,
+    Delete, ExchangeType, GatewayIdentity, HeaderRepr, NotifyType, Payload, ProtocolId,
+    TrafficSelector,
 };
 use pki::Identity;
 use std::cmp::Reverse;
@@ -53,6 +54,25 @@ pub struct Transmit {
     pub remote: SocketAddr,
     /// The datagram, non-ESP marker included when sent on the NAT-T port.
     pub contents: Vec<u8>,
+}
+
+/// The reason of the [`Event::IkeSaDown`] of a redirected IKE SA the
+/// facility kept past the grace period, which the hub then deleted.
+pub const REDIRECTED_BUT_KEPT: &str = "redirected; the facility did not delete its IKE SA in time";
+
+/// Whether the endpoint accepts new IKE SAs from facilities
+/// ([`Endpoint::set_new_ike_sas`]); established ones are not touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewIkeSas {
+    /// Answer IKE_SA_INIT requests as usual.
+    Accept,
+    /// Leave IKE_SA_INIT requests unanswered (the hub is draining and has
+    /// nowhere to send facilities).
+    Refuse,
+    /// Answer an IKE_SA_INIT request that announced REDIRECT_SUPPORTED
+    /// with a REDIRECT to this gateway (RFC 5685 §3); leave the others
+    /// unanswered.
+    Redirect(GatewayIdentity),
 }
 
 /// A Child SA ready to be installed in the data plane.
@@ -145,6 +165,18 @@ pub enum Event {
         /// Outbound SPI.
         spi_out: u32,
     },
+    /// The facility acknowledged a REDIRECT ([`Endpoint::redirect`]): it
+    /// now connects to `gateway` and should delete this IKE SA itself; if
+    /// it has not after a grace period, the hub deletes it (an
+    /// [`Event::IkeSaDown`] follows either way).
+    Redirected {
+        /// The IKE SA.
+        ike_sa: IkeSaId,
+        /// Facility name.
+        peer: String,
+        /// Where it was sent.
+        gateway: GatewayIdentity,
+    },
     /// An IKE SA is gone (its Child SAs were reported down before).
     IkeSaDown {
         /// Handle.
@@ -204,6 +236,16 @@ pub struct IkeSaStatus {
     /// When the facility was last heard from (any authenticated message,
     /// including answers to liveness checks), once established.
     pub last_received: Option<Instant>,
+    /// The facility announced REDIRECT_SUPPORTED when it set this IKE SA
+    /// up (RFC 5685 §3), so [`Endpoint::redirect`] can move it.
+    pub redirect_supported: bool,
+    /// The facility acknowledged a REDIRECT on this IKE SA.
+    pub redirected: bool,
+    /// When the hub rekeys this IKE SA, once established.
+    pub rekey_at: Option<Instant>,
+    /// When the hub rekeys each Child SA of `children` (same order):
+    /// `None` while a rekey runs or once it was replaced.
+    pub children_rekey_at: Vec<Option<Instant>>,
 }
 
 pub(super) fn unspecified_like(addr: SocketAddr, port: u16) -> SocketAddr {
@@ -354,11 +396,39 @@ impl Endpoint {
                         State::Established(e) | State::Closing(e) => Some(e.last_received),
                         _ => None,
                     },
+                    redirect_supported: sa.redirect_supported,
+                    redirected: matches!(&sa.state, State::Established(e) | State::Closing(e) if e.redirected_at.is_some()),
+                    rekey_at: match &sa.state {
+                        State::Established(e) => Some(e.rekey_at),
+                        _ => None,
+                    },
+                    children_rekey_at: match &sa.state {
+                        State::Established(e) | State::Closing(e) => e
+                            .children
+                            .iter()
+                            .map(|c| match c.state {
+                                ChildState::Installed { rekey_at } => Some(rekey_at),
+                                _ => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    },
                 })
             })
             .collect();
         v.sort_by_key(|s| s.id);
         v
+    }
+
+    /// Accepts new IKE SAs, refuses them, or redirects those that can be
+    /// (while the hub drains). Established IKE SAs are not touched.
+    pub fn set_new_ike_sas(&mut self, policy: NewIkeSas) {
+        self.new_ike_sas = policy;
+    }
+
+    /// Whether new IKE SAs are accepted.
+    pub fn new_ike_sas(&self) -> &NewIkeSas {
+        &self.new_ike_sas
     }
 
     /// Half-open (responder) IKE SAs waiting for IKE_AUTH.
@@ -431,6 +501,30 @@ impl Endpoint {
         name: &str,
         remote: SocketAddr,
     ) -> Result<IkeSaId, Error> {
+        self.initiate_from(now, name, remote, self.config.ike_port)
+    }
+
+    /// Starts an IKE SA to a facility at `remote` from the NAT-T port, with
+    /// the non-ESP marker (RFC 7296 §2.23 lets an initiator start there):
+    /// the way through a facility's NAT mapping, whose outside port the
+    /// facility's own traffic opened towards the hub's port 4500. The SA
+    /// stays at `remote` (it does not float to port 4500 of that address).
+    pub fn initiate_natt(
+        &mut self,
+        now: Instant,
+        name: &str,
+        remote: SocketAddr,
+    ) -> Result<IkeSaId, Error> {
+        self.initiate_from(now, name, remote, self.config.natt_port)
+    }
+
+    fn initiate_from(
+        &mut self,
+        now: Instant,
+        name: &str,
+        remote: SocketAddr,
+        local_port: u16,
+    ) -> Result<IkeSaId, Error> {
         let peer = self
             .peers
             .get(name)
@@ -441,7 +535,7 @@ impl Endpoint {
             .first_ke()
             .ok_or_else(|| Error::NoProposalChosen("no key exchange method configured".into()))?;
         let spi_i = self.new_ike_spi();
-        let local = unspecified_like(remote, self.config.ike_port);
+        let local = unspecified_like(remote, local_port);
         let mut sa = IkeSa {
             id: IkeSaId(spi_i),
             initiator: true,
@@ -464,6 +558,7 @@ impl Endpoint {
             fragmentation: false,
             sig_hashes: SigHashes::default(),
             reassembly: None,
+            redirect_supported: false,
         };
         self.send_init(now, &mut sa, group, None, false, None)?;
         info!(peer = name, %remote, ike_sa = %sa.id, "initiating IKE SA");
@@ -478,12 +573,18 @@ impl Endpoint {
         let Some(mut sa) = self.sas.remove(&id.0) else {
             return;
         };
-        self.abandon_pending(&mut sa);
+        self.close_sa(now, &mut sa, "closed by the hub");
+        self.put_back(sa);
+    }
+
+    /// [`Endpoint::close`] on an SA taken out of the table.
+    pub(super) fn close_sa(&mut self, now: Instant, sa: &mut IkeSa, reason: &str) {
+        self.abandon_pending(sa);
         match std::mem::replace(&mut sa.state, State::Gone) {
             State::Established(mut est) => {
                 let gone = spi_pairs(&est.children);
                 est.children.clear();
-                self.children_gone(&sa, &gone);
+                self.children_gone(sa, &gone);
                 let payloads = [Payload::Delete(Delete {
                     protocol: ProtocolId::Ike,
                     spi_size: 0,
@@ -491,7 +592,7 @@ impl Endpoint {
                 })];
                 match self.send_request(
                     now,
-                    &mut sa,
+                    sa,
                     &est.keys,
                     ExchangeType::Informational,
                     &payloads,
@@ -503,7 +604,7 @@ impl Endpoint {
                 self.events.push_back(Event::IkeSaDown {
                     ike_sa: sa.id,
                     peer: sa.peer_name(),
-                    reason: "closed by the hub".into(),
+                    reason: reason.into(),
                 });
             }
             State::Closing(est) => sa.state = State::Closing(est),
@@ -511,10 +612,40 @@ impl Endpoint {
             _ => self.events.push_back(Event::IkeSaDown {
                 ike_sa: sa.id,
                 peer: sa.peer_name(),
-                reason: "closed by the hub before it was established".into(),
+                reason: format!("{reason} before it was established"),
             }),
         }
-        self.put_back(sa);
+    }
+
+    /// Sends the facility of an established IKE SA to another gateway: an
+    /// INFORMATIONAL request with a REDIRECT notification and no nonce
+    /// (RFC 5685 §5). Only a facility that announced REDIRECT_SUPPORTED
+    /// when it set the IKE SA up can be redirected, and only by the hub as
+    /// responder; once it acknowledges, [`Event::Redirected`] follows and
+    /// the IKE SA waits for the facility's Delete (or the hub's, after a
+    /// grace period). Refused when the SA is not established, already
+    /// redirected or rekeyed away, or the facility did not announce support.
+    pub fn redirect(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        gateway: GatewayIdentity,
+    ) -> Result<(), Error> {
+        let sa = self
+            .sas
+            .get(&id.0)
+            .ok_or_else(|| Error::NotFound(format!("IKE SA {id}")))?;
+        if !sa.redirect_supported {
+            return Err(Error::NotPossible(format!(
+                "IKE SA {id}: the facility did not announce REDIRECT_SUPPORTED"
+            )));
+        }
+        if matches!(&sa.state, State::Established(e) if e.redirected_at.is_some()) {
+            return Err(Error::NotPossible(format!(
+                "IKE SA {id} is already redirected"
+            )));
+        }
+        self.with_established(now, id.0, |est| queue(est, Work::Redirect(gateway)))
     }
 
     /// Closes every IKE SA (on shutdown).

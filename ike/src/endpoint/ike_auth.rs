@@ -407,6 +407,7 @@ impl Endpoint {
             queue: VecDeque::new(),
             last_received: now,
             superseded: false,
+            redirected_at: None,
         };
         if let Some(c) = &child {
             let rekey_at = self.jittered(now, lifetimes.child, lifetimes.jitter_percent);

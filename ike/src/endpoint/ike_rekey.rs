@@ -170,6 +170,7 @@ impl Endpoint {
                     .collect::<VecDeque<_>>(),
                 last_received: now,
                 superseded: false,
+                redirected_at: None,
             }),
             next_request_id: 0,
             expected_request_id: 0,
@@ -184,6 +185,7 @@ impl Endpoint {
             fragmentation: sa.fragmentation,
             sig_hashes: sa.sig_hashes,
             reassembly: None,
+            redirect_supported: sa.redirect_supported,
         };
         est.superseded = true;
         if new.encap {

@@ -7,15 +7,15 @@
 //! ([`KeepKe`]).
 
 use super::sa::{AuthSent, IkeSa, InitDone, InitSent, PendingKind, State, Timer, Timers};
-use super::{auth, first_error_notify, Endpoint, IkeSaId, Incoming, Message, NONCE_LEN};
+use super::{auth, first_error_notify, Endpoint, IkeSaId, Incoming, Message, NewIkeSas, NONCE_LEN};
 use crate::config::{PeerAuth, PeerConfig};
 use crate::crypto::KeyExchange;
 use crate::error::Error;
 use crate::keys::IkeKeys;
 use crate::proposal::{describe_offer, KeChoice};
 use crate::wire::{
-    parse_chain, ExchangeType, Flags, KeId, Notify, NotifyType, Payload, PayloadsExt, WireError,
-    HEADER_LEN,
+    parse_chain, ExchangeType, Flags, GatewayIdentity, KeId, Notify, NotifyType, Payload,
+    PayloadsExt, Redirect, WireError, HEADER_LEN,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -71,7 +71,67 @@ impl KeepKe {
     }
 }
 
+/// Whether an IKE_SA_INIT request announces that its sender follows
+/// redirects: REDIRECT_SUPPORTED, or REDIRECTED_FROM, which a client sends
+/// instead to the gateway it was redirected to (RFC 5685 §3, §9). A
+/// REDIRECTED_FROM that does not parse is ignored, as strongSwan does.
+fn redirect_announced(payloads: &[Payload]) -> bool {
+    payloads.notifies().any(|n| match n.kind {
+        NotifyType::RedirectSupported => true,
+        NotifyType::RedirectedFrom => Redirect::parse(&n.data).is_ok(),
+        _ => false,
+    })
+}
+
 impl Endpoint {
+    /// While the hub drains ([`NewIkeSas`]), a new IKE SA is refused:
+    /// a facility that announced redirect support gets a REDIRECT with
+    /// its nonce and no responder SPI (RFC 5685 §3), within the budget
+    /// of unprotected replies; any other request goes unanswered, so the
+    /// facility keeps retrying the address it knows (which keepalived
+    /// moves to the other hub). `None`: not draining, go on.
+    fn refuse_while_draining(
+        &mut self,
+        now: Instant,
+        msg: Incoming<'_>,
+        nonce_i: &[u8],
+        redirect_supported: bool,
+    ) -> Option<Result<(), Error>> {
+        let gateway: Option<GatewayIdentity> = match &self.new_ike_sas {
+            NewIkeSas::Accept => return None,
+            NewIkeSas::Redirect(g) if redirect_supported => Some(g.clone()),
+            NewIkeSas::Redirect(_) | NewIkeSas::Refuse => None,
+        };
+        let remote = msg.remote;
+        if let Some(gateway) = gateway {
+            let data = Redirect {
+                gateway: gateway.clone(),
+                nonce: nonce_i.to_vec(),
+            }
+            .emit();
+            if let Ok(data) = data {
+                if self.take_reply_token(now) {
+                    self.send_init_notify(remote, msg.local, msg.hdr, NotifyType::Redirect, data);
+                }
+                self.refuse(
+                    remote,
+                    None,
+                    NotifyType::Redirect,
+                    format!("the hub is draining: IKE_SA_INIT answered with REDIRECT to {gateway}"),
+                );
+                return Some(Ok(()));
+            }
+        }
+        self.refuse(
+            remote,
+            None,
+            NotifyType::TemporaryFailure,
+            "the hub is draining: IKE_SA_INIT dropped".into(),
+        );
+        // Unanswered: `refusal` gives an IKE_SA_INIT no TEMPORARY_FAILURE.
+        Some(Err(Error::TemporaryFailure("the hub is draining")))
+    }
+
     /// Whether an IKE_SA_INIT from `ip` may be answered with
     /// INVALID_KE_PAYLOAD to get a group compliant after 2030
     /// ([`PeerConfig::ke_upgrade`]).
@@ -118,6 +178,12 @@ impl Endpoint {
         )));
         if matches!(peer.auth, PeerAuth::Cert) {
             payloads.push(auth::SigHashes::announcement());
+        }
+        if self.config.test_announce_redirect_supported {
+            payloads.push(Payload::Notify(Notify::new(
+                NotifyType::RedirectSupported,
+                vec![],
+            )));
         }
         let message1 = Self::plain_message(
             sa.spi_i,
@@ -166,6 +232,10 @@ impl Endpoint {
         // RFC 7296 §2.10: nonces are at least 16 and at most 256 octets.
         if !(16..=256).contains(&nonce_i.len()) {
             return Err(Error::Missing("nonce length"));
+        }
+        let redirect_supported = redirect_announced(&payloads);
+        if let Some(refused) = self.refuse_while_draining(now, msg, nonce_i, redirect_supported) {
+            return refused;
         }
         // RFC 7296 §2.6: under load, spend no state and no Diffie-Hellman on
         // a source until it echoes a cookie (proof that it receives at its
@@ -300,6 +370,7 @@ impl Endpoint {
             fragmentation: peer_fragments,
             sig_hashes: auth::SigHashes::from_payloads(&payloads),
             reassembly: None,
+            redirect_supported,
         };
         sa.timers
             .set(Timer::Expire, now + self.config.half_open_timeout);
@@ -431,8 +502,9 @@ impl Endpoint {
             .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
         sa.sig_hashes = auth::SigHashes::from_payloads(payloads);
         sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
-        if sa.encap {
-            // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on.
+        if sa.encap && sa.local.port() != self.config.natt_port {
+            // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on (an SA
+            // begun on port 4500 is already there, at the port it chose).
             sa.local = SocketAddr::new(sa.local.ip(), self.config.natt_port);
             sa.remote = SocketAddr::new(sa.remote.ip(), self.config.natt_port);
         }

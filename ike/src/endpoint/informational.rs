@@ -2,10 +2,12 @@
 //! (Delete payloads, §3.11), both as requester and as responder. An empty
 //! INFORMATIONAL is a liveness check ([`super::liveness`]).
 
-use super::sa::{spi_pairs, Established, IkeSa, PendingKind, State, Timer, Timers, LINGER};
+use super::sa::{
+    spi_pairs, Established, IkeSa, PendingKind, State, Timer, Timers, LINGER, REDIRECT_GRACE,
+};
 use super::{Endpoint, Event, Message};
 use crate::error::Error;
-use crate::wire::{Delete, ExchangeType, Payload, ProtocolId};
+use crate::wire::{Delete, ExchangeType, GatewayIdentity, Payload, ProtocolId, Redirect};
 use std::time::Instant;
 use tracing::{debug, info};
 
@@ -130,6 +132,58 @@ impl Endpoint {
             PendingKind::DeleteChildren(spis),
         )?;
         Ok(true)
+    }
+
+    /// Sends the facility to another gateway: `HDR, SK {N(REDIRECT,
+    /// New_GW_ID)}`, without Nonce Data (RFC 5685 §5).
+    pub(super) fn start_redirect(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        est: &mut Established,
+        gateway: GatewayIdentity,
+    ) -> Result<bool, Error> {
+        if est.redirected_at.is_some() || est.superseded {
+            return Ok(false);
+        }
+        let notify = Redirect {
+            gateway: gateway.clone(),
+            nonce: Vec::new(),
+        }
+        .to_notify()?;
+        info!(peer = sa.peer_name().as_deref().unwrap_or("-"), ike_sa = %sa.id, %gateway, "redirecting the facility");
+        self.send_request(
+            now,
+            sa,
+            &est.keys,
+            ExchangeType::Informational,
+            &[Payload::Notify(notify)],
+            PendingKind::Redirect(gateway),
+        )?;
+        Ok(true)
+    }
+
+    /// The facility acknowledged the REDIRECT (an empty response, RFC 5685
+    /// §5). It should now set its SAs up with the other gateway and delete
+    /// this IKE SA; if it has not after [`REDIRECT_GRACE`], the hub does
+    /// (the gateway "MAY also decide to delete the security associations
+    /// without any signaling from the client", after sufficient time).
+    pub(super) fn on_redirect_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        est: &mut Established,
+        gateway: GatewayIdentity,
+    ) {
+        est.redirected_at = Some(now);
+        sa.timers.set(Timer::Expire, now + REDIRECT_GRACE);
+        let peer = sa.peer_name().unwrap_or_default();
+        info!(%peer, ike_sa = %sa.id, %gateway, "the facility acknowledged the REDIRECT");
+        self.events.push_back(Event::Redirected {
+            ike_sa: sa.id,
+            peer,
+            gateway,
+        });
     }
 
     /// The facility answered our Delete of Child SAs: they are gone.

@@ -24,11 +24,11 @@
 //! | `framing.rs` | unprotected messages, the SK payload | RFC 7296 §3.14 |
 //! | `retransmit.rs` | message IDs, window, retransmission, work queue | RFC 7296 §2.1–§2.3 |
 //! | `cookie.rs` | cookies, half-open limits, error-reply rate | RFC 7296 §2.6 |
-//! | `ike_sa_init.rs` | IKE_SA_INIT | RFC 7296 §1.2 |
+//! | `ike_sa_init.rs` | IKE_SA_INIT; REDIRECT while draining | RFC 7296 §1.2; RFC 5685 §3 |
 //! | `ike_auth.rs`, `auth.rs` | IKE_AUTH, PSK and signatures | RFC 7296 §1.2, §2.15; RFC 7427 |
 //! | `create_child_sa.rs` | Child SAs: new, rekeyed, selectors | RFC 7296 §1.3.1, §1.3.3, §2.8, §2.9 |
 //! | `ike_rekey.rs` | rekeying the IKE SA | RFC 7296 §1.3.2, §2.8, §2.25 |
-//! | `informational.rs` | INFORMATIONAL, Delete | RFC 7296 §1.4 |
+//! | `informational.rs` | INFORMATIONAL, Delete, REDIRECT | RFC 7296 §1.4; RFC 5685 §5 |
 //! | `liveness.rs` | liveness checks (DPD) | RFC 7296 §1.4, §2.4 |
 //! | `nat.rs` | NAT detection, NAT-T framing, keepalives | RFC 7296 §2.23; RFC 3948 |
 //! | `fragment.rs` | IKE fragmentation, both ways | RFC 7383 |
@@ -48,7 +48,7 @@ mod nat;
 mod retransmit;
 mod sa;
 
-pub use api::{ChildSaInfo, Event, IkeSaId, IkeSaStatus, Transmit};
+pub use api::{ChildSaInfo, Event, IkeSaId, IkeSaStatus, NewIkeSas, Transmit, REDIRECTED_BUT_KEPT};
 
 use crate::config::{Config, PeerConfig};
 use crate::error::Error;
@@ -120,6 +120,8 @@ pub struct Endpoint {
     /// Token bucket of unprotected error replies: (tokens, last refill).
     reply_tokens: (f64, Option<Instant>),
     child_spis: HashSet<u32>,
+    /// Whether new IKE SAs are accepted (not while the hub drains).
+    new_ike_sas: NewIkeSas,
     /// A moment on the monotonic clock and the wall-clock time (seconds
     /// since the epoch) then, for certificate validity checks.
     wall_clock: Option<(Instant, i64)>,
@@ -187,6 +189,7 @@ impl Endpoint {
             cookies: CookieSecrets::default(),
             reply_tokens: (0.0, None),
             child_spis: HashSet::new(),
+            new_ike_sas: NewIkeSas::Accept,
             wall_clock: None,
             rng,
             transmits: VecDeque::new(),
@@ -496,6 +499,9 @@ impl Endpoint {
             PendingKind::DeleteChildren(spis) => {
                 self.on_delete_children_response(sa, &mut est, &spis);
             }
+            PendingKind::Redirect(gateway) => {
+                self.on_redirect_response(now, sa, &mut est, gateway);
+            }
             PendingKind::RekeyChild {
                 old_spi_in,
                 new_spi_in,
@@ -545,6 +551,9 @@ impl Endpoint {
                 State::InitDone(_) => {
                     debug!(ike_sa = %sa.id, remote = %sa.remote, "half-open IKE SA expired");
                     sa.state = State::Gone;
+                }
+                State::Established(e) if e.redirected_at.is_some() => {
+                    self.close_sa(now, sa, api::REDIRECTED_BUT_KEPT);
                 }
                 State::Dead => sa.state = State::Gone,
                 _ => {}

@@ -178,6 +178,7 @@ impl Endpoint {
             Work::RekeyChild(old) => self.start_create_child(now, sa, est, &peer, Some(old)),
             Work::NewChild => self.start_create_child(now, sa, est, &peer, None),
             Work::RekeyIke => self.start_ike_rekey(now, sa, est, &peer),
+            Work::Redirect(gateway) => self.start_redirect(now, sa, est, gateway),
         }
     }
 }

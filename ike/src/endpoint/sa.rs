@@ -16,7 +16,7 @@ use super::{ChildSaInfo, IkeSaId};
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
 use crate::keys::IkeKeys;
-use crate::wire::TrafficSelector;
+use crate::wire::{GatewayIdentity, TrafficSelector};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,7 +190,15 @@ pub(super) enum Work {
     RekeyIke,
     Dpd,
     DeleteChildren(Vec<u32>),
+    /// Send the facility to another gateway (RFC 5685 §5).
+    Redirect(GatewayIdentity),
 }
+
+/// How long a redirected facility has to set up its SAs with the other
+/// gateway and delete this IKE SA before the hub deletes it (RFC 5685 §5:
+/// "sufficient time for the client to set up the required security
+/// associations with the new gateway"; strongSwan waits 30 s).
+pub(super) const REDIRECT_GRACE: Duration = Duration::from_secs(30);
 
 pub(super) struct Established {
     pub(super) keys: IkeKeys,
@@ -200,6 +208,9 @@ pub(super) struct Established {
     pub(super) last_received: Instant,
     /// Rekeyed into a new IKE SA: it only waits to be deleted.
     pub(super) superseded: bool,
+    /// When the facility acknowledged a REDIRECT (RFC 5685 §5): it only
+    /// waits to be deleted, by the facility or after [`REDIRECT_GRACE`].
+    pub(super) redirected_at: Option<Instant>,
 }
 
 pub(super) enum State {
@@ -265,6 +276,8 @@ pub(super) enum PendingKind {
     },
     Dpd,
     DeleteChildren(Vec<u32>),
+    /// A REDIRECT to this gateway (RFC 5685 §5).
+    Redirect(GatewayIdentity),
 }
 
 pub(super) struct IkeSa {
@@ -295,6 +308,11 @@ pub(super) struct IkeSa {
     pub(super) sig_hashes: SigHashes,
     /// A fragmented message being received.
     pub(super) reassembly: Option<Reassembly>,
+    /// The facility announced REDIRECT_SUPPORTED (or REDIRECTED_FROM) in
+    /// the IKE_SA_INIT that made this IKE SA, or the one it was rekeyed
+    /// from (RFC 5685 §3: the gateway keeps track of which clients did).
+    /// Never set where the hub initiated: only a responder redirects.
+    pub(super) redirect_supported: bool,
 }
 
 impl IkeSa {

@@ -11,11 +11,13 @@
 mod header;
 mod payload;
 mod proposal;
+mod redirect;
 mod registry;
 
 pub use header::{Flags, Header, HeaderRepr, HEADER_LEN};
 pub use payload::{emit_chain, parse_chain, Delete, Notify, Payload, PayloadsExt, TrafficSelector};
 pub use proposal::{Attribute, Proposal, Transform};
+pub use redirect::{GatewayIdentity, Redirect};
 pub use registry::*;
 
 use std::fmt;

@@ -224,6 +224,8 @@ registry! {
         NonFirstFragmentsAlso = 16395 => "NON_FIRST_FRAGMENTS_ALSO",
         MobikeSupported = 16396 => "MOBIKE_SUPPORTED",
         RedirectSupported = 16406 => "REDIRECT_SUPPORTED",
+        Redirect = 16407 => "REDIRECT",
+        RedirectedFrom = 16408 => "REDIRECTED_FROM",
         Ikev2FragmentationSupported = 16430 => "IKEV2_FRAGMENTATION_SUPPORTED",
         SignatureHashAlgorithms = 16431 => "SIGNATURE_HASH_ALGORITHMS",
     }
@@ -241,5 +243,15 @@ registry! {
     pub enum TsType(u8) {
         Ipv4AddrRange = 7 => "TS_IPV4_ADDR_RANGE",
         Ipv6AddrRange = 8 => "TS_IPV6_ADDR_RANGE",
+    }
+}
+
+registry! {
+    /// Gateway identity types of the REDIRECT and REDIRECTED_FROM
+    /// notifications (RFC 5685 §9).
+    pub enum GatewayIdType(u8) {
+        Ipv4 = 1 => "IPv4 address",
+        Ipv6 = 2 => "IPv6 address",
+        Fqdn = 3 => "FQDN",
     }
 }

@@ -8,7 +8,11 @@
 # off on the captured link), Wireshark's tshark (an independent dissector of
 # everything the hub sends), Libreswan (a second IKEv2 implementation; see
 # below) and promtool (Debian's prometheus package: the alert rules in dist/
-# are checked with it).
+# are checked with it), and PostgreSQL 15 (the registry's second backend:
+# interop-tests/src/postgres.rs runs its own throw-away clusters with
+# Debian's initdb and pg_ctl as the postgres user; the system cluster the
+# package creates is stopped and disabled, the tests never use it); and Debian's Chromium with its
+# ChromeDriver (the status page is tested in a real headless browser).
 # Rust: Debian's cargo (1.63) is too old; when cargo is missing or older
 # than the workspace's rust-version, rustup installs the stable toolchain.
 # cargo-fuzz is installed at a pinned version (scripts/fuzz.sh uses it).
@@ -28,12 +32,20 @@ packages=(
   libstrongswan-extra-plugins libstrongswan-standard-plugins
   iproute2 iputils-ping iperf3 procps ca-certificates nftables conntrack
   openssl tcpdump tshark ethtool build-essential curl prometheus
+  # Two hubs (interop-tests/tests/two_hubs.rs): VRRP between them.
+  keepalived
   # cargo-deb's $auto dependencies (dpkg-shlibdeps).
   dpkg-dev
   # Libreswan's runtime: NSS and its tools, and the libraries pluto links.
   libnss3 libnss3-tools libnspr4 libcurl3-nss libevent-core-2.1-7
   libevent-pthreads-2.1-7 libldns3 libunbound8 libcap-ng0 libaudit1
   dns-root-data gcc libc6-dev
+  # Time zones: operator output is in local time (tests/locale.rs: TZ=Asia/Tokyo).
+  tzdata
+  # The registry in PostgreSQL (issue #17): server binaries and psql.
+  postgresql-15 postgresql-client-15
+  # The status page's browser test (interop-tests/tests/status_page.rs).
+  chromium chromium-driver fonts-noto-cjk
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -59,6 +71,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   # here is stopped and disabled (one that was installed before is left).
   if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  # Likewise only PostgreSQL's binaries are wanted: the cluster the
+  # package made and started is stopped and not started at boot.
+  if printf '%s\n' "${missing[@]}" | grep -qx postgresql-15; then
+    systemctl disable --now postgresql >/dev/null 2>&1 || true
+    pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages already installed"

@@ -12,12 +12,7 @@ use std::path::PathBuf;
 /// connect with IKEv2 and ESP-in-UDP; only CRYPTREC-listed algorithms are
 /// negotiated. Everything an instance keeps lives in its state directory.
 #[derive(Debug, Parser)]
-#[command(
-    name = "renkei",
-    version,
-    propagate_version = true,
-    after_help = crate::exit::HELP
-)]
+#[command(name = "renkei", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// State directory: registry database, control socket.
     #[arg(
@@ -27,6 +22,14 @@ pub(crate) struct Cli {
         default_value = "/var/lib/renkei"
     )]
     pub(crate) state: PathBuf,
+    /// Where the registry is, when it is not the SQLite file in the state
+    /// directory: a PostgreSQL URL (postgresql://USER@HOST[:PORT]/DB, with
+    /// sslmode=require|verify-ca|verify-full and sslrootcert=FILE for TLS;
+    /// the password in a passfile, never in the URL `init` remembers).
+    /// `init --registry URL` remembers it in STATE/registry.url, so other
+    /// commands and the daemon need not repeat it.
+    #[arg(long, global = true, env = "RENKEI_REGISTRY", value_name = "URL")]
+    pub(crate) registry: Option<String>,
     /// Log filter for the daemon (error, warn, info, debug, trace, or
     /// tracing directives such as "ike=debug").
     #[arg(long, global = true, env = "RENKEI_LOG", default_value = "info")]
@@ -72,15 +75,43 @@ pub(crate) enum Command {
     Peer(PeerCommand),
     /// Run the hub until SIGINT or SIGTERM.
     Serve(ServeArgs),
-    /// Live state of every facility, from the running hub.
+    /// Live state of every facility, from the running hub; with NAME,
+    /// everything about one facility (its SAs, counters, certificate and
+    /// last events).
     Status {
+        /// One facility by name, or a pattern (`*`, `?`) for a filtered
+        /// table.
+        name: Option<String>,
+        /// Only facilities in this state (`--state` is the state
+        /// directory).
+        #[arg(long, value_enum)]
+        only: Option<crate::daemon::status::FacilityState>,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a facility cannot connect: what the hub saw of it (refusals,
+    /// proposals offered, identities sent, selectors), in plain language,
+    /// with what to change.
+    Diagnose {
+        /// The facility.
+        name: String,
+        /// Print JSON (times in UTC) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Security associations of the running hub.
     #[command(subcommand)]
     Sa(SaCommand),
+    /// Planned maintenance: hand this hub's facilities to the other hub.
+    ///
+    /// Facilities that announced REDIRECT_SUPPORTED are sent an IKEv2
+    /// REDIRECT (RFC 5685) to `--to`; the others have their SAs deleted, so
+    /// that they reconnect to the hub address (which keepalived moves to the
+    /// other hub once `renkei status` says drained). New IKE SAs are
+    /// redirected or refused until `renkei drain --cancel`. Prints each
+    /// facility's outcome: redirected, deleted, lost or still_up.
+    Drain(DrainArgs),
     /// The append-only audit log of operator changes and tunnel events.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -111,6 +142,20 @@ pub(crate) enum Command {
     /// change the registry already tell the hub; this is for changes it
     /// missed (e.g. made while its control socket was unreachable).
     Reload,
+    /// Make the registry match a configuration file (TOML, kept in
+    /// version control; `renkei dump` writes one) or a CSV of facilities:
+    /// every problem is reported with its line, and nothing changes
+    /// unless the whole file is valid. Facilities the file does not list
+    /// are kept unless --prune is given. A running hub takes the changes
+    /// at once; facilities whose entries did not change are not touched.
+    Apply(ApplyArgs),
+    /// Write the registry (hub settings and every facility, never keys) in
+    /// the format `renkei apply` reads.
+    Dump {
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Write an encrypted backup of the whole state directory (registry,
     /// CA, hub key and certificate, CRL, audit log) while the hub runs:
     /// the registry through SQLite's online backup, the audit log up to
@@ -124,6 +169,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+    /// Active/standby with keepalived (README "Two hubs"): the hooks
+    /// keepalived runs.
+    #[command(subcommand)]
+    Ha(HaCommand),
     /// Restore a backup into the state directory (--state), which must not
     /// exist or be empty: an existing hub is never overwritten. Stop no
     /// hub for it; start `renkei serve` afterwards.
@@ -212,6 +261,21 @@ pub(crate) enum CertCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Issue a client certificate for an operator to open the status page
+    /// when `serve --http` is bound to a non-loopback address: writes
+    /// NAME.key (0600), NAME.pem, ca.pem, and NAME.p12 with its password in
+    /// NAME.p12.password (both 0600, for a browser) into DIR. Recorded as
+    /// operator:NAME; `renkei cert revoke operator:NAME` shuts it out.
+    IssueOperator {
+        /// The operator (letters, digits, '-', '_', '.').
+        name: String,
+        /// Directory to write the files to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +312,45 @@ pub(crate) enum HubCommand {
         #[arg(long, default_value_t = 5 * 365)]
         days: u32,
     },
+    /// For a pair of hubs: seal the hub's key and certificates into the
+    /// registry under a cluster key, which is created when the file does
+    /// not exist. Copy that file once to the other hub's state directory
+    /// as cluster.key; both hubs then run with `serve --node`. The CA's
+    /// key is not sealed: certificates are issued and revoked on this hub.
+    Seal {
+        /// The cluster key file (an age X25519 identity, 0600).
+        /// Default: STATE/cluster.key.
+        #[arg(long, value_name = "FILE")]
+        cluster_key: Option<PathBuf>,
+    },
+}
+
+/// keepalived's hooks for a pair of hubs (dist/keepalived/).
+#[derive(Debug, Subcommand)]
+pub(crate) enum HaCommand {
+    /// Tell the running hub its VRRP state (keepalived's notify_master,
+    /// notify_backup, notify_fault, notify_stop). Master: it takes the
+    /// registry's lease and becomes active; any other state: it steps
+    /// down to standby at once (its tunnels close) and releases the lease.
+    Notify {
+        /// The state keepalived entered.
+        #[arg(value_enum, value_name = "STATE")]
+        vrrp: VrrpState,
+    },
+    /// keepalived's check script: exits 0 when the hub runs as a node of
+    /// a pair (`serve --node`) and is not draining; otherwise prints why
+    /// and exits non-zero, so keepalived moves the addresses away.
+    Check,
+}
+
+/// A VRRP state keepalived reports.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum VrrpState {
+    Master,
+    Backup,
+    Fault,
+    /// keepalived is stopping (treated as fault).
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,8 +456,12 @@ pub(crate) struct PeerAdd {
     pub(crate) id: String,
     /// File holding the pre-shared key (at least 16 bytes; a trailing
     /// newline is ignored).
-    #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+    #[arg(long, conflicts_with = "cert", required_unless_present_any = ["cert", "psk"])]
     pub(crate) psk_file: Option<PathBuf>,
+    /// `--psk generate`: make a new pre-shared key (32 letters and
+    /// digits) and print it once, for the facility's router.
+    #[arg(long, value_parser = ["generate"], conflicts_with_all = ["cert", "psk_file"])]
+    pub(crate) psk: Option<String>,
     /// Authenticate with a certificate from the hub's CA (issue it with
     /// `renkei cert issue NAME`); the hub answers with its own certificate.
     #[arg(long)]
@@ -379,6 +486,8 @@ pub(crate) struct PeerAdd {
     pub(crate) start: bool,
     #[command(flatten)]
     pub(crate) tuning: Tuning,
+    #[command(flatten)]
+    pub(crate) label: LabelArgs,
 }
 
 /// Proposals, lifetimes and liveness: the same options for `peer add` and
@@ -454,6 +563,8 @@ pub(crate) struct PeerSet {
     pub(crate) no_start: bool,
     #[command(flatten)]
     pub(crate) tuning: Tuning,
+    #[command(flatten)]
+    pub(crate) label: LabelArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -501,7 +612,14 @@ pub(crate) struct ServeArgs {
     /// fragmentation on a path of this MTU.
     #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(200..=65000))]
     pub(crate) ike_fragment_size: u32,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810).
+    /// Serve the read-only status page at http://ADDR/ and Prometheus
+    /// metrics at http://ADDR/metrics (e.g. 127.0.0.1:9810). On a
+    /// loopback address it is plain HTTP; on any other address it is
+    /// HTTPS and every client must present an operator certificate from
+    /// the hub's CA (`renkei cert issue-operator`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// The old name of --http (the same server, status page included).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) metrics: Option<std::net::SocketAddr>,
     /// Data-plane workers in each direction: TUN queues, and NAT-T
@@ -509,4 +627,96 @@ pub(crate) struct ServeArgs {
     /// over them). 0: one per CPU core.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub(crate) workers: u16,
+    /// With the registry in PostgreSQL: how often the hub re-reads it and
+    /// applies changes made without telling it (by another hub's
+    /// operators, or while the database was down), in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) registry_poll: u64,
+    /// At start, the hub initiates to every facility whose tunnel was up
+    /// (at its last known address, through its NAT mapping) instead of
+    /// waiting for the facility's dead-peer detection: at most this many
+    /// new attempts a second. 0: do not initiate; facilities reconnect by
+    /// themselves.
+    #[arg(long, default_value_t = crate::daemon::takeover::DEFAULT_RATE, value_name = "PER_SEC", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub(crate) reinitiate_rate: u32,
+    /// At most this many of those attempts unanswered at once.
+    #[arg(long, default_value_t = crate::daemon::takeover::DEFAULT_CONCURRENCY, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) reinitiate_concurrency: u32,
+    /// This hub's node name in an active/standby pair (README "Two
+    /// hubs"): letters, digits, '-', '_' and '.', up to 63. The hub then
+    /// starts standby and is active only while keepalived makes it VRRP
+    /// master (`renkei ha notify`) and it holds the registry's lease; its
+    /// key and certificate come sealed from the registry (`hub seal`).
+    #[arg(long, env = "RENKEI_NODE", value_name = "NAME")]
+    pub(crate) node: Option<String>,
+    /// With --node: the cluster key that opens the hub's sealed key.
+    /// Default: STATE/cluster.key.
+    #[arg(long, value_name = "FILE", requires = "node")]
+    pub(crate) cluster_key: Option<PathBuf>,
+}
+
+/// `renkei drain`.
+#[derive(Debug, Args)]
+pub(crate) struct DrainArgs {
+    /// The other hub: an IP address or a DNS name the facilities can
+    /// reach. Without it nobody is redirected: every facility's SAs are
+    /// deleted and new IKE SAs go unanswered.
+    #[arg(long, value_name = "ADDR|NAME", conflicts_with = "cancel")]
+    pub(crate) to: Option<String>,
+    /// Seconds to wait for the facilities to leave before reporting those
+    /// still up (1–3600). A redirected facility that has not left is
+    /// deleted by the hub 30 s after it acknowledged.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        conflicts_with = "cancel"
+    )]
+    pub(crate) wait: u64,
+    /// Stop draining: accept new IKE SAs again (facilities already handed
+    /// over stay where they are).
+    #[arg(long, visible_alias = "undrain")]
+    pub(crate) cancel: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    /// The configuration file (TOML; with --csv, a CSV of facilities).
+    pub(crate) file: PathBuf,
+    /// Print what would be added, changed (field by field) and removed;
+    /// change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Read FILE as CSV (one facility per row, first row naming the
+    /// columns; UTF-8, with or without Excel's byte-order mark).
+    #[arg(long)]
+    pub(crate) csv: bool,
+    /// Also remove the facilities the file does not list (their tunnels
+    /// are torn down and their certificates revoked). Without it they
+    /// are kept and listed.
+    #[arg(long, conflicts_with = "csv")]
+    pub(crate) prune: bool,
+    /// The secrets file: pre-shared keys by facility ([psk] name = "key"),
+    /// mode 0600, owned by the user running renkei or root.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) secrets: Option<PathBuf>,
+}
+
+/// What people call a facility: `peer add` and `peer set` (where an empty
+/// value clears one).
+#[derive(Debug, Args)]
+pub(crate) struct LabelArgs {
+    /// The name operators know the facility by, in UTF-8 (e.g. Japanese:
+    /// "京都中央クリニック"); shown in listings, status and exports.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) display_name: Option<String>,
+    /// Free notes (UTF-8): contact, contract, router location…
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) notes: Option<String>,
+    /// The facility's 10-digit medical institution code (医療機関コード).
+    #[arg(long, value_name = "CODE")]
+    pub(crate) medical_code: Option<String>,
 }

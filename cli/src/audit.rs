@@ -109,22 +109,37 @@ fn record_hash(record: &Map<String, Value>) -> String {
     sha256_hex(Value::Object(without).to_string().as_bytes())
 }
 
-/// The last line of the file (records are short; read from the end).
+/// The last line of the file, read backwards from the end in 64 KiB
+/// steps until the newline before it is found (a record may be long: an
+/// `apply` of many facilities). Only whole lines are decoded, so a step
+/// that starts inside a multi-byte character (Japanese display names)
+/// never makes the log look like anything but UTF-8.
 fn last_line(file: &mut File) -> Result<Option<String>> {
+    const STEP: u64 = 64 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok(None);
     }
-    let start = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = String::new();
-    file.read_to_string(&mut tail)
-        .context("audit log is not UTF-8")?;
-    Ok(tail
-        .trim_end_matches('\n')
-        .rsplit('\n')
-        .next()
-        .map(str::to_string))
+    let mut tail: Vec<u8> = Vec::new();
+    let mut start = len;
+    loop {
+        let from = start.saturating_sub(STEP);
+        let mut chunk = vec![0u8; usize::try_from(start - from)?];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        start = from;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(nl) = body.iter().rposition(|&c| c == b'\n') {
+            let line = std::str::from_utf8(&body[nl + 1..]).context("audit log is not UTF-8")?;
+            return Ok(Some(line.to_string()));
+        }
+        if start == 0 {
+            let line = std::str::from_utf8(body).context("audit log is not UTF-8")?;
+            return Ok(Some(line.to_string()));
+        }
+    }
 }
 
 /// Appends one record under an exclusive lock.
@@ -195,7 +210,7 @@ fn chain_lines(mut seq: u64, mut prev: String, records: &[Record]) -> String {
     out
 }
 
-fn append_many(state: &StateDir, records: &[Record]) -> Result<()> {
+pub(crate) fn append_many(state: &StateDir, records: &[Record]) -> Result<()> {
     let mut file = open_live(state)?;
     let (seq, prev) = head_of(&mut file)?;
     file.write_all(chain_lines(seq, prev, records).as_bytes())?;
@@ -351,7 +366,7 @@ pub(crate) struct Verified {
 /// away (without it, the oldest must start the chain).
 pub(crate) fn verify(state: &StateDir, anchor: Option<&str>) -> Result<Verified> {
     let live = state.audit_log();
-    let initialised = state.registry().exists();
+    let initialised = state.registry().exists() || state.registry_url_file().exists();
     match std::fs::metadata(&live) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if initialised {
@@ -579,6 +594,39 @@ mod tests {
         let d = std::env::temp_dir().join(format!("renkei-audit-{}", u64::from_ne_bytes(b)));
         std::fs::create_dir_all(&d).unwrap();
         StateDir::new(d)
+    }
+
+    /// Japanese text puts multi-byte characters across every 64 KiB step
+    /// from the end, and a last line longer than one step is read whole
+    /// (found with `renkei apply` of 1,000 facilities with Japanese
+    /// display names: the next append said the log was not UTF-8).
+    #[test]
+    fn the_last_line_is_read_whole_across_multibyte_characters() {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let path = std::env::temp_dir().join(format!("renkei-lastline-{}", u64::from_ne_bytes(b)));
+        for (first, last) in [
+            ("施".repeat(40_000), "設".repeat(10)),
+            ("a".repeat(10), "設".repeat(50_000)),
+            (String::new(), "x".to_string()),
+        ] {
+            let text = if first.is_empty() {
+                format!("{last}\n")
+            } else {
+                format!("{first}\n{last}\n")
+            };
+            for shift in 0..3 {
+                let body = if shift == 0 {
+                    text.clone()
+                } else {
+                    format!("{}\n{text}", "b".repeat(shift))
+                };
+                std::fs::write(&path, body).unwrap();
+                let mut f = File::open(&path).unwrap();
+                assert_eq!(last_line(&mut f).unwrap().as_deref(), Some(last.as_str()));
+            }
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     fn lines(s: &StateDir) -> Vec<String> {

@@ -80,7 +80,7 @@ fn write_tmp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf> {
 /// Writes a file that must not exist yet: whole or not at all (through a
 /// temporary file and a hard link, which fails rather than replace), so
 /// that no file of the operator's is ever overwritten.
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let tmp = write_tmp(path, contents, mode)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
@@ -292,6 +292,18 @@ fn read_credentials(key_path: &Path, cert_path: &Path) -> Result<ike::Credential
     Ok(ike::Credentials { key, cert_der })
 }
 
+/// A key and certificate pair from PEM texts (`what` names them in errors).
+pub(crate) fn credentials_from_pem(
+    key_pem: &str,
+    cert_pem: &str,
+    what: &str,
+) -> Result<ike::Credentials> {
+    let key_der = zeroize::Zeroizing::new(pem_der(key_pem, Path::new(what))?);
+    let key = SigningKey::from_pkcs8(&key_der).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let cert_der = pem_der(cert_pem, Path::new(what))?;
+    Ok(ike::Credentials { key, cert_der })
+}
+
 /// Whether a CA rollover is under way (the previous CA is still trusted).
 pub(crate) fn rollover_under_way(state: &StateDir) -> bool {
     state.ca_old_cert().exists()
@@ -398,21 +410,7 @@ pub(crate) fn issue(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", ca_path.display())),
     };
-    let names = [
-        format!("{name}.key"),
-        format!("{name}.pem"),
-        format!("{name}.p12"),
-        format!("{name}.p12.password"),
-    ];
-    for n in &names {
-        let path = out.join(n);
-        if path.symlink_metadata().is_ok() {
-            bail!(
-                "out: {} already exists; renkei never overwrites a file: move it away or choose another --out",
-                path.display()
-            );
-        }
-    }
+    refuse_existing(out, name)?;
     let previous: Vec<CertRecord> = reg
         .certs()?
         .into_iter()
@@ -422,33 +420,7 @@ pub(crate) fn issue(
         .issue(&peer.id, kind, now, days)
         .map_err(|e| anyhow::anyhow!("issuing: {e}"))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut password = [0u8; 18];
-    aws_lc_rs::rand::fill(&mut password).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    let password = zeroize::Zeroizing::new(base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        password,
-    ));
-    let p12 = pki::ca::pkcs12(&issued, ca.cert_der(), name, &password)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let [key_name, pem_name, p12_name, password_name] = names;
-    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
-        (
-            out.join(key_name),
-            issued.key_pem.as_bytes().to_vec(),
-            0o600,
-        ),
-        (
-            out.join(pem_name),
-            issued.cert_pem.as_bytes().to_vec(),
-            0o644,
-        ),
-        (out.join(p12_name), p12, 0o600),
-        (
-            out.join(password_name),
-            format!("{}\n", *password).into_bytes(),
-            0o600,
-        ),
-    ];
+    let mut files = credential_files(out, name, &issued, &ca)?;
     if ca_kept.is_none() {
         files.push((ca_path, ca.cert_pem().as_bytes().to_vec(), 0o644));
     }
@@ -542,6 +514,59 @@ pub(crate) fn remove_facility(
         write_crl(state, reg, &ca)?;
     }
     Ok(serials)
+}
+
+/// The four files of an issued certificate `NAME.{key,pem,p12,p12.password}`
+/// in `out`: refuses when any exists (renkei never overwrites a file).
+pub(crate) fn refuse_existing(out: &Path, name: &str) -> Result<()> {
+    for ext in ["key", "pem", "p12", "p12.password"] {
+        let path = out.join(format!("{name}.{ext}"));
+        if path.symlink_metadata().is_ok() {
+            bail!(
+                "out: {} already exists; renkei never overwrites a file: move it away or choose another --out",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What to write for an issued certificate, with modes: its key (0600),
+/// certificate (0644), a PKCS#12 bundle for browsers and routers (0600)
+/// and that bundle's random password (0600). Used for facilities
+/// (`cert issue`) and operators (`cert issue-operator`).
+pub(crate) fn credential_files(
+    out: &Path,
+    name: &str,
+    issued: &pki::ca::Issued,
+    ca: &pki::ca::Ca,
+) -> Result<Vec<(PathBuf, Vec<u8>, u32)>> {
+    let mut password = [0u8; 18];
+    aws_lc_rs::rand::fill(&mut password).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let password = zeroize::Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        password,
+    ));
+    let p12 = pki::ca::pkcs12(issued, ca.cert_der(), name, &password)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(vec![
+        (
+            out.join(format!("{name}.key")),
+            issued.key_pem.as_bytes().to_vec(),
+            0o600,
+        ),
+        (
+            out.join(format!("{name}.pem")),
+            issued.cert_pem.as_bytes().to_vec(),
+            0o644,
+        ),
+        (out.join(format!("{name}.p12")), p12, 0o600),
+        (
+            out.join(format!("{name}.p12.password")),
+            format!("{}\n", *password).into_bytes(),
+            0o600,
+        ),
+    ])
 }
 
 #[cfg(test)]

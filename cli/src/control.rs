@@ -5,6 +5,7 @@
 use crate::daemon::status::HubStatus;
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
+use rust_i18n::t;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +24,10 @@ pub(crate) enum Request {
     Ping,
     /// Everything `renkei status` shows.
     Status,
+    /// Everything about one facility (`status NAME`, `diagnose NAME`):
+    /// the status report with only that facility, its last events
+    /// included.
+    Facility { name: String },
     /// Re-read the registry: only the facility named when one is (and
     /// the CA's revocations with `certificates`), else everything.
     Reload {
@@ -38,6 +43,16 @@ pub(crate) enum Request {
     SaUp { name: String },
     /// Tear a facility's tunnel down.
     SaDown { name: String },
+    /// keepalived's notify hook: this node's VRRP state now.
+    HaNotify { state: crate::daemon::ha::Vrrp },
+    /// Hand the facilities to the other hub (`renkei drain`).
+    Drain {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        wait_secs: u64,
+    },
+    /// Stop draining (`renkei drain --cancel`).
+    Undrain,
 }
 
 /// The daemon's answer to a request, typed; [`Response`] is its form on
@@ -54,6 +69,10 @@ pub(crate) enum Reply {
     Initiated(Initiated),
     /// To [`Request::SaDown`].
     Closed(Closed),
+    /// To [`Request::HaNotify`]: the node's HA state after it.
+    Ha(crate::daemon::ha::HaStatus),
+    /// To [`Request::Drain`] and [`Request::Undrain`].
+    Drain(Box<crate::daemon::drain::DrainReport>),
 }
 
 /// What a reload changed.
@@ -115,6 +134,8 @@ impl From<Answer> for Response {
             Ok(Reply::Reloaded(r)) => serde_json::to_value(r),
             Ok(Reply::Initiated(i)) => serde_json::to_value(i),
             Ok(Reply::Closed(c)) => serde_json::to_value(c),
+            Ok(Reply::Ha(h)) => serde_json::to_value(h),
+            Ok(Reply::Drain(d)) => serde_json::to_value(d),
             Err(e) => return Response::err(e),
         };
         match data {
@@ -217,22 +238,40 @@ pub(crate) fn status(state: &StateDir) -> Result<HubStatus> {
     request_as(state, &Request::Status)
 }
 
+/// One facility's report (the hub summary and recent refusals, and only
+/// that facility, with its events).
+pub(crate) fn facility(state: &StateDir, name: &str) -> Result<HubStatus> {
+    request_as(
+        state,
+        &Request::Facility {
+            name: name.to_string(),
+        },
+    )
+}
+
 /// Sends one request to the running daemon and returns its data.
 pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
     let path = state.control_socket();
     let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
-            crate::exit::denied(state, "connecting to the hub's control socket", &path)
+            crate::exit::denied(state, &t!("cli.doing_connect_socket"), &path)
         }
         // No socket, or one no daemon listens on (left by a crash).
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            anyhow::Error::new(crate::exit::NotRunning(format!(
-                "renkei is not running for {} ({}: {e})",
-                state.display(),
-                path.display()
-            )))
+            anyhow::Error::new(crate::exit::NotRunning(
+                t!(
+                    "cli.not_running",
+                    state = state.display(),
+                    socket = path.display(),
+                    error = e
+                )
+                .into_owned(),
+            ))
         }
-        _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
+        _ => anyhow::anyhow!(
+            "{}",
+            t!("cli.connecting", socket = path.display(), error = e)
+        ),
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(req)?;
@@ -240,11 +279,13 @@ pub(crate) fn request(state: &StateDir, req: &Request) -> Result<Value> {
     stream.write_all(&line)?;
     let mut reply = String::new();
     BufReader::new(&stream).read_line(&mut reply)?;
-    let resp: Response = serde_json::from_str(&reply).context("reading the daemon's answer")?;
+    let resp: Response = serde_json::from_str(&reply).context(t!("cli.reading_answer"))?;
     if !resp.ok {
-        let error = resp.error.unwrap_or_else(|| "request failed".into());
+        let error = resp
+            .error
+            .unwrap_or_else(|| t!("cli.request_failed").into_owned());
         if error == DENIED {
-            return Err(crate::exit::denied(state, "asking the hub through", &path));
+            return Err(crate::exit::denied(state, &t!("cli.doing_ask_hub"), &path));
         }
         bail!("{error}");
     }
@@ -281,6 +322,30 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&everything).unwrap(),
             r#"{"cmd":"reload"}"#
+        );
+    }
+
+    #[test]
+    fn drain_requests_on_the_wire() {
+        let d = Request::Drain {
+            to: Some("192.0.2.2".into()),
+            wait_secs: 60,
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"cmd":"drain","to":"192.0.2.2","wait_secs":60}"#
+        );
+        let none: Request = serde_json::from_str(r#"{"cmd":"drain","wait_secs":5}"#).unwrap();
+        assert!(matches!(
+            none,
+            Request::Drain {
+                to: None,
+                wait_secs: 5
+            }
+        ));
+        assert_eq!(
+            serde_json::to_string(&Request::Undrain).unwrap(),
+            r#"{"cmd":"undrain"}"#
         );
     }
 }

@@ -14,21 +14,13 @@
 //! "permission denied" from anywhere else counts as 4 too.
 
 use crate::state::StateDir;
+use rust_i18n::t;
 use std::fmt;
 use std::path::Path;
 
 pub(crate) const ERROR: u8 = 1;
 pub(crate) const NOT_RUNNING: u8 = 3;
 pub(crate) const DENIED: u8 = 4;
-
-/// What `--help` says after the commands.
-pub(crate) const HELP: &str = "\
-Exit status:
-  0  done
-  1  error (refused input, failed change, broken state)
-  2  wrong command line
-  3  the hub is not running (status, sa …; as LSB status)
-  4  permission denied (run as root, which owns the state directory)";
 
 /// The hub a command needs is not running.
 #[derive(Debug)]
@@ -74,39 +66,40 @@ pub(crate) fn advice(state: &StateDir) -> String {
     use std::os::unix::fs::MetadataExt;
     let dir: &Path = state.as_ref();
     let Ok(m) = std::fs::metadata(dir) else {
-        return format!(
-            "run renkei as root (e.g. `sudo renkei …`), which owns {}",
-            dir.display()
-        );
+        return t!("cli.advice_no_dir", dir = dir.display()).into_owned();
     };
     let owner = if m.uid() == 0 {
-        "root".to_string()
+        t!("cli.advice_root")
     } else {
-        format!("root or as user {}", name_of("/etc/passwd", m.uid()))
+        t!("cli.advice_user", user = name_of("/etc/passwd", m.uid()))
     };
     let group = if m.mode() & 0o070 != 0 {
-        format!(
-            " or as a member of group {}",
-            name_of("/etc/group", m.gid())
-        )
+        t!("cli.advice_group", group = name_of("/etc/group", m.gid())).into_owned()
     } else {
         String::new()
     };
-    format!(
-        "run renkei as {owner}{group} (e.g. `sudo renkei …`): {} is mode {:04o}",
-        dir.display(),
-        m.mode() & 0o7777
+    t!(
+        "cli.advice",
+        owner = owner,
+        group = group,
+        dir = dir.display(),
+        mode = format!("{:04o}", m.mode() & 0o7777)
     )
+    .into_owned()
 }
 
 /// The error for `path` that this user may not use (`doing` says what
-/// for, e.g. "reading the registry").
+/// for, in the operator's language, e.g. `t!("cli.doing_open_registry")`).
 pub(crate) fn denied(state: &StateDir, doing: &str, path: &Path) -> anyhow::Error {
-    anyhow::Error::new(PermissionDenied(format!(
-        "permission denied {doing} {}; {}",
-        path.display(),
-        advice(state)
-    )))
+    anyhow::Error::new(PermissionDenied(
+        t!(
+            "cli.denied_doing",
+            doing = doing,
+            path = path.display(),
+            advice = advice(state)
+        )
+        .into_owned(),
+    ))
 }
 
 /// The exit status for an error.

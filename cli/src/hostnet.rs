@@ -20,6 +20,7 @@
 
 use anyhow::{bail, Context, Result};
 use ike::ts::Subnet;
+use rust_i18n::t;
 use std::net::IpAddr;
 
 /// Ranges that are never a facility's network, with what they are.
@@ -129,21 +130,27 @@ pub(crate) fn check_selectors(
 ) -> Result<()> {
     for r in remote_ts {
         if r.prefix() == 0 {
-            bail!("remote-ts: {r} is a default route, which stays the hub's; give the facility's own networks");
+            bail!("{}", t!("registry.default_route", net = r));
         }
         for (range, what) in SPECIAL {
             let range: Subnet = range.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             if r.overlaps(&range) {
                 bail!(
-                    "remote-ts: {r} overlaps {range} ({what}), which is never a facility's network"
+                    "{}",
+                    t!(
+                        "registry.special_range",
+                        net = r,
+                        range = range,
+                        what = what
+                    )
                 );
             }
         }
         if let Some(l) = local_ts.iter().find(|l| l.prefix() > 0 && l.overlaps(r)) {
-            bail!("remote-ts: {r} overlaps the hub side's local-ts {l}; a network cannot be on both sides of the tunnel");
+            bail!("{}", t!("registry.overlaps_local_ts", net = r, local = l));
         }
         if let Some(a) = remote_addr.filter(|a| r.contains(*a)) {
-            bail!("remote-addr: {a} lies inside the facility's own remote-ts {r}: the tunnel's own packets would be routed into the tunnel (a routing loop)");
+            bail!("{}", t!("registry.addr_in_ts", addr = a, net = r));
         }
     }
     Ok(())
@@ -155,18 +162,34 @@ pub(crate) fn check_selectors(
 pub(crate) fn check_host(remote_ts: &[Subnet], host: &HostNetworks) -> Result<()> {
     for r in remote_ts {
         if let Some(a) = host.addrs.iter().find(|a| r.contains(**a)) {
-            bail!("remote-ts: {r} contains {a}, an address of the hub itself; routing it into the tunnel would cut the hub off from it");
+            bail!("{}", t!("registry.contains_hub_addr", net = r, addr = a));
         }
         if let Some(route) = host.routes.iter().find(|h| h.net.overlaps(r)) {
             let dev = route
                 .dev
                 .as_deref()
-                .map(|d| format!(" (dev {d})"))
+                .map(|d| t!("registry.dev", dev = d).into_owned())
                 .unwrap_or_default();
             if route.connected {
-                bail!("remote-ts: {r} overlaps {}{dev}, a network the hub is connected to; routing it into the tunnel would cut the hub off from it", route.net);
+                bail!(
+                    "{}",
+                    t!(
+                        "registry.overlaps_connected",
+                        net = r,
+                        route = route.net,
+                        dev = dev
+                    )
+                );
             }
-            bail!("remote-ts: {r} overlaps the hub's route to {}{dev}, which renkei did not make; a facility may not take over the hub's own routing", route.net);
+            bail!(
+                "{}",
+                t!(
+                    "registry.overlaps_route",
+                    net = r,
+                    route = route.net,
+                    dev = dev
+                )
+            );
         }
     }
     Ok(())

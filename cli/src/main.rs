@@ -10,39 +10,55 @@
 mod args;
 mod audit;
 mod certs;
+mod cluster;
 mod cmd;
 mod control;
 mod daemon;
+mod db;
+mod declare;
 mod exit;
 mod export;
+mod help;
 mod hostnet;
+mod i18n;
+#[cfg(test)]
+mod i18n_check;
 mod metrics;
 mod registry;
 mod router;
 mod state;
+mod web;
+
+// Every operator-facing message: `t!("area.key", ...)`, the text in
+// cli/locales/<area>.yml (English and Japanese side by side).
+rust_i18n::i18n!("locales", fallback = "en");
 
 use anyhow::Result;
 use args::{Cli, Command};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use rust_i18n::t;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    i18n::init();
+    // `--help` in the operator's language (help.rs), then clap's parse.
+    let matches = help::localize(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if !matches!(cli.command, Command::Serve(_)) {
         // An operator command whose output is cut short (`| head`) ends
         // quietly, as Unix tools do, instead of panicking on EPIPE.
         esp::sys::default_sigpipe();
     }
-    let state = state::StateDir::new(cli.state.clone());
+    let state = state::StateDir::new(cli.state.clone()).with_registry(cli.registry.clone());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let status = exit::status(&e);
             let mut msg = format!("{e:#}").replace('\n', " ");
             if status == exit::DENIED && !exit::advised(&e) {
-                msg = format!("permission denied: {msg}; {}", exit::advice(&state));
+                msg = t!("cli.denied", msg = msg, advice = exit::advice(&state)).into_owned();
             }
-            eprintln!("renkei: error: {msg}");
+            eprintln!("renkei: {}: {msg}", t!("common.error"));
             ExitCode::from(status)
         }
     }
@@ -60,10 +76,7 @@ fn check_log_filter(filter: &str) -> Result<()> {
         }
         let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
         if !is_level(level) {
-            anyhow::bail!(
-                "log: '{directive}' is not a level (off, error, warn, info, debug, trace); \
-                 a module's level is written as module=level, e.g. ike=debug"
-            );
+            anyhow::bail!("{}", t!("cli.log_not_level", directive = directive));
         }
     }
     Ok(())
@@ -72,8 +85,8 @@ fn check_log_filter(filter: &str) -> Result<()> {
 fn init_logging(filter: &str) -> Result<()> {
     use std::io::IsTerminal;
     check_log_filter(filter)?;
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log: {e}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("{}", t!("cli.log_invalid", error = e)))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -160,7 +173,7 @@ where
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let state = state::StateDir::new(cli.state);
+    let state = state::StateDir::new(cli.state).with_registry(cli.registry);
     match cli.command {
         Command::Init {
             hub_id,
@@ -176,8 +189,12 @@ fn run(cli: Cli) -> Result<()> {
             init_logging(&cli.log)?;
             cmd::serve::run(state, args)
         }
-        Command::Status { json } => cmd::status::run(&state, json),
+        Command::Status { name, only, json } => {
+            cmd::status::run(&state, name.as_deref(), only, json)
+        }
+        Command::Diagnose { name, json } => cmd::diagnose::run(&state, &name, json),
         Command::Sa(c) => cmd::sa::run(&state, c),
+        Command::Drain(args) => cmd::drain::run(&state, &args),
         Command::Export {
             name,
             format,
@@ -187,6 +204,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compliance { json } => cmd::compliance::run(&state, json),
         Command::Audit(c) => cmd::audit::run(&state, c),
         Command::Reload => cmd::reload::run(&state),
+        Command::Ha(c) => cmd::ha::run(&state, c),
+        Command::Apply(a) => cmd::apply::run(&state, a),
+        Command::Dump { output } => cmd::apply::dump(&state, output.as_deref()),
         Command::Backup {
             out,
             passphrase_file,

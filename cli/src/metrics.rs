@@ -1,4 +1,5 @@
-//! The Prometheus text endpoint (`serve --metrics ADDR`), rendered from the
+//! The Prometheus text at `/metrics` of the hub's HTTP server
+//! (`serve --http ADDR`, [`crate::web`]), rendered from the
 //! same snapshot as `renkei status --json`, plus what only the state
 //! directory knows (certificate expiry).
 //!
@@ -6,23 +7,13 @@
 //! registry per scrape, filled from the snapshot), which escapes label
 //! values as the format requires: a facility's identity may be a
 //! distinguished name with quotes and backslashes in it.
-//!
-//! The HTTP side is a few lines by hand: one path, `GET /metrics`, bounded
-//! reads, `Connection: close` — a web framework would be far more surface
-//! than this needs.
 
-use crate::control::{Asked, Reply, Request};
 use crate::daemon::status::{FacilityState, FacilityStatus, HubStatus};
 use crate::registry::{CertRecord, Registry};
 use crate::state::StateDir;
 use anyhow::{Context, Result};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder};
 use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
-
-type Requests = mpsc::Sender<Asked>;
 
 /// The git commit the binary was built from (`build.rs`), or "unknown".
 pub(crate) const GIT_COMMIT: &str = env!("RENKEI_GIT_COMMIT");
@@ -335,66 +326,9 @@ pub(crate) fn render(status: &HubStatus, certs: &CertExpiry) -> Result<String> {
     TextEncoder::new().encode(&m.0.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)
 }
-/// Serves `GET /metrics` on `listener` until the daemon stops.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, requests: Requests, state: StateDir) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let requests = requests.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => len += n,
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    let (tx, rx) = oneshot::channel();
-                    let body = match requests
-                        .send((Request::Status, "metrics".to_string(), tx))
-                        .await
-                    {
-                        Ok(()) => match rx.await {
-                            Ok(Ok(Reply::Status(status))) => Some(scrape(*status, state).await),
-                            _ => None,
-                        },
-                        Err(_) => None,
-                    };
-                    match body {
-                        Some(Ok(b)) => ("200 OK", b),
-                        Some(Err(e)) => {
-                            tracing::warn!("metrics: {e:#}");
-                            ("500 Internal Server Error", format!("{e:#}\n"))
-                        }
-                        None => ("503 Service Unavailable", "shutting down\n".to_string()),
-                    }
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
-}
-
 /// One scrape: the status snapshot and what the state directory says
 /// about certificates (read off the daemon's event loop).
-async fn scrape(status: HubStatus, state: StateDir) -> Result<String> {
+pub(crate) async fn scrape(status: HubStatus, state: StateDir) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let certs = CertExpiry::read(&state)?;
         render(&status, &certs)

@@ -17,6 +17,7 @@
 //! (unique names and identities, overlapping selectors) is checked in the
 //! transaction that writes.
 
+use crate::db::{args, Db, Location, Row};
 use crate::hostnet::HostNetworks;
 use crate::router::Router;
 use crate::state::StateDir;
@@ -24,12 +25,15 @@ use anyhow::{bail, Context, Result};
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts::{parse_subnets, Subnet};
 use pki::Identity;
-use rusqlite::{params, Connection, OptionalExtension};
+use rust_i18n::t;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
+
+mod ha;
+pub(crate) use ha::Lease;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -50,6 +54,13 @@ CREATE TABLE IF NOT EXISTS peers (
     enabled     INTEGER NOT NULL DEFAULT 1,
     created     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS last_known (
+    name  TEXT PRIMARY KEY,
+    addr  TEXT NOT NULL,
+    port  INTEGER NOT NULL,
+    up    INTEGER NOT NULL,
+    since INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS certs (
     serial      TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -59,6 +70,15 @@ CREATE TABLE IF NOT EXISTS certs (
     issued      TEXT NOT NULL,
     revoked     INTEGER
 );
+CREATE TABLE IF NOT EXISTS ha_lease (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT,
+    epoch   BIGINT NOT NULL,
+    expires BIGINT NOT NULL
+);
+INSERT INTO ha_lease (name, holder, epoch, expires)
+    SELECT 'active', NULL, 0, 0
+    WHERE NOT EXISTS (SELECT 1 FROM ha_lease WHERE name = 'active');
 ";
 
 /// Columns added after the first schema: (name, definition). Opening an
@@ -70,6 +90,11 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("dpd", "INTEGER NOT NULL DEFAULT 30"),
     ("mtu", "INTEGER"),
     ("router", "TEXT NOT NULL DEFAULT 'other'"),
+    // Issue #18: what operators call the facility (UTF-8), free notes,
+    // and its 10-digit medical institution code; NULL when not given.
+    ("display_name", "TEXT"),
+    ("notes", "TEXT"),
+    ("medical_code", "TEXT"),
 ];
 
 /// Columns added to `certs` after the first schema, like [`ADDED_COLUMNS`].
@@ -161,16 +186,14 @@ impl std::str::FromStr for PublicAddr {
             return Ok(PublicAddr::Ip(ip));
         }
         if s.is_empty() {
-            return Err("an address or DNS name is empty".into());
+            return Err(t!("registry.addr_empty").into_owned());
         }
         if !s.is_ascii() {
-            return Err(format!(
-                "'{s}' is not ASCII; give an internationalised name in its punycode (xn--) form"
-            ));
+            return Err(t!("registry.addr_not_ascii", addr = s).into_owned());
         }
         let name = s.strip_suffix('.').unwrap_or(s);
         if name.is_empty() || name.len() > 253 {
-            return Err(format!("'{s}' is not a DNS name (1 to 253 characters)"));
+            return Err(t!("registry.addr_not_dns", addr = s).into_owned());
         }
         let labels: Vec<&str> = name.split('.').collect();
         for label in &labels {
@@ -181,18 +204,14 @@ impl std::str::FromStr for PublicAddr {
                 && !label.starts_with('-')
                 && !label.ends_with('-');
             if !ok {
-                return Err(format!(
-                    "'{s}' is neither an IP address nor a DNS name (label '{label}': letters, digits and inner hyphens, 1 to 63 of them)"
-                ));
+                return Err(t!("registry.addr_bad_label", addr = s, label = label).into_owned());
             }
         }
         if labels
             .last()
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(format!(
-                "'{s}' is neither an IP address nor a DNS name (a name's last label is not all digits)"
-            ));
+            return Err(t!("registry.addr_numeric_tld", addr = s).into_owned());
         }
         Ok(PublicAddr::Name(s.to_string()))
     }
@@ -218,6 +237,66 @@ pub(crate) struct Peer {
     pub(crate) mtu: Option<u32>,
     /// The router the facility owns (`--router`).
     pub(crate) router: Router,
+    /// Display name, notes and medical institution code.
+    pub(crate) label: Label,
+}
+
+/// What people call a facility, as opposed to its ASCII name: its display
+/// name and notes (UTF-8, e.g. Japanese) and its 10-digit medical
+/// institution code (医療機関コード). None of it reaches the IKE layer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Label {
+    pub(crate) display_name: Option<String>,
+    pub(crate) notes: Option<String>,
+    pub(crate) medical_code: Option<String>,
+}
+
+/// Longest display name and notes, in characters.
+pub(crate) const MAX_DISPLAY_NAME: usize = 100;
+pub(crate) const MAX_NOTES: usize = 2000;
+
+impl Label {
+    /// Empty strings become `None`; each field is checked.
+    pub(crate) fn checked(self) -> Result<Label> {
+        let none_if_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let l = Label {
+            display_name: none_if_empty(self.display_name),
+            notes: none_if_empty(self.notes),
+            medical_code: none_if_empty(self.medical_code),
+        };
+        if let Some(d) = &l.display_name {
+            if d.chars().count() > MAX_DISPLAY_NAME || d.chars().any(char::is_control) {
+                bail!("display-name: at most {MAX_DISPLAY_NAME} characters on one line (UTF-8 is allowed)");
+            }
+        }
+        if let Some(n) = &l.notes {
+            if n.chars().count() > MAX_NOTES
+                || n.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                bail!("notes: at most {MAX_NOTES} characters, without control characters other than newlines and tabs");
+            }
+        }
+        if let Some(c) = &l.medical_code {
+            check_medical_code(c)?;
+        }
+        Ok(l)
+    }
+}
+
+/// A medical institution code (医療機関コード) as the Ministry of Health,
+/// Labour and Welfare assigns it: 10 ASCII digits, the first two the
+/// prefecture number (01-47, JIS X 0401). Only the form is checked: the
+/// rule of its check digit is not published with enough authority to
+/// refuse a code the prefectural bureau issued.
+pub(crate) fn check_medical_code(c: &str) -> Result<()> {
+    if c.len() != 10 || !c.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("medical-code: '{c}' is not 10 digits (half-width 0-9, no hyphens)");
+    }
+    let pref: u8 = c[..2].parse().unwrap_or(0);
+    if !(1..=47).contains(&pref) {
+        bail!("medical-code: '{c}' does not start with a prefecture number 01-47");
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Peer {
@@ -302,6 +381,7 @@ pub(crate) struct NewPeer {
     pub(crate) mtu: Option<u32>,
     /// The router it owns; `None`: [`Router::Other`].
     pub(crate) router: Option<Router>,
+    pub(crate) label: Label,
 }
 
 impl NewPeer {
@@ -336,6 +416,10 @@ pub(crate) struct PeerChange {
     /// Another router: its defaults replace the proposals, lifetimes and
     /// liveness not given in the same change.
     pub(crate) router: Option<Router>,
+    /// A new display name, notes, medical code; `Some("")` clears one.
+    pub(crate) display_name: Option<String>,
+    pub(crate) notes: Option<String>,
+    pub(crate) medical_code: Option<String>,
 }
 
 impl PeerChange {
@@ -400,6 +484,18 @@ impl PeerChange {
             },
             mtu: self.mtu.or(old.mtu),
             router,
+            label: Label {
+                display_name: self
+                    .display_name
+                    .clone()
+                    .or_else(|| old.label.display_name.clone()),
+                notes: self.notes.clone().or_else(|| old.label.notes.clone()),
+                medical_code: self
+                    .medical_code
+                    .clone()
+                    .or_else(|| old.label.medical_code.clone()),
+            }
+            .checked()?,
             ..old.clone()
         };
         new.lifetimes = ike::Lifetimes {
@@ -464,6 +560,7 @@ pub(crate) fn validate(
         },
         mtu: new.mtu,
         router,
+        label: new.label.clone().checked()?,
         id,
     };
     check(&peer)?;
@@ -471,15 +568,26 @@ pub(crate) fn validate(
 }
 
 fn parse_id(id: &str) -> Result<Identity> {
-    Identity::parse(id).map_err(|e| anyhow::anyhow!("id: {e}"))
+    Identity::parse(id)
+        .map_err(|e| anyhow::anyhow!("{}", t!("registry.field_error", field = "id", error = e)))
 }
 
 fn parse_remote_ts(ts: &str) -> Result<Vec<Subnet>> {
-    parse_subnets(ts).map_err(|e| anyhow::anyhow!("remote-ts: {e}"))
+    parse_subnets(ts).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            t!("registry.field_error", field = "remote-ts", error = e)
+        )
+    })
 }
 
 fn parse_local_ts(ts: Option<&str>) -> Result<Vec<Subnet>> {
-    parse_subnets(ts.unwrap_or(DEFAULT_LOCAL_TS)).map_err(|e| anyhow::anyhow!("local-ts: {e}"))
+    parse_subnets(ts.unwrap_or(DEFAULT_LOCAL_TS)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            t!("registry.field_error", field = "local-ts", error = e)
+        )
+    })
 }
 
 /// Proposals in strongSwan syntax; `None`: the router's defaults (for
@@ -491,7 +599,7 @@ fn parse_proposals(s: Option<&str>, protocol: Protocol, router: Router) -> Resul
         Protocol::Esp => (d.esp, "esp"),
     };
     ProposalSet::parse(s.unwrap_or(default), protocol, false)
-        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
+        .map_err(|e| anyhow::anyhow!("{}", t!("registry.field_error", field = field, error = e)))
 }
 
 /// The authentication a facility ends up with: a new key, a switch to
@@ -506,26 +614,28 @@ fn resolve_auth(
     if matches!(id, Identity::Dn(_)) && psk_wanted && !cert {
         // RFC 4945 §3.1.5: an ID_DER_ASN1_DN identity is the subject of
         // the facility's certificate; with a pre-shared key there is none.
-        bail!("id: {id} is a distinguished name, which only certificate facilities can have (use --cert, or an FQDN, email or address identity with --psk-file)");
+        bail!("{}", t!("registry.dn_needs_cert", id = id));
     }
     let auth = match (key, cert, kept) {
-        (Some(_), true, _) => bail!("cert: --cert and --psk-file exclude each other"),
+        (Some(_), true, _) => bail!("{}", t!("registry.cert_and_psk")),
         (Some(k), false, _) => ike::PeerAuth::Psk(k),
         (None, true, _) => {
             if matches!(id, Identity::KeyId(_)) {
-                bail!("id: certificate facilities need an FQDN, email, address or distinguished-name identity (it goes in the certificate)");
+                bail!("{}", t!("registry.cert_id_kind"));
             }
             ike::PeerAuth::Cert
         }
         (None, false, Some(kept)) => kept.clone(),
         (None, false, None) => {
-            bail!("psk-file: a pre-shared key file (--psk-file FILE) or --cert is required")
+            bail!("{}", t!("registry.psk_or_cert"))
         }
     };
     if matches!(auth, ike::PeerAuth::Cert) {
         // A certificate facility whose identity no certificate can carry
         // could never connect: refuse it now rather than at `cert issue`.
-        pki::ca::certifiable(id).map_err(|e| anyhow::anyhow!("id: {e}"))?;
+        pki::ca::certifiable(id).map_err(|e| {
+            anyhow::anyhow!("{}", t!("registry.field_error", field = "id", error = e))
+        })?;
     }
     Ok(auth)
 }
@@ -534,7 +644,7 @@ fn resolve_auth(
 fn check(p: &Peer) -> Result<()> {
     check_name(&p.name)?;
     if p.start && p.remote_addr.is_none() {
-        bail!("start: --start needs --remote-addr (where to connect)");
+        bail!("{}", t!("registry.start_needs_addr"));
     }
     for (field, v) in [
         ("ike-lifetime", p.lifetimes.ike),
@@ -543,17 +653,29 @@ fn check(p: &Peer) -> Result<()> {
     ] {
         let v = v.as_secs();
         if !(MIN_LIFETIME..=MAX_LIFETIME).contains(&v) {
-            bail!("{field}: {v} s is outside {MIN_LIFETIME}..={MAX_LIFETIME} s");
+            bail!(
+                "{}",
+                t!(
+                    "registry.lifetime_range",
+                    field = field,
+                    value = v,
+                    min = MIN_LIFETIME,
+                    max = MAX_LIFETIME
+                )
+            );
         }
     }
     if let Some(m) = p.mtu {
         if !(MIN_MTU..=MAX_MTU).contains(&m) {
-            bail!("mtu: {m} is outside {MIN_MTU}..={MAX_MTU} bytes");
+            bail!(
+                "{}",
+                t!("registry.mtu_range", mtu = m, min = MIN_MTU, max = MAX_MTU)
+            );
         }
     }
     if let Some(b) = p.lifetimes.child_bytes {
         if b < 1_000_000 {
-            bail!("child-bytes: {b} is below the minimum of 1000000 bytes");
+            bail!("{}", t!("registry.child_bytes_min", bytes = b));
         }
     }
     if matches!(p.auth, ike::PeerAuth::Cert) {
@@ -581,7 +703,13 @@ fn join_subnets(v: &[Subnet]) -> String {
 }
 
 pub(crate) struct Registry {
-    conn: Connection,
+    db: Db,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({})", self.db.describe())
+    }
 }
 
 /// Removes the registry database of `state` (after a failed `init`).
@@ -592,10 +720,33 @@ pub(crate) fn remove_files(state: &StateDir) {
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
+    let _ = std::fs::remove_file(state.registry_url_file());
+}
+
+/// Where `state`'s registry is: the URL given (`--registry`,
+/// `RENKEI_REGISTRY`), else the one `init` remembered in
+/// `STATE/registry.url`, else the SQLite file `STATE/registry.db`.
+pub(crate) fn location(state: &StateDir) -> Result<Location> {
+    if let Some(url) = state.registry_override() {
+        crate::db::check_url(url)?;
+        return Ok(Location::Postgres(url.to_string()));
+    }
+    let file = state.registry_url_file();
+    if state.exists(&file, "reading the registry's location")? {
+        let url = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let url = url.trim();
+        crate::db::check_url(url).with_context(|| format!("{}", file.display()))?;
+        return Ok(Location::Postgres(url.to_string()));
+    }
+    Ok(Location::Sqlite(state.registry()))
 }
 
 /// Refuses names that would be awkward in logs, file names and configs.
 pub(crate) fn check_name(name: &str) -> Result<()> {
+    if !name.is_ascii() {
+        bail!("{}", t!("registry.name_not_ascii", name = name));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -603,7 +754,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !name.starts_with(['-', '.']);
     if !ok {
-        bail!("name: '{name}' must be 1-64 characters of letters, digits, '-', '_' or '.', not starting with '-' or '.'");
+        bail!("{}", t!("registry.bad_name", name = name));
     }
     Ok(())
 }
@@ -617,11 +768,7 @@ pub(crate) fn parse_remote_addr(s: &str) -> Result<RemoteAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(RemoteAddr::Ip(SocketAddr::new(ip, 500)));
     }
-    let bad = || {
-        anyhow::anyhow!(
-            "remote-addr: '{s}' is neither an IP address nor a DNS name (optionally with :port)"
-        )
-    };
+    let bad = || anyhow::anyhow!("{}", t!("registry.bad_remote_addr", addr = s));
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (
             h,
@@ -655,18 +802,24 @@ pub(crate) fn parse_remote_addr(s: &str) -> Result<RemoteAddr> {
 }
 
 fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let mut data = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("psk-file: cannot read {}: {e}", path.display()))?,
-    );
+    let mut data = Zeroizing::new(std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            t!("registry.psk_unreadable", path = path.display(), error = e)
+        )
+    })?);
     while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         data.pop();
     }
     if data.len() < MIN_PSK_LEN {
         bail!(
-            "psk-file: the key in {} is {} bytes; at least {MIN_PSK_LEN} are required",
-            path.display(),
-            data.len()
+            "{}",
+            t!(
+                "registry.psk_short",
+                path = path.display(),
+                len = data.len(),
+                min = MIN_PSK_LEN
+            )
         );
     }
     Ok(data)
@@ -676,29 +829,32 @@ fn read_psk(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 /// raises it; opening an older registry migrates it in one transaction,
 /// and a newer one (made by a later renkei) is refused rather than
 /// misread. 1: every registry made before versions were counted (columns
-/// and constraints added on open); 2: the same tables, migrations counted.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+/// and constraints added on open); 2: the same tables, migrations counted;
+/// 3: `last_known` (each facility's last address and whether it was up)
+///    and the active hub's lease (`ha_lease`, [`ha`]).
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
-/// The schema version a registry records (`None`: a new, empty file).
-fn stored_schema_version(conn: &Connection) -> Result<Option<u32>> {
-    let has_meta = conn
-        .query_row(
+/// The schema version a registry records (`None`: a new, empty database).
+fn stored_schema_version(db: &Db) -> Result<Option<u32>> {
+    let has_meta = if db.is_postgres() {
+        db.query_opt("SELECT 1 WHERE to_regclass('meta') IS NOT NULL", args![])?
+    } else {
+        db.query_opt(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
+            args![],
+        )?
+    }
+    .is_some();
     if !has_meta {
         return Ok(None);
     }
-    let v: Option<String> = conn
-        .query_row(
+    let v = db
+        .query_opt(
             "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+            args![],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
     v.map(|v| {
         v.parse::<u32>()
             .map_err(|_| anyhow::anyhow!("schema_version '{v}' is not a number"))
@@ -706,11 +862,28 @@ fn stored_schema_version(conn: &Connection) -> Result<Option<u32>> {
     .transpose()
 }
 
-/// Brings a registry to [`SCHEMA_VERSION`]: all of it in one `BEGIN
-/// IMMEDIATE` transaction, so an interrupted upgrade leaves the registry
-/// as it was and two processes never migrate at once.
-fn migrate(conn: &Connection) -> Result<()> {
-    let stored = stored_schema_version(conn)?;
+/// The columns `table` has.
+fn columns(db: &Db, table: &str) -> Result<Vec<String>> {
+    let rows = if db.is_postgres() {
+        db.query(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ?1",
+            args![table],
+        )?
+    } else {
+        db.query("SELECT name FROM pragma_table_info(?1)", args![table])?
+    };
+    rows.iter().map(|r| r.text(0)).collect()
+}
+
+/// Brings a registry to [`SCHEMA_VERSION`]: all of it in one transaction
+/// (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SERIALIZABLE` after taking a
+/// transaction-level advisory lock), so an interrupted upgrade leaves the
+/// registry as it was and two processes (or hubs) never migrate at once.
+/// The tables are written once in SQLite's dialect; [`Db::ddl`] gives
+/// PostgreSQL its types.
+fn migrate(db: &Db) -> Result<()> {
+    let stored = stored_schema_version(db)?;
     if stored == Some(SCHEMA_VERSION) {
         return Ok(());
     }
@@ -719,94 +892,177 @@ fn migrate(conn: &Connection) -> Result<()> {
             "schema version {v} is newer than this renkei's ({SCHEMA_VERSION}): run the renkei that wrote it, or restore the backup taken before the upgrade (README \"Upgrade\")"
         );
     }
-    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    // Another process may have migrated while this one waited for the lock.
-    if stored_schema_version(&tx)? == Some(SCHEMA_VERSION) {
-        return Ok(());
-    }
-    tx.execute_batch(SCHEMA)?;
-    for (table, added) in [("peers", ADDED_COLUMNS), ("certs", ADDED_CERT_COLUMNS)] {
-        let existing: Vec<String> = tx
-            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (name, def) in added {
-            if !existing.iter().any(|c| c == name) {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {def}"))?;
+    db.transaction(|db| {
+        if db.is_postgres() {
+            // Serializes migrations of one database by several hubs (the
+            // key is arbitrary, "renkei" in ASCII).
+            db.execute(
+                "SELECT pg_advisory_xact_lock(?1)",
+                args![0x72656e6b6569_i64],
+            )?;
+        }
+        // Another process may have migrated while this one waited for the lock.
+        if stored_schema_version(db)? == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
+        db.batch(&db.ddl(SCHEMA))?;
+        for (table, added) in [("peers", ADDED_COLUMNS), ("certs", ADDED_CERT_COLUMNS)] {
+            let existing = columns(db, table)?;
+            for (name, def) in added {
+                if !existing.iter().any(|c| c == name) {
+                    db.batch(&db.ddl(&format!("ALTER TABLE {table} ADD COLUMN {name} {def}")))?;
+                }
             }
         }
-    }
-    // Registries made before certificate support allow only 'psk' in
-    // `auth`; SQLite cannot change a CHECK, so the table is rebuilt (same
-    // columns and rows).
-    let sql: String = tx.query_row(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'peers'",
-        [],
-        |r| r.get(0),
-    )?;
-    if sql.contains("IN ('psk'))") {
-        let open = sql.find('(').context("registry: peers table definition")?;
-        let new_sql = format!(
-            "CREATE TABLE peers_v2 {}",
-            sql[open..].replace("IN ('psk'))", "IN ('psk', 'cert'))")
-        );
-        tx.execute_batch(&format!(
-            "{new_sql};
-             INSERT INTO peers_v2 SELECT * FROM peers;
-             DROP TABLE peers;
-             ALTER TABLE peers_v2 RENAME TO peers;"
-        ))?;
-    }
-    tx.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-        [SCHEMA_VERSION.to_string()],
-    )?;
-    tx.commit()?;
-    Ok(())
+        if !db.is_postgres() {
+            // Registries made before certificate support allow only 'psk'
+            // in `auth`; SQLite cannot change a CHECK, so the table is
+            // rebuilt (same columns and rows). PostgreSQL registries were
+            // never made that way.
+            let sql = db
+                .query_opt(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'peers'",
+                    args![],
+                )?
+                .context("registry: peers table definition")?
+                .text(0)?;
+            if sql.contains("IN ('psk'))") {
+                let open = sql.find('(').context("registry: peers table definition")?;
+                let new_sql = format!(
+                    "CREATE TABLE peers_v2 {}",
+                    sql[open..].replace("IN ('psk'))", "IN ('psk', 'cert'))")
+                );
+                db.batch(&format!(
+                    "{new_sql};
+                     INSERT INTO peers_v2 SELECT * FROM peers;
+                     DROP TABLE peers;
+                     ALTER TABLE peers_v2 RENAME TO peers;"
+                ))?;
+            }
+        }
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            args![SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    })
 }
 
 impl Registry {
     /// Creates the state directory (0700) and the registry, refusing an
-    /// existing one.
+    /// existing one. With a PostgreSQL location, its URL is remembered in
+    /// `STATE/registry.url` (never a password: that goes in a passfile),
+    /// and a database that already holds a hub's registry is refused.
     pub(crate) fn init(state: &StateDir, hub: &Hub) -> Result<Registry> {
-        if state.exists(&state.registry(), "creating the registry")? {
-            bail!(
-                "state: {} already holds a registry; refusing to overwrite it (change the hub with `renkei hub set`, `renkei hub renew-cert` or `renkei ca rollover`)",
-                state.display()
-            );
+        let loc = location(state)?;
+        for existing in [state.registry(), state.registry_url_file()] {
+            if state.exists(&existing, &t!("cli.doing_create_registry"))? {
+                bail!(
+                    "{}",
+                    t!("registry.already_initialised", dir = state.display())
+                );
+            }
         }
-        state.create()?;
-        let reg = Self::open_path(&state.registry())?;
-        let tx = reg.conn.unchecked_transaction()?;
-        for (k, v) in [
-            ("hub_id", hub.id.to_string()),
-            (
-                "public_addrs",
-                hub.public_addrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            ("profile", hub.profile.clone()),
-        ] {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                params![k, v],
-            )?;
+        let reg = match &loc {
+            Location::Sqlite(path) => {
+                state.create()?;
+                Self::open_path(path)?
+            }
+            Location::Postgres(url) => {
+                if crate::db::url_has_password(url)? {
+                    bail!("{}", rust_i18n::t!("registry_db.password_in_url"));
+                }
+                let reg = Self::open_pg(url)?;
+                if let Some(id) = reg
+                    .db
+                    .query_opt("SELECT value FROM meta WHERE key = 'hub_id'", args![])?
+                {
+                    bail!(
+                        "{}",
+                        rust_i18n::t!(
+                            "registry_db.already_initialised",
+                            db = reg.db.describe(),
+                            hub = id.text(0)?
+                        )
+                    );
+                }
+                state.create()?;
+                write_private(&state.registry_url_file(), &format!("{url}\n"))?;
+                reg
+            }
+        };
+        let public_addrs = hub
+            .public_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let written = reg.db.transaction(|db| {
+            for (k, v) in [
+                ("hub_id", hub.id.to_string()),
+                ("public_addrs", public_addrs.clone()),
+                ("profile", hub.profile.clone()),
+            ] {
+                db.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", args![k, v])?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            // Nothing half-made: a new `init` can start over.
+            drop(reg);
+            remove_files(state);
+            return Err(e);
         }
-        tx.commit()?;
         Ok(reg)
     }
 
-    /// Opens an existing registry.
+    /// Undoes a failed `init`: the hub's rows in a PostgreSQL registry
+    /// (nothing else was written there yet) and the files in `state`.
+    pub(crate) fn discard_new(self, state: &StateDir) {
+        if self.db.is_postgres() {
+            let _ = self.db.transaction(|db| {
+                for t in ["certs", "peers", "meta"] {
+                    db.execute(&format!("DELETE FROM {t}"), args![])?;
+                }
+                Ok(())
+            });
+        }
+        drop(self);
+        remove_files(state);
+    }
+
+    /// Opens an existing registry, wherever [`location`] says it is.
     pub(crate) fn open(state: &StateDir) -> Result<Registry> {
-        let path = state.registry();
-        if !state.exists(&path, "opening the registry")? {
-            bail!(
-                "state: no registry in {} (run `renkei init` first)",
-                state.display()
-            );
+        let path = match location(state)? {
+            Location::Postgres(url) => {
+                let reg = Self::open_pg(&url)?;
+                if reg
+                    .db
+                    .query_opt("SELECT 1 FROM meta WHERE key = 'hub_id'", args![])?
+                    .is_none()
+                {
+                    bail!(
+                        "{}",
+                        rust_i18n::t!("registry_db.no_hub", db = reg.db.describe())
+                    );
+                }
+                return Ok(reg);
+            }
+            Location::Sqlite(path) => path,
+        };
+        if !state.exists(&path, &t!("cli.doing_open_registry"))? {
+            bail!("{}", t!("registry.no_registry", dir = state.display()));
+        }
+        // A link whose file is gone: SQLite would make a new, empty
+        // registry there.
+        if let Err(e) = std::fs::metadata(&path) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                bail!(
+                    "{}",
+                    rust_i18n::t!("ha.registry_link_gone", path = path.display())
+                );
+            }
         }
         // SQLite would only say "unable to open database file".
         if let Err(e) = std::fs::OpenOptions::new()
@@ -815,33 +1071,52 @@ impl Registry {
             .open(&path)
         {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
-                return Err(crate::exit::denied(state, "opening the registry", &path));
+                return Err(crate::exit::denied(
+                    state,
+                    &rust_i18n::t!("cli.doing_open_registry"),
+                    &path,
+                ));
             }
         }
         Self::open_path(&path)
     }
 
     fn open_path(path: &Path) -> Result<Registry> {
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let db = Db::open_sqlite(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&conn).with_context(|| format!("registry {}", path.display()))?;
-        Ok(Registry { conn })
+        migrate(&db).with_context(|| format!("registry {}", path.display()))?;
+        Ok(Registry { db })
+    }
+
+    fn open_pg(url: &str) -> Result<Registry> {
+        let db = Db::connect_pg(url)?;
+        // Its errors name the database already.
+        migrate(&db)?;
+        Ok(Registry { db })
+    }
+
+    /// Where this registry is, for messages.
+    pub(crate) fn describe(&self) -> String {
+        self.db.describe()
+    }
+
+    /// Whether the registry lives in PostgreSQL.
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.db.is_postgres()
     }
 
     /// The schema version this registry is at (after opening, always
     /// [`SCHEMA_VERSION`]).
     pub(crate) fn schema_version(&self) -> Result<u32> {
-        stored_schema_version(&self.conn)?.context("registry lacks schema_version")
+        stored_schema_version(&self.db)?.context("registry lacks schema_version")
     }
 
     pub(crate) fn hub(&self) -> Result<Hub> {
         let get = |k: &str| -> Result<String> {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
-                .with_context(|| format!("registry lacks {k}"))
+            self.db
+                .query_opt("SELECT value FROM meta WHERE key = ?1", args![k])?
+                .with_context(|| format!("registry lacks {k}"))?
+                .text(0)
         };
         let id =
             Identity::parse(&get("hub_id")?).map_err(|e| anyhow::anyhow!("stored hub id: {e}"))?;
@@ -864,7 +1139,17 @@ impl Registry {
     /// networks (`host`, read from the kernel by the caller, and the hub's
     /// public addresses). Refused input changes nothing.
     pub(crate) fn add_peer_on(&mut self, new: &NewPeer, host: &HostNetworks) -> Result<Peer> {
-        let peer = validate(new, new.read_key()?, &now_rfc3339())?;
+        self.add_peer_keyed(new, new.read_key()?, host)
+    }
+
+    /// [`Registry::add_peer_on`] with the key given (`peer add --psk generate`).
+    pub(crate) fn add_peer_keyed(
+        &mut self,
+        new: &NewPeer,
+        key: Option<Zeroizing<Vec<u8>>>,
+        host: &HostNetworks,
+    ) -> Result<Peer> {
+        let peer = validate(new, key, &now_rfc3339())?;
         self.check_host(&peer, host)?;
         self.store_peer(&peer, false)
     }
@@ -897,7 +1182,7 @@ impl Registry {
 
     /// A facility's prefixes against the host's networks and the hub's
     /// public addresses (which facilities connect to).
-    fn check_host(&self, peer: &Peer, host: &HostNetworks) -> Result<()> {
+    pub(crate) fn check_host(&self, peer: &Peer, host: &HostNetworks) -> Result<()> {
         let mut host = host.clone();
         // A public address given as a DNS name is checked where it
         // resolves: on the host's own interfaces.
@@ -922,124 +1207,219 @@ impl Registry {
             ike::PeerAuth::Psk(k) => ("psk", Some(&k[..])),
             ike::PeerAuth::Cert => ("cert", None),
         };
-        let tx = self.conn.unchecked_transaction()?;
-        if tx
-            .query_row("SELECT 1 FROM peers WHERE name = ?1", [&new.name], |_| {
-                Ok(())
-            })
-            .optional()?
-            .is_some()
-            != replacing
-        {
-            if replacing {
-                bail!("name: no facility named '{}'", new.name);
+        // One transaction reads the other facilities and writes: no
+        // other command or hub can add an overlapping one in between.
+        self.db.transaction(|tx| {
+            if tx
+                .query_opt("SELECT 1 FROM peers WHERE name = ?1", args![&new.name])?
+                .is_some()
+                != replacing
+            {
+                if replacing {
+                    bail!("{}", t!("registry.no_facility", name = new.name));
+                }
+                bail!("{}", t!("registry.facility_exists", name = new.name));
             }
-            bail!("name: facility '{}' already exists", new.name);
-        }
-        if let Some(other) = tx
-            .query_row(
+            if let Some(other) = tx.query_opt(
                 "SELECT name FROM peers WHERE identity = ?1 AND name != ?2",
-                [id.to_string(), new.name.clone()],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-        {
-            bail!("id: identity {id} already belongs to facility '{other}'");
-        }
-        if let Identity::Dn(_) = id {
-            // DNs that differ in case or spacing are the same identity
-            // (pki::dn), which the stored text does not show.
-            let mut dns = tx.prepare(
-                "SELECT name, identity FROM peers WHERE identity LIKE '%=%' AND name != ?1",
+                args![id.to_string(), &new.name],
+            )? {
+                bail!(
+                    "{}",
+                    t!("registry.id_taken", id = id, other = other.text(0)?)
+                );
+            }
+            if let Identity::Dn(_) = id {
+                // DNs that differ in case or spacing are the same identity
+                // (pki::dn), which the stored text does not show.
+                for row in tx.query(
+                    "SELECT name, identity FROM peers WHERE identity LIKE '%=%' AND name != ?1",
+                    args![&new.name],
+                )? {
+                    let (other, theirs) = (row.text(0)?, row.text(1)?);
+                    if Identity::parse(&theirs).is_ok_and(|t| t == *id) {
+                        bail!(
+                            "{}",
+                            t!("registry.id_taken_as", id = id, other = other, theirs = theirs)
+                        );
+                    }
+                }
+            }
+            // Only the other facilities' selectors are read: with thousands of
+            // facilities, parsing every stored record per change is what
+            // made adding them slow.
+            for row in tx.query(
+                "SELECT name, remote_ts FROM peers WHERE name != ?1",
+                args![&new.name],
+            )? {
+                let (name, theirs) = (row.text(0)?, row.text(1)?);
+                let theirs = parse_subnets(&theirs).map_err(|_| {
+                    anyhow::anyhow!("registry: facility '{name}' has an invalid stored remote-ts")
+                })?;
+                for mine in &new.remote_ts {
+                    if let Some(t) = theirs.iter().find(|t| t.overlaps(mine)) {
+                        bail!(
+                            "{}",
+                            t!("registry.ts_overlap", mine = mine, theirs = t, name = name)
+                        );
+                    }
+                }
+            }
+            // One statement for both: whether the name exists was checked above
+            // in this transaction. A change keeps `enabled` and `created`.
+            tx.execute(
+                "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
+                                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router,
+                                    display_name, notes, medical_code)
+                 VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19, ?20)
+                 ON CONFLICT (name) DO UPDATE SET
+                     identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
+                     local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
+                     ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
+                     child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd,
+                     mtu = excluded.mtu, router = excluded.router, display_name = excluded.display_name,
+                     notes = excluded.notes, medical_code = excluded.medical_code",
+                args![
+                    &new.name,
+                    id.to_string(),
+                    psk,
+                    join_subnets(&new.remote_ts),
+                    join_subnets(&new.local_ts),
+                    new.remote_addr.as_ref().map(ToString::to_string),
+                    new.start,
+                    new.ike.to_string(),
+                    new.esp.to_string(),
+                    &new.created,
+                    new.lifetimes.ike.as_secs(),
+                    new.lifetimes.child.as_secs(),
+                    new.lifetimes.child_bytes,
+                    new.lifetimes.dpd.as_secs(),
+                    auth_kind,
+                    new.mtu,
+                    new.router.as_str(),
+                    new.label.display_name.as_deref(),
+                    new.label.notes.as_deref(),
+                    new.label.medical_code.as_deref()
+                ],
             )?;
-            let rows = dns.query_map([&new.name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (other, theirs) = row?;
-                if Identity::parse(&theirs).is_ok_and(|t| t == *id) {
-                    bail!("id: identity {id} already belongs to facility '{other}' (as {theirs})");
-                }
-            }
-        }
-        // Only the other facilities' selectors are read: with thousands of
-        // facilities, parsing every stored record per change is what
-        // made adding them slow.
-        let mut others = tx.prepare("SELECT name, remote_ts FROM peers WHERE name != ?1")?;
-        let rows = others.query_map([&new.name], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok(())
         })?;
-        for row in rows {
-            let (name, theirs) = row?;
-            let theirs = parse_subnets(&theirs).map_err(|_| {
-                anyhow::anyhow!("registry: facility '{name}' has an invalid stored remote-ts")
-            })?;
-            for mine in &new.remote_ts {
-                if let Some(t) = theirs.iter().find(|t| t.overlaps(mine)) {
-                    bail!("remote-ts: {mine} overlaps {t} of facility '{name}' (its traffic would be routed to this one)");
-                }
-            }
-        }
-        drop(others);
-        // One statement for both: whether the name exists was checked above
-        // in this transaction. A change keeps `enabled` and `created`.
-        tx.execute(
-            "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                                ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router)
-             VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?13, ?14, ?16, ?17)
-             ON CONFLICT (name) DO UPDATE SET
-                 identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
-                 local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
-                 ike = excluded.ike, esp = excluded.esp, ike_lifetime = excluded.ike_lifetime,
-                 child_lifetime = excluded.child_lifetime, child_bytes = excluded.child_bytes, dpd = excluded.dpd,
-                 mtu = excluded.mtu, router = excluded.router",
-            params![
-                new.name,
-                id.to_string(),
-                psk,
-                join_subnets(&new.remote_ts),
-                join_subnets(&new.local_ts),
-                new.remote_addr.as_ref().map(ToString::to_string),
-                new.start,
-                new.ike.to_string(),
-                new.esp.to_string(),
-                new.created,
-                new.lifetimes.ike.as_secs(),
-                new.lifetimes.child.as_secs(),
-                new.lifetimes.child_bytes,
-                new.lifetimes.dpd.as_secs(),
-                auth_kind,
-                new.mtu,
-                new.router.as_str()
-            ],
-        )?;
-        tx.commit()?;
         self.peer(&new.name)
     }
 
+    /// Writes a whole declared configuration (`renkei apply`) in one
+    /// transaction: the hub's public addresses (when given), every facility
+    /// of `upserts` added or replaced (with its `enabled` and `created`),
+    /// and every one of `removes` deleted with its current certificates
+    /// revoked at `now`. Returns the serials revoked, by facility. The
+    /// caller has checked the resulting set as a whole (unique names and
+    /// identities, no overlapping selectors); either all of it is written
+    /// or nothing.
+    pub(crate) fn write_declared(
+        &mut self,
+        public_addrs: Option<&[PublicAddr]>,
+        upserts: &[Peer],
+        removes: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        self.db.transaction(|tx| {
+            if let Some(addrs) = public_addrs {
+                let value = addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('public_addrs', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    args![value],
+                )?;
+            }
+            let mut revoked = Vec::new();
+            for name in removes {
+                if tx.execute("DELETE FROM peers WHERE name = ?1", args![name.as_str()])? == 0 {
+                    bail!("{}", t!("registry.no_facility", name = name));
+                }
+                tx.execute("DELETE FROM last_known WHERE name = ?1", args![name.as_str()])?;
+                let serials = Self::current_serials(tx, name)?;
+                tx.execute(
+                    "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+                    args![name.as_str(), now],
+                )?;
+                if !serials.is_empty() {
+                    revoked.push((name.clone(), serials));
+                }
+            }
+            for p in upserts {
+                check(p)?;
+                let (auth_kind, psk): (&str, Option<&[u8]>) = match &p.auth {
+                    ike::PeerAuth::Psk(k) => ("psk", Some(&k[..])),
+                    ike::PeerAuth::Cert => ("cert", None),
+                };
+                tx.execute(
+                    "INSERT INTO peers (name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
+                                        ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router,
+                                        display_name, notes, medical_code)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                     ON CONFLICT (name) DO UPDATE SET
+                         identity = excluded.identity, auth = excluded.auth, psk = excluded.psk, remote_ts = excluded.remote_ts,
+                         local_ts = excluded.local_ts, remote_addr = excluded.remote_addr, start = excluded.start,
+                         ike = excluded.ike, esp = excluded.esp, enabled = excluded.enabled,
+                         ike_lifetime = excluded.ike_lifetime, child_lifetime = excluded.child_lifetime,
+                         child_bytes = excluded.child_bytes, dpd = excluded.dpd, mtu = excluded.mtu, router = excluded.router,
+                         display_name = excluded.display_name, notes = excluded.notes, medical_code = excluded.medical_code",
+                    args![
+                        p.name.as_str(),
+                        p.id.to_string(),
+                        auth_kind,
+                        psk,
+                        join_subnets(&p.remote_ts),
+                        join_subnets(&p.local_ts),
+                        p.remote_addr.as_ref().map(ToString::to_string),
+                        p.start,
+                        p.ike.to_string(),
+                        p.esp.to_string(),
+                        p.enabled,
+                        p.created.as_str(),
+                        p.lifetimes.ike.as_secs(),
+                        p.lifetimes.child.as_secs(),
+                        p.lifetimes.child_bytes,
+                        p.lifetimes.dpd.as_secs(),
+                        p.mtu,
+                        p.router.as_str(),
+                        p.label.display_name.as_deref(),
+                        p.label.notes.as_deref(),
+                        p.label.medical_code.as_deref()
+                    ],
+                )?;
+            }
+            Ok(revoked)
+        })
+    }
+
     pub(crate) fn set_enabled(&mut self, name: &str, enabled: bool) -> Result<()> {
-        if self.conn.execute(
+        if self.db.execute(
             "UPDATE peers SET enabled = ?2 WHERE name = ?1",
-            params![name, enabled],
+            args![name, enabled],
         )? == 0
         {
-            bail!("name: no facility named '{name}'");
+            bail!("{}", t!("registry.no_facility", name = name));
         }
         Ok(())
     }
 
     /// Records a certificate issued by the hub's CA.
     pub(crate) fn record_cert(&mut self, c: &CertRecord) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO certs (serial, name, identity, key_type, not_after, issued, revoked)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-            params![
-                c.serial,
-                c.name,
-                c.identity,
-                c.key_type,
+            args![
+                &c.serial,
+                &c.name,
+                &c.identity,
+                &c.key_type,
                 c.not_after,
-                c.issued
+                &c.issued
             ],
         )?;
         Ok(())
@@ -1048,9 +1428,9 @@ impl Registry {
     /// Records which CA (its certificate's SHA-256 fingerprint, hex)
     /// issued certificate `serial`.
     pub(crate) fn set_cert_ca(&mut self, serial: &str, ca: &str) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE certs SET ca = ?2 WHERE serial = ?1",
-            params![serial, ca],
+            args![serial, ca],
         )?;
         Ok(())
     }
@@ -1058,17 +1438,19 @@ impl Registry {
     /// Marks every certificate recorded without a CA as issued by `ca`
     /// (at a CA rollover: they all came from the CA being replaced).
     pub(crate) fn assign_unmarked_certs(&mut self, ca: &str) -> Result<()> {
-        self.conn
-            .execute("UPDATE certs SET ca = ?1 WHERE ca IS NULL", params![ca])?;
+        self.db
+            .execute("UPDATE certs SET ca = ?1 WHERE ca IS NULL", args![ca])?;
         Ok(())
     }
 
     /// The issuing CA of each certificate, by serial (`None`: recorded
     /// before CA rollovers existed).
     pub(crate) fn cert_cas(&self) -> Result<std::collections::HashMap<String, Option<String>>> {
-        let mut stmt = self.conn.prepare("SELECT serial, ca FROM certs")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db
+            .query("SELECT serial, ca FROM certs", args![])?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.opt_text(1)?)))
+            .collect()
     }
 
     /// Replaces the hub's public addresses.
@@ -1078,32 +1460,35 @@ impl Registry {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO meta (key, value) VALUES ('public_addrs', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![value],
+            args![value],
         )?;
         Ok(())
     }
 
     /// Every certificate issued, oldest first.
     pub(crate) fn certs(&self) -> Result<Vec<CertRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT serial, name, identity, key_type, not_after, issued, revoked FROM certs
-             ORDER BY issued, serial",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(CertRecord {
-                serial: r.get(0)?,
-                name: r.get(1)?,
-                identity: r.get(2)?,
-                key_type: r.get(3)?,
-                not_after: r.get(4)?,
-                issued: r.get(5)?,
-                revoked: r.get(6)?,
+        self.db
+            .query(
+                "SELECT serial, name, identity, key_type, not_after, issued, revoked FROM certs
+                 ORDER BY issued, serial",
+                args![],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(CertRecord {
+                    serial: r.text(0)?,
+                    name: r.text(1)?,
+                    identity: r.text(2)?,
+                    key_type: r.text(3)?,
+                    not_after: r.int(4)?,
+                    issued: r.text(5)?,
+                    revoked: r.opt_int(6)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
     /// Marks the named unrevoked certificates of `name` revoked at `now`
@@ -1115,18 +1500,22 @@ impl Registry {
         serials: &[String],
         now: i64,
     ) -> Result<Vec<String>> {
-        let tx = self.conn.unchecked_transaction()?;
-        for serial in serials {
-            let serial = serial.to_ascii_lowercase();
-            if tx.execute(
-                "UPDATE certs SET revoked = ?3 WHERE name = ?1 AND lower(serial) = ?2 AND revoked IS NULL",
-                params![name, serial, now],
-            )? == 0
-            {
-                bail!("serial: {serial} is not a current certificate of '{name}' (see `renkei cert list`)");
+        self.db.transaction(|tx| {
+            for serial in serials {
+                let serial = serial.to_ascii_lowercase();
+                if tx.execute(
+                    "UPDATE certs SET revoked = ?3 WHERE name = ?1 AND lower(serial) = ?2 AND revoked IS NULL",
+                    args![name, &serial, now],
+                )? == 0
+                {
+                    bail!(
+                        "{}",
+                        t!("registry.not_current_serial", serial = serial, name = name)
+                    );
+                }
             }
-        }
-        tx.commit()?;
+            Ok(())
+        })?;
         Ok(serials.iter().map(|s| s.to_ascii_lowercase()).collect())
     }
 
@@ -1134,87 +1523,72 @@ impl Registry {
     /// in one transaction; returns the serials revoked (none for a
     /// facility that never had a certificate).
     pub(crate) fn remove_peer_revoking(&mut self, name: &str, now: i64) -> Result<Vec<String>> {
-        let tx = self.conn.unchecked_transaction()?;
-        if tx.execute("DELETE FROM peers WHERE name = ?1", [name])? == 0 {
-            bail!("name: no facility named '{name}'");
-        }
-        let serials: Vec<String> = tx
-            .prepare("SELECT serial FROM certs WHERE name = ?1 AND revoked IS NULL")?
-            .query_map([name], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        tx.execute(
-            "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
-            params![name, now],
-        )?;
-        tx.commit()?;
-        Ok(serials)
+        self.db.transaction(|tx| {
+            if tx.execute("DELETE FROM peers WHERE name = ?1", args![name])? == 0 {
+                bail!("{}", t!("registry.no_facility", name = name));
+            }
+            tx.execute("DELETE FROM last_known WHERE name = ?1", args![name])?;
+            let serials = Self::current_serials(tx, name)?;
+            tx.execute(
+                "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+                args![name, now],
+            )?;
+            Ok(serials)
+        })
     }
 
     /// Marks every unrevoked certificate of `name` revoked at `now`;
     /// returns their serials. Refuses when there is none.
     pub(crate) fn revoke_certs(&mut self, name: &str, now: i64) -> Result<Vec<String>> {
-        let tx = self.conn.unchecked_transaction()?;
-        let serials: Vec<String> = tx
-            .prepare("SELECT serial FROM certs WHERE name = ?1 AND revoked IS NULL")?
-            .query_map([name], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if serials.is_empty() {
-            bail!("name: '{name}' has no certificate that is not already revoked");
-        }
-        tx.execute(
-            "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
-            params![name, now],
-        )?;
-        tx.commit()?;
-        Ok(serials)
+        self.db.transaction(|tx| {
+            let serials = Self::current_serials(tx, name)?;
+            if serials.is_empty() {
+                bail!("{}", t!("registry.nothing_to_revoke", name = name));
+            }
+            tx.execute(
+                "UPDATE certs SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+                args![name, now],
+            )?;
+            Ok(serials)
+        })
+    }
+
+    /// The serials of `name`'s unrevoked certificates.
+    fn current_serials(db: &Db, name: &str) -> Result<Vec<String>> {
+        db.query(
+            "SELECT serial FROM certs WHERE name = ?1 AND revoked IS NULL ORDER BY serial",
+            args![name],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect()
     }
 
     pub(crate) fn peer(&self, name: &str) -> Result<Peer> {
         self.find_peer(name)?
-            .ok_or_else(|| anyhow::anyhow!("name: no facility named '{name}'"))
+            .ok_or_else(|| anyhow::anyhow!("{}", t!("registry.no_facility", name = name)))
     }
 
     /// One facility, read from its own row only.
     pub(crate) fn find_peer(&self, name: &str) -> Result<Option<Peer>> {
-        Ok(Self::load_peers(&self.conn, Some(name))?.pop())
+        Ok(Self::load_peers(&self.db, Some(name))?.pop())
     }
 
     pub(crate) fn peers(&self) -> Result<Vec<Peer>> {
-        Self::load_peers(&self.conn, None)
+        Self::load_peers(&self.db, None)
     }
 
     /// Every facility, or the one named.
-    fn load_peers(conn: &Connection, name: Option<&str>) -> Result<Vec<Peer>> {
-        let mut stmt = conn.prepare(
+    fn load_peers(db: &Db, name: Option<&str>) -> Result<Vec<Peer>> {
+        let rows = db.query(
             "SELECT name, identity, auth, psk, remote_ts, local_ts, remote_addr, start, ike, esp, enabled, created,
-                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router FROM peers
-             WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                    ike_lifetime, child_lifetime, child_bytes, dpd, mtu, router,
+                    display_name, notes, medical_code FROM peers
+             WHERE CAST(?1 AS TEXT) IS NULL OR name = ?1 ORDER BY name",
+            args![name],
         )?;
-        let rows = stmt.query_map([name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                (r.get::<_, String>(2)?, r.get::<_, Option<Vec<u8>>>(3)?),
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, bool>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, bool>(10)?,
-                r.get::<_, String>(11)?,
-                (
-                    r.get::<_, u64>(12)?,
-                    r.get::<_, u64>(13)?,
-                    r.get::<_, Option<u64>>(14)?,
-                    r.get::<_, u64>(15)?,
-                ),
-                r.get::<_, Option<u32>>(16)?,
-                r.get::<_, String>(17)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
+        for r in &rows {
             let (
                 name,
                 id,
@@ -1230,7 +1604,8 @@ impl Registry {
                 (ike_l, child_l, child_b, dpd),
                 mtu,
                 router,
-            ) = row?;
+                label,
+            ) = row_fields(r)?;
             let bad = |what: &str| {
                 anyhow::anyhow!("registry: facility '{name}' has an invalid stored {what}")
             };
@@ -1264,6 +1639,7 @@ impl Registry {
                 },
                 mtu,
                 router: Router::parse(&router).ok_or_else(|| bad("router"))?,
+                label,
                 name,
             });
         }
@@ -1271,7 +1647,139 @@ impl Registry {
     }
 }
 
+/// One `peers` row's columns in the order `load_peers` selects them.
+type PeerFields = (
+    String,
+    String,
+    (String, Option<Vec<u8>>),
+    String,
+    String,
+    Option<String>,
+    bool,
+    String,
+    String,
+    bool,
+    String,
+    (u64, u64, Option<u64>, u64),
+    Option<u32>,
+    String,
+    Label,
+);
+
+fn row_fields(r: &Row) -> Result<PeerFields> {
+    Ok((
+        r.text(0)?,
+        r.text(1)?,
+        (r.text(2)?, r.opt_blob(3)?),
+        r.text(4)?,
+        r.text(5)?,
+        r.opt_text(6)?,
+        r.bool(7)?,
+        r.text(8)?,
+        r.text(9)?,
+        r.bool(10)?,
+        r.text(11)?,
+        (r.uint(12)?, r.uint(13)?, r.opt_uint(14)?, r.uint(15)?),
+        r.opt_uint(16)?,
+        r.text(17)?,
+        Label {
+            display_name: r.opt_text(18)?,
+            notes: r.opt_text(19)?,
+            medical_code: r.opt_text(20)?,
+        },
+    ))
+}
+
+/// Writes a new file readable only by its owner (0600).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// The current time as RFC 3339 UTC, without a date library.
+/// Where a facility was last seen by a hub, and whether its tunnel was up
+/// then: the outside address and port of its NAT mapping as the hub saw
+/// them (`daemon::takeover` initiates there when a hub starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastKnown {
+    pub(crate) name: String,
+    pub(crate) remote: SocketAddr,
+    pub(crate) up: bool,
+    /// Unix seconds of the change.
+    pub(crate) since: i64,
+}
+
+// The `last_known` table, kept together here. Plain SQL that SQLite and
+// PostgreSQL both take (an upsert with ON CONFLICT, integers for flags).
+impl Registry {
+    /// Stores the newest state of several facilities in one transaction.
+    /// A row of a facility no longer in `peers` is not stored.
+    pub(crate) fn store_last_known(&mut self, rows: &[LastKnown]) -> Result<()> {
+        self.db.transaction(|tx| {
+            for r in rows {
+                if tx
+                    .query_opt("SELECT 1 FROM peers WHERE name = ?1", args![&r.name])?
+                    .is_none()
+                {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO last_known (name, addr, port, up, since)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO UPDATE SET
+                         addr = excluded.addr, port = excluded.port,
+                         up = excluded.up, since = excluded.since",
+                    args![
+                        &r.name,
+                        r.remote.ip().to_string(),
+                        i64::from(r.remote.port()),
+                        i64::from(r.up),
+                        r.since
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every facility's last known state, by name.
+    pub(crate) fn last_known(&self) -> Result<Vec<LastKnown>> {
+        let mut out = Vec::new();
+        for row in self.db.query(
+            "SELECT name, addr, port, up, since FROM last_known ORDER BY name",
+            args![],
+        )? {
+            let (name, addr, port, up, since) = (
+                row.text(0)?,
+                row.text(1)?,
+                row.int(2)?,
+                row.int(3)?,
+                row.int(4)?,
+            );
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| anyhow::anyhow!("last_known: {name}: bad address '{addr}'"))?;
+            let port = u16::try_from(port)
+                .map_err(|_| anyhow::anyhow!("last_known: {name}: bad port {port}"))?;
+            out.push(LastKnown {
+                name,
+                remote: SocketAddr::new(ip, port),
+                up: up != 0,
+                since,
+            });
+        }
+        Ok(out)
+    }
+}
+
 pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1303,10 +1811,74 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn temp_state() -> StateDir {
+    /// A new state directory; with `RENKEI_TEST_PG_URL` (a PostgreSQL
+    /// database the tests may create schemas in), its registry is a new
+    /// schema there, so the same tests run against both backends.
+    pub(super) fn temp_state() -> StateDir {
+        let state = temp_sqlite_state();
+        let url = PG_URL
+            .with(|u| u.borrow().clone())
+            .or_else(|| std::env::var("RENKEI_TEST_PG_URL").ok());
+        let Some(url) = url else {
+            return state;
+        };
+        let schema = format!("rk_test_{}", rand_suffix());
+        let db = Db::connect_pg(&url).unwrap();
+        db.batch(&format!("CREATE SCHEMA {schema}")).unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        state.with_registry(Some(format!("{url}{sep}options=-csearch_path%3D{schema}")))
+    }
+
+    std::thread_local! {
+        /// The PostgreSQL database [`temp_state`] makes schemas in, set by
+        /// [`the_registry_tests_pass_on_postgresql`] for the tests it runs.
+        static PG_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// The registry's tests that do not look at SQLite's files, run
+    /// again against a PostgreSQL 15 cluster of their own (Debian's
+    /// binaries as the `postgres` user, which needs root: the suite runs
+    /// as root; `scripts/install-deps.sh` installs PostgreSQL).
+    #[test]
+    fn the_registry_tests_pass_on_postgresql() {
+        if !std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
+        {
+            eprintln!("skipped: starting PostgreSQL as the postgres user needs root");
+            return;
+        }
+        let pg = renkei_interop_tests::postgres::PgCluster::start();
+        PG_URL.with(|u| *u.borrow_mut() = Some(pg.url()));
+        for test in [
+            distinguished_names_are_for_certificate_facilities,
+            certificate_facilities_and_revocations_are_recorded,
+            changes_are_validated_like_additions,
+            a_facility_mtu_is_bounded_stored_and_kept_by_changes,
+            a_router_sets_its_defaults_and_refuses_what_it_cannot_do,
+            a_remote_address_may_be_a_dns_name_kept_as_given,
+            certificate_facilities_need_an_identity_a_certificate_can_carry,
+        ] {
+            test();
+        }
+        PG_URL.with(|u| *u.borrow_mut() = None);
+        let schemas = pg.psql_in(
+            "renkei",
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rk_test_%'",
+        );
+        assert_eq!(schemas.trim(), "7", "each test had a schema of its own");
+        let tables = pg.psql_in(
+            "renkei",
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema LIKE 'rk_test_%' AND table_name = 'peers'",
+        );
+        assert_eq!(tables.trim(), "7", "the registries were made in PostgreSQL");
+    }
+
+    /// A new state directory whose registry is the SQLite file.
+    fn temp_sqlite_state() -> StateDir {
         let dir = std::env::temp_dir().join(format!(
             "renkei-reg-{}-{}",
             std::process::id(),
@@ -1327,6 +1899,46 @@ mod tests {
             ike::PeerAuth::Psk(k) => k,
             ike::PeerAuth::Cert => panic!("{} has no PSK", p.name),
         }
+    }
+
+    #[test]
+    fn last_known_states_are_upserted_read_back_and_go_with_their_facility() {
+        let state = temp_state();
+        let mut reg = Registry::init(&state, &hub()).unwrap();
+        let psk = state.as_ref().join("psk");
+        std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();
+        reg.add_peer(&NewPeer {
+            name: "kyoto".into(),
+            id: "kyoto.example".into(),
+            psk_file: Some(psk),
+            remote_ts: "198.51.100.0/26".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let row = |up, port, since| LastKnown {
+            name: "kyoto".into(),
+            remote: SocketAddr::new("203.0.113.7".parse().unwrap(), port),
+            up,
+            since,
+        };
+        // A name that is not a facility is not stored.
+        let stranger = LastKnown {
+            name: "nobody".into(),
+            ..row(true, 4500, 1)
+        };
+        reg.store_last_known(&[row(true, 4500, 10), stranger])
+            .unwrap();
+        assert_eq!(reg.last_known().unwrap(), vec![row(true, 4500, 10)]);
+        // The newest state replaces the row (the NAT gave another port).
+        reg.store_last_known(&[row(false, 61001, 20)]).unwrap();
+        assert_eq!(reg.last_known().unwrap(), vec![row(false, 61001, 20)]);
+        // It survives reopening, and goes with the facility.
+        drop(reg);
+        let mut reg = Registry::open(&state).unwrap();
+        assert_eq!(reg.last_known().unwrap().len(), 1);
+        reg.remove_peer_revoking("kyoto", 0).unwrap();
+        assert!(reg.last_known().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(state.as_ref());
     }
 
     #[test]
@@ -1485,12 +2097,12 @@ mod tests {
 
     #[test]
     fn a_registry_from_before_certificates_is_migrated() {
-        let state = temp_state();
+        let state = temp_sqlite_state();
         drop(Registry::init(&state, &hub()).unwrap());
         let db = state.registry();
         {
             // Rebuild the peers table as the first version made it.
-            let conn = Connection::open(&db).unwrap();
+            let conn = rusqlite::Connection::open(&db).unwrap();
             conn.execute_batch(
                 "DROP TABLE peers;
                  CREATE TABLE peers (
@@ -1526,7 +2138,7 @@ mod tests {
     }
 
     fn conn_set_version(db: &Path, v: &str) {
-        Connection::open(db)
+        rusqlite::Connection::open(db)
             .unwrap()
             .execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
@@ -1537,21 +2149,23 @@ mod tests {
 
     #[test]
     fn a_registry_from_a_later_renkei_is_refused_and_left_alone() {
-        let state = temp_state();
+        let state = temp_sqlite_state();
         drop(Registry::init(&state, &hub()).unwrap());
         let db = state.registry();
         conn_set_version(&db, "99");
         let before = std::fs::read(&db).unwrap();
         let err = format!("{:#}", Registry::open(&state).err().unwrap());
         assert!(
-            err.contains("schema version 99 is newer than this renkei's (2)"),
+            err.contains(&format!(
+                "schema version 99 is newer than this renkei's ({SCHEMA_VERSION})"
+            )),
             "{err}"
         );
         assert_eq!(std::fs::read(&db).unwrap(), before);
         let _ = std::fs::remove_dir_all(&state);
     }
 
-    fn hub() -> Hub {
+    pub(super) fn hub() -> Hub {
         Hub {
             id: Identity::parse("hub.example").unwrap(),
             public_addrs: vec![PublicAddr::Ip("192.0.2.1".parse().unwrap())],
@@ -1561,7 +2175,7 @@ mod tests {
 
     #[test]
     fn refused_input_leaves_the_registry_unchanged() {
-        let state = temp_state();
+        let state = temp_sqlite_state();
         let mut reg = Registry::init(&state, &hub()).unwrap();
         let psk = state.as_ref().join("psk");
         std::fs::write(&psk, "0123456789abcdef0123\n").unwrap();

@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Result};
 use ike::proposal::{ProposalSet, Protocol};
+use rust_i18n::t;
 use std::time::Duration;
 
 /// The kinds of router a facility may own.
@@ -261,12 +262,8 @@ impl Router {
     /// where the reference shows a working configuration syntax.
     pub(crate) fn check_cert(self) -> Result<()> {
         match self {
-            Router::Yamaha => bail!(
-                "cert: a YAMAHA RTX facility authenticates with a pre-shared key: no tested RTX certificate configuration is known (which signatures it sends and how it matches the hub's certificate are undocumented); use --psk-file"
-            ),
-            Router::Nec => bail!(
-                "cert: a NEC IX facility authenticates with a pre-shared key: IX-R/IX-V support only PSK for IKEv2 and no source shows certificates on other IX models; use --psk-file"
-            ),
+            Router::Yamaha => bail!("{}", t!("registry.yamaha_cert")),
+            Router::Nec => bail!("{}", t!("registry.nec_cert")),
             _ => Ok(()),
         }
     }
@@ -310,9 +307,15 @@ impl Router {
                 for t in proposal_tokens(set).into_iter().flatten() {
                     if !allowed.contains(&t.as_str()) {
                         bail!(
-                            "{field}: {} cannot do '{t}' ({}); use --{field} {works}",
-                            self.product(),
-                            cap.lacks
+                            "{}",
+                            t!(
+                                "registry.router_cannot",
+                                field = field,
+                                router = self.product(),
+                                token = t,
+                                lacks = cap.lacks,
+                                works = works
+                            )
                         );
                     }
                 }
@@ -326,8 +329,15 @@ impl Router {
                 let v = v.as_secs();
                 if !(lo..=hi).contains(&v) {
                     bail!(
-                        "{field}: {} takes lifetimes of {lo}..={hi} s, not {v} s",
-                        self.product()
+                        "{}",
+                        t!(
+                            "registry.router_lifetime",
+                            field = field,
+                            router = self.product(),
+                            min = lo,
+                            max = hi,
+                            value = v
+                        )
                     );
                 }
             }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  STATE/                 0700
-//!  ├── registry.db        the registry (SQLite, 0600)
+//!  ├── registry.db        the registry (SQLite, 0600), or
+//!  ├── registry.url       where it is in PostgreSQL (its URL, 0600)
 //!  ├── ca/ca.key          CA private key (0600)
 //!  ├── ca/ca.pem          CA certificate
 //!  ├── ca/crl.pem         revocation list
@@ -12,6 +13,8 @@
 //!  ├── hub-old.key, hub-old.pem  its certificate from the previous CA (rollover)
 //!  ├── retired/           every key and certificate the hub replaced,
 //!  │                      as NAME.YYYYMMDDTHHMMSSZ (0700)
+//!  ├── cluster.key        the key that opens the hub's key sealed in the
+//!  │                      registry, on both hubs of a pair (0600)
 //!  ├── audit.log          append-only audit log (0600)
 //!  ├── audit.log.N        its closed segments (`renkei audit rotate`)
 //!  └── renkei.sock        control socket (0600)
@@ -25,11 +28,30 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StateDir {
     root: PathBuf,
+    /// The registry URL given on the command line or in the environment
+    /// (`--registry`, `RENKEI_REGISTRY`), which overrides
+    /// [`StateDir::registry_url_file`].
+    registry: Option<String>,
 }
 
 impl StateDir {
     pub(crate) fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            registry: None,
+        }
+    }
+
+    /// This directory with the registry at `url` (a `postgresql://` URL
+    /// given as `--registry` or `RENKEI_REGISTRY`).
+    pub(crate) fn with_registry(mut self, url: Option<String>) -> StateDir {
+        self.registry = url.filter(|u| !u.is_empty());
+        self
+    }
+
+    /// The registry URL given for this run, if any.
+    pub(crate) fn registry_override(&self) -> Option<&str> {
+        self.registry.as_deref()
     }
 
     /// For messages.
@@ -71,6 +93,12 @@ impl StateDir {
     /// The registry database (SQLite adds `-wal` and `-shm` beside it).
     pub(crate) fn registry(&self) -> PathBuf {
         self.root.join("registry.db")
+    }
+
+    /// Where a PostgreSQL registry is (its URL, without a password), as
+    /// `init --registry` remembered it (0600).
+    pub(crate) fn registry_url_file(&self) -> PathBuf {
+        self.root.join("registry.url")
     }
 
     /// The CA's directory.
@@ -123,6 +151,11 @@ impl StateDir {
         self.root.join("retired")
     }
 
+    /// The cluster key (`renkei hub seal`), an age X25519 identity.
+    pub(crate) fn cluster_key(&self) -> PathBuf {
+        self.root.join("cluster.key")
+    }
+
     pub(crate) fn audit_log(&self) -> PathBuf {
         self.root.join("audit.log")
     }
@@ -149,6 +182,7 @@ mod tests {
         let s = StateDir::new("/var/lib/renkei");
         for (path, want) in [
             (s.registry(), "registry.db"),
+            (s.registry_url_file(), "registry.url"),
             (s.ca_key(), "ca/ca.key"),
             (s.ca_cert(), "ca/ca.pem"),
             (s.crl(), "ca/crl.pem"),
@@ -159,6 +193,7 @@ mod tests {
             (s.hub_old_key(), "hub-old.key"),
             (s.hub_old_cert(), "hub-old.pem"),
             (s.retired_dir(), "retired"),
+            (s.cluster_key(), "cluster.key"),
             (s.audit_log(), "audit.log"),
             (s.control_socket(), "renkei.sock"),
         ] {

@@ -200,6 +200,10 @@ pub struct Verdict {
     /// Packets from the hub that tshark marked malformed or with an
     /// expert info of warning level or above: "frame: messages".
     pub problems: Vec<String>,
+    /// The Notify message types of the IKE messages the hub sent, as
+    /// tshark dissected them (encrypted ones where it had the keys), in
+    /// capture order.
+    pub notifies_from_hub: Vec<u16>,
 }
 
 /// The keys of one IKE SA as strongSwan logs them at `ike = 4`.
@@ -457,6 +461,23 @@ pub fn assert_dissects_clean(
         .filter(|r| r.get(3).is_some_and(|v| v.split('|').any(|t| t == "53")))
         .count();
     verdict.decrypted = tshark(file, &uat, "isakmp.enc.decrypted", &["frame.number"]).len();
+    verdict.notifies_from_hub = tshark(
+        file,
+        &uat,
+        &format!("({from_hub}) && isakmp.notify.msgtype"),
+        &["isakmp.notify.msgtype"],
+    )
+    .into_iter()
+    .flat_map(|r| {
+        r.first()
+            .map(|v| {
+                v.split([',', '|'])
+                    .filter_map(|n| n.trim().parse::<u16>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    })
+    .collect();
     verdict.problems = tshark(
         file,
         &uat,

@@ -18,7 +18,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod capture;
+pub mod ha;
 pub mod libreswan;
+pub mod postgres;
 pub mod profiles;
 
 use serde_json::Value;
@@ -105,6 +107,15 @@ fn workspace_bin(name: &str) -> PathBuf {
 }
 
 /// The renkei binary built from this workspace.
+/// A `renkei` command in the C locale: tests match its English messages
+/// (renkei speaks Japanese under a `ja` locale; `tests/locale.rs` runs
+/// both).
+pub fn renkei_command() -> Command {
+    let mut c = Command::new(renkei_bin());
+    c.env("LC_ALL", "C");
+    c
+}
+
 pub fn renkei_bin() -> PathBuf {
     workspace_bin("renkei")
 }
@@ -712,7 +723,8 @@ impl Lab {
             .arg(renkei_bin())
             .arg("--state")
             .arg(self.dir.join("hub"))
-            .args(args))
+            .args(args)
+            .env("LC_ALL", "C"))
     }
 
     fn start_hub(&mut self) {
@@ -782,7 +794,7 @@ impl Lab {
         let key = s.facility.cert.clone().unwrap();
         let issued = s.dir.join("issued");
         let issue = |state: &Path| {
-            let out = run(Command::new(renkei_bin())
+            let out = run(renkei_command()
                 .arg("--state")
                 .arg(state)
                 .args(["cert", "issue", &s.name, "--key", &key, "--out"])
@@ -807,10 +819,7 @@ impl Lab {
                         &s.net,
                     ],
                 ] {
-                    let out = run(Command::new(renkei_bin())
-                        .arg("--state")
-                        .arg(&other)
-                        .args(&args));
+                    let out = run(renkei_command().arg("--state").arg(&other).args(&args));
                     assert!(out.status.success(), "other CA: {out:?}");
                 }
                 issue(&other);
@@ -1339,9 +1348,30 @@ impl Lab {
         self.hub.as_ref().map(Child::id)
     }
 
+    /// Replaces the extra `renkei serve` arguments for the next
+    /// [`Lab::restart_hub`].
+    pub fn set_serve_args(&mut self, args: Vec<String>) {
+        self.serve_args = args;
+    }
+
     /// Stops and starts renkei again on the same state directory.
     pub fn restart_hub(&mut self) {
         self.stop_hub();
+        self.spawn_hub();
+    }
+
+    /// Kills renkei outright (SIGKILL: no Delete sent, nothing flushed), as
+    /// a crash or the OOM killer would.
+    pub fn kill_hub(&mut self) {
+        if let Some(mut c) = self.hub.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts renkei again on the same state directory (after
+    /// [`Lab::kill_hub`] or [`Lab::stop_hub`]).
+    pub fn respawn_hub(&mut self) {
         self.spawn_hub();
     }
 
@@ -1449,7 +1479,8 @@ impl Lab {
     }
 }
 
-fn terminate(c: &mut Child) {
+/// Stops a child with SIGTERM, then SIGKILL after 5 s.
+pub(crate) fn terminate(c: &mut Child) {
     // `ip netns exec` execs the program, so the child's PID is the program's.
     let _ = Command::new("kill")
         .args(["-TERM", &c.id().to_string()])

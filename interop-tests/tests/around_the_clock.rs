@@ -8,17 +8,17 @@ use renkei_interop_tests::{Facility, Lab, Role};
 use std::time::{Duration, Instant};
 
 const GCM: (&str, &str) = ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-ecp256");
-/// Three minutes of traffic at 20 pings per second.
-const PINGS: u32 = 3600;
-/// Paced so that the transfer spans the whole three minutes.
-const TRANSFER: u64 = 40 * 1024 * 1024;
-const RATE: u64 = TRANSFER / 170;
+/// 100 seconds of traffic at 20 pings per second.
+const PINGS: u32 = 2000;
+/// Paced so that the transfer spans the whole 100 seconds.
+const TRANSFER: u64 = 24 * 1024 * 1024;
+const RATE: u64 = TRANSFER / 95;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
-/// Child SA rekeyed every 20 s and IKE SA every 45 s for 3 minutes by one
+/// Child SA rekeyed every 10-12 s and IKE SA every 22-25 s for 100 s by one
 /// side, with a ping at 20/s and a paced TCP transfer running throughout.
 fn rekeys_lose_nothing(facility: Facility) {
     let lab = Lab::start(facility);
@@ -56,8 +56,8 @@ fn rekeys_lose_nothing(facility: Facility) {
 #[test]
 fn strongswan_rekeys_under_traffic() {
     let mut f = Facility::new(GCM.0, GCM.1, Role::SwanInitiates);
-    f.swan_conn = s(&["rekey_time = 45s", "over_time = 10s", "rand_time = 5s"]);
-    f.swan_child = s(&["rekey_time = 20s", "life_time = 30s", "rand_time = 2s"]);
+    f.swan_conn = s(&["rekey_time = 25s", "over_time = 5s", "rand_time = 3s"]);
+    f.swan_child = s(&["rekey_time = 12s", "life_time = 18s", "rand_time = 2s"]);
     rekeys_lose_nothing(f);
 }
 
@@ -66,9 +66,9 @@ fn renkei_rekeys_under_traffic() {
     let mut f = Facility::new(GCM.0, GCM.1, Role::RenkeiInitiates);
     f.hub_peer_args = s(&[
         "--child-lifetime",
-        "20",
+        "12",
         "--ike-lifetime",
-        "45",
+        "25",
         "--esp",
         "aes256gcm16-ecp256",
     ]);

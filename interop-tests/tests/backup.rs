@@ -8,15 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::{renkei_bin, run, Facility, Lab, Role};
-use std::process::Command;
+use renkei_interop_tests::{renkei_command, run, Facility, Lab, Role};
 use std::time::Duration;
 
 fn renkei_at(state: &std::path::Path, args: &[&str]) -> std::process::Output {
-    run(Command::new(renkei_bin())
-        .arg("--state")
-        .arg(state)
-        .args(args))
+    run(renkei_command().arg("--state").arg(state).args(args))
 }
 
 #[test]

@@ -233,7 +233,7 @@ fn issued_files_are_private_and_readable_by_openssl() {
     let state = dir.join("state");
     let out = dir.join("out");
     let renkei = |args: &[&str]| {
-        let o = Command::new(renkei_interop_tests::renkei_bin())
+        let o = renkei_interop_tests::renkei_command()
             .arg("--state")
             .arg(&state)
             .args(args)
@@ -336,7 +336,7 @@ fn issued_files_are_private_and_readable_by_openssl() {
     // A P-256 CA is offered; an Ed25519 CA is refused and leaves nothing.
     for (key, ok) in [("ecdsa-p256", true), ("ed25519", false)] {
         let other = dir.join(format!("state-{key}"));
-        let o = Command::new(renkei_interop_tests::renkei_bin())
+        let o = renkei_interop_tests::renkei_command()
             .arg("--state")
             .arg(&other)
             .args(["init", "--hub-id", "hub.example", "--ca-key", key])

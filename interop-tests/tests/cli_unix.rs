@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::renkei_bin;
+use renkei_interop_tests::{renkei_bin, renkei_command};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn renkei(state: &Path, args: &[&str]) -> Output {
-    Command::new(renkei_bin())
+    renkei_command()
         .arg("--state")
         .arg(state)
         .args(args)
@@ -50,7 +50,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
     // every write fails with EPIPE.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = Command::new(renkei_bin())
+    let out = renkei_command()
         .arg("--state")
         .arg(&state)
         .args(["peer", "list"])
@@ -192,6 +192,7 @@ fn a_user_without_access_is_told_permission_denied() {
             .arg("--state")
             .arg(&state_s)
             .args(&args)
+            .env("LC_ALL", "C")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

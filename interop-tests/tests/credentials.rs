@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use renkei_interop_tests::{renkei_bin, Facility, Lab, Role};
+use renkei_interop_tests::{renkei_bin, renkei_command, Facility, Lab, Role};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 const SUITE: (&str, &str) = ("aes256gcm16-prfsha384-ecp384", "aes256gcm16-ecp384");
 
 fn renkei(state: &Path, args: &[&str]) -> Output {
-    Command::new(renkei_bin())
+    renkei_command()
         .arg("--state")
         .arg(state)
         .args(args)

@@ -75,7 +75,8 @@ fn a_second_hub_cannot_take_the_tun_device_or_the_ports() {
             .arg(renkei_bin())
             .arg("--state")
             .arg(&other)
-            .args(args))
+            .args(args)
+            .env("LC_ALL", "C"))
     };
     let init = renkei(&[
         "init",

@@ -147,7 +147,7 @@ fn the_systemd_unit_runs_existing_commands() {
         let mut words = cmd.split_whitespace();
         assert_eq!(words.next(), Some("/usr/bin/renkei"), "{line}");
         let args: Vec<&str> = words.collect();
-        let out = Command::new(renkei_interop_tests::renkei_bin())
+        let out = renkei_interop_tests::renkei_command()
             .args(&args)
             .arg("--help")
             .output()

@@ -11,17 +11,29 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn scrape(lab: &Lab) -> String {
+/// GET `path` from the hub's HTTP server (`serve --http`), inside its
+/// namespace: the response's head and body.
+fn get(lab: &Lab, path: &str) -> (String, String) {
     let out = must(Command::new("ip").args([
         "netns",
         "exec",
         &lab.hub_ns,
         "bash",
         "-c",
-        "exec 3<>/dev/tcp/127.0.0.1/9811 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/9811 && printf 'GET {path} HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3"),
     ]));
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out.split_once("\r\n\r\n").unwrap().1.to_string()
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+fn scrape(lab: &Lab) -> String {
+    let (head, body) = get(lab, "/metrics");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    body
 }
 
 /// The value of the sample `series` (name and labels as written).
@@ -49,7 +61,9 @@ fn live_metrics_for_monitoring() {
         Role::SwanInitiates,
     );
     f.cert = Some("ecdsa-p256".into());
-    f.serve_args = vec!["--metrics".into(), "127.0.0.1:9811".into()];
+    // The status page's server, which serves the metrics too
+    // (`--metrics`, its old name, is tested in operator_truth.rs).
+    f.serve_args = vec!["--http".into(), "127.0.0.1:9811".into()];
     let lab = Lab::start(f);
     let started = now();
     assert!(lab.swan_initiate());
@@ -160,6 +174,36 @@ fn live_metrics_for_monitoring() {
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The status page from the same server: the facility up, with the
+    // security headers; the JSON the same.
+    let (head, page) = get(&lab, "/");
+    for h in [
+        "content-type: text/html; charset=utf-8",
+        "cache-control: no-store",
+        "x-content-type-options: nosniff",
+        "content-security-policy: default-src 'none'; script-src 'self';",
+        "x-frame-options: deny",
+    ] {
+        assert!(head.contains(h), "missing {h} in {head}");
+    }
+    assert!(
+        page.contains("data-facility=\"kyoto\" data-state=\"up\""),
+        "{page}"
+    );
+    let (_, json) = get(&lab, "/api/status");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["facilities"][0]["name"], "kyoto", "{v}");
+    assert_eq!(v["facilities"][0]["state"], "up", "{v}");
+    assert!(v["traffic"]["kyoto"].is_array(), "{v}");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "sa.ike_up" && e["facility"] == "kyoto"),
+        "{v}"
     );
 
     // Disabled: enabled 0, state disabled, no KE group any more.

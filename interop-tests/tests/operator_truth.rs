@@ -33,7 +33,7 @@ fn scrape(lab: &Lab) -> String {
         &lab.hub_ns,
         "bash",
         "-c",
-        "exec 3<>/dev/tcp/127.0.0.1/9810 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+        "exec 3<>/dev/tcp/127.0.0.1/9810 && printf 'GET /metrics HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3",
     ]))
 }
 
@@ -64,7 +64,7 @@ fn renkei_logged_in_as(lab: &Lab, login: u32, args: &[&str]) -> std::process::Ou
         cmd.push(' ');
         cmd.push_str(a);
     }
-    run(Command::new("sh").arg("-c").arg(cmd))
+    run(Command::new("sh").arg("-c").arg(cmd).env("LC_ALL", "C"))
 }
 
 fn refused_total(lab: &Lab, reason: &str) -> u64 {

@@ -160,6 +160,14 @@ fn package_holds_binary_unit_sysctl_nftables_and_docs() {
             "usr/share/renkei/grafana/renkei-dashboard.json",
             "dist/grafana/renkei-dashboard.json",
         ),
+        (
+            "usr/share/renkei/keepalived/keepalived.conf",
+            "dist/keepalived/keepalived.conf",
+        ),
+        (
+            "usr/share/renkei/keepalived/renkei-notify",
+            "dist/keepalived/renkei-notify",
+        ),
         ("usr/share/doc/renkei/README.md", "README.md"),
         ("usr/share/doc/renkei/ARCHITECTURE.md", "ARCHITECTURE.md"),
         (

@@ -283,7 +283,7 @@ fn audit_log_metrics_and_compliance() {
         &lab.hub_ns,
         "bash",
         "-c",
-        "exec 3<>/dev/tcp/127.0.0.1/9810 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+        "exec 3<>/dev/tcp/127.0.0.1/9810 && printf 'GET /metrics HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3",
     ]));
     assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
     assert!(

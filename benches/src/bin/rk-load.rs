@@ -15,6 +15,17 @@
 //! gets an ECDSA P-256 certificate issued in-process by that CA, before the
 //! clock starts. `--hold SECS` keeps every SA up (answering liveness
 //! checks) that long after the last one came up, for memory measurements.
+//!
+//! `--restore SECS` measures how fast a hub that was killed and started
+//! again brings the facilities back by initiating to them (issue #17):
+//! each facility then has a UDP port of its own (`--port-base P`, facility
+//! `i` at `P + i`), from which it initiates over NAT-T, so the hub sees
+//! each one at its own address and port as if behind a NAT. Once all are up
+//! it prints `{"ready":…}` and answers, as a responder, the IKE SAs the
+//! restarted hub initiates; when every facility has a new Child SA, or
+//! after SECS, it prints one JSON line with the unix times of the first and
+//! last new Child SA and how many came back (the caller knows when it
+//! killed the hub).
 
 use ike::proposal::{ProposalSet, Protocol};
 use ike::ts::parse_subnets;
@@ -34,6 +45,8 @@ struct Args {
     psk: Option<Vec<u8>>,
     ca: Option<std::path::PathBuf>,
     hold: u64,
+    restore: u64,
+    port_base: u16,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +59,8 @@ fn parse_args() -> Result<Args, String> {
         psk: None,
         ca: None,
         hold: 0,
+        restore: 0,
+        port_base: 20000,
     };
     while let Some(flag) = a.next() {
         let mut value = || a.next().ok_or(format!("{flag} needs a value"));
@@ -60,6 +75,12 @@ fn parse_args() -> Result<Args, String> {
                 out.psk = Some(text.trim_end_matches('\n').as_bytes().to_vec());
             }
             "--ca" => out.ca = Some(value()?.into()),
+            "--restore" => {
+                out.restore = value()?.parse().map_err(|e| format!("--restore: {e}"))?;
+            }
+            "--port-base" => {
+                out.port_base = value()?.parse().map_err(|e| format!("--port-base: {e}"))?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -68,6 +89,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if out.count == 0 || out.count > 65_000 || out.window == 0 {
         return Err("--count must be 1..=65000 and --window at least 1".into());
+    }
+    if out.restore > 0 && usize::from(out.port_base) + out.count > 65_536 {
+        return Err("--port-base + --count must stay below 65536".into());
     }
     Ok(out)
 }
@@ -111,6 +135,10 @@ fn facility(
     aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no randomness".to_string())?;
     let mut cfg = Config::new(id, seed);
     cfg.retransmit_timeout = Duration::from_secs(2);
+    if args.restore > 0 {
+        // A port of its own, as a NAT would give it.
+        cfg.natt_port = args.port_base + i as u16;
+    }
     let auth = match certs {
         Some(c) => {
             cfg.credentials = Some(c.creds[i].clone());
@@ -291,6 +319,139 @@ fn run(args: &Args) -> Result<String, String> {
     Ok(result)
 }
 
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `--restore`: every facility on its own port, up; then the IKE SAs the
+/// restarted hub initiates, answered and timed.
+fn run_restore(args: &Args) -> Result<String, String> {
+    let unix = unix_secs() as i64;
+    let certs = match &args.ca {
+        Some(dir) => Some(issue_certs(dir, args.count, unix - 60)?),
+        None => None,
+    };
+    let hub = SocketAddr::new(args.hub, 4500);
+    let mut socks = Vec::with_capacity(args.count);
+    let mut endpoints = Vec::with_capacity(args.count);
+    let now = Instant::now();
+    for i in 0..args.count {
+        let port = args.port_base + i as u16;
+        let s = UdpSocket::bind(SocketAddr::new(args.bind, port))
+            .map_err(|e| format!("bind {port}: {e} (raise `ulimit -n` for many facilities)"))?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        socks.push(s);
+        endpoints.push(facility(i, args, certs.as_ref(), now, unix)?);
+    }
+    let mut buf = vec![0u8; 65_535];
+    // Which phase each facility is in: 0 connecting, 1 up (first SA),
+    // 2 back (a Child SA of an IKE SA the hub initiated).
+    let mut phase = vec![0u8; args.count];
+    let (mut started, mut up, mut back, mut failed) = (0usize, 0usize, 0usize, 0usize);
+    let (mut first_back, mut last_back) = (None::<f64>, None::<f64>);
+    let mut ready_at: Option<Instant> = None;
+    let setup_deadline = Instant::now() + Duration::from_secs(60 + args.count as u64 / 20);
+    let pump = |ep: &mut Endpoint, s: &UdpSocket| {
+        while let Some(t) = ep.poll_transmit() {
+            let _ = s.send_to(&t.contents, t.remote);
+        }
+    };
+    loop {
+        let now = Instant::now();
+        match ready_at {
+            None if now > setup_deadline => {
+                return Err(format!("only {up} of {} facilities came up", args.count))
+            }
+            Some(r) if now > r + Duration::from_secs(args.restore) => break,
+            _ => {}
+        }
+        if back == args.count {
+            break;
+        }
+        while started < args.count && started - up - failed < args.window {
+            let ep = &mut endpoints[started];
+            ep.initiate_natt(now, "hub", hub)
+                .map_err(|e| e.to_string())?;
+            pump(ep, &socks[started]);
+            started += 1;
+        }
+        let mut idle = true;
+        for i in 0..args.count {
+            let s = &socks[i];
+            loop {
+                let (n, from) = match s.recv_from(&mut buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("receive: {e}")),
+                };
+                idle = false;
+                let local = s.local_addr().map_err(|e| e.to_string())?;
+                let ep = &mut endpoints[i];
+                ep.handle_datagram(Instant::now(), from, local, &buf[..n]);
+                pump(ep, s);
+                while let Some(e) = ep.poll_event() {
+                    match e {
+                        Event::ChildSaUp {
+                            rekey_of: None,
+                            answered,
+                            ..
+                        } => {
+                            if phase[i] == 0 {
+                                phase[i] = 1;
+                                up += 1;
+                            } else if phase[i] == 1 && answered && ready_at.is_some() {
+                                // The hub initiated this one.
+                                phase[i] = 2;
+                                back += 1;
+                                let t = unix_secs();
+                                first_back.get_or_insert(t);
+                                last_back = Some(t);
+                            }
+                        }
+                        Event::IkeSaDown { .. } | Event::Refused { .. } if phase[i] == 0 => {
+                            failed += 1;
+                            phase[i] = 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if ready_at.is_none() && up + failed == args.count && started == args.count {
+            if failed > 0 {
+                return Err(format!("{failed} facilities could not connect"));
+            }
+            ready_at = Some(Instant::now());
+            println!("{{\"ready\":{},\"unix\":{:.3}}}", up, unix_secs());
+        }
+        if idle {
+            let now = Instant::now();
+            for i in 0..args.count {
+                let ep = &mut endpoints[i];
+                if ep.poll_timeout().is_some_and(|t| t <= now) {
+                    ep.handle_timeout(now);
+                    pump(ep, &socks[i]);
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |t| format!("{t:.3}"));
+    Ok(format!(
+        "{{\"count\":{},\"back\":{},\"first_back_unix\":{},\"all_back_unix\":{}}}",
+        args.count,
+        back,
+        opt(first_back),
+        if back == args.count {
+            opt(last_back)
+        } else {
+            "null".into()
+        }
+    ))
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -299,7 +460,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    let result = if args.restore > 0 {
+        run_restore(&args)
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(line) => {
             if !line.is_empty() {
                 println!("{line}");

@@ -2,28 +2,40 @@
 
 use crate::args::AuditCommand;
 use crate::audit;
+use crate::i18n::local_time_rfc3339;
 use crate::state::StateDir;
 use anyhow::{Context, Result};
+use rust_i18n::t;
 
 pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify { anchor } => {
             let v = audit::verify(state, anchor.as_deref())?;
+            let key = if v.segments == 1 {
+                "audit.intact_one"
+            } else {
+                "audit.intact_many"
+            };
             println!(
-                "audit log intact: {} records in {} segment{}, head {}",
-                v.records,
-                v.segments,
-                if v.segments == 1 { "" } else { "s" },
-                v.head
+                "{}",
+                t!(
+                    key,
+                    records = v.records,
+                    segments = v.segments,
+                    head = v.head
+                )
             );
             Ok(())
         }
         AuditCommand::Rotate => {
             let r = audit::rotate(state, &audit::actor())?;
             println!(
-                "closed {} (head {}); the new audit.log continues from it",
-                r.segment.display(),
-                r.head
+                "{}",
+                t!(
+                    "audit.rotated",
+                    segment = r.segment.display(),
+                    head = r.head
+                )
             );
             Ok(())
         }
@@ -46,9 +58,9 @@ pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
             // Streamed: only the newest `tail` matches are held.
             for path in audit::segments(state)? {
                 let file = std::fs::File::open(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                    .with_context(|| t!("audit.reading", path = path.display()))?;
                 for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
-                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    let line = line.with_context(|| t!("audit.reading", path = path.display()))?;
                     if filter.matches(&audit::Line::parse(&line)) {
                         if shown.len() == tail {
                             shown.pop_front();
@@ -69,7 +81,7 @@ pub(crate) fn run(state: &StateDir, cmd: AuditCommand) -> Result<()> {
                         // width was never applied to a JSON value).
                         "{} {} {:<24} {:<22} {}",
                         r.seq.map_or("null".into(), |n| n.to_string()),
-                        r.time.as_deref().unwrap_or("?"),
+                        r.time.as_deref().map_or("?".into(), local_time_rfc3339),
                         r.actor.as_deref().unwrap_or("?"),
                         r.event.as_deref().unwrap_or("?"),
                         r.details

@@ -19,6 +19,7 @@ use crate::state::StateDir;
 use crate::{audit, registry};
 use age::secrecy::SecretString;
 use anyhow::{bail, Context, Result};
+use rust_i18n::t;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::fs::{self, File, OpenOptions};
@@ -56,33 +57,34 @@ struct Manifest {
 fn passphrase(file: Option<&Path>, confirm: bool) -> Result<SecretString> {
     let text = match file {
         Some(path) => {
-            let text = zeroize::Zeroizing::new(
-                fs::read_to_string(path)
-                    .with_context(|| format!("passphrase-file: reading {}", path.display()))?,
-            );
+            let text =
+                zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| {
+                    t!("backup.reading_passphrase_file", path = path.display())
+                })?);
             zeroize::Zeroizing::new(text.lines().next().unwrap_or("").to_string())
         }
         None => {
             let first = zeroize::Zeroizing::new(
-                rpassword::prompt_password("Backup passphrase: ")
-                    .context("passphrase: no terminal to ask on (use --passphrase-file FILE)")?,
+                rpassword::prompt_password(t!("backup.prompt"))
+                    .context(t!("backup.no_terminal"))?,
             );
             if confirm {
                 let again = zeroize::Zeroizing::new(
-                    rpassword::prompt_password("Again: ").context("passphrase")?,
+                    rpassword::prompt_password(t!("backup.prompt_again"))
+                        .context(t!("backup.passphrase"))?,
                 );
                 if *again != *first {
-                    bail!("passphrase: the two entries differ");
+                    bail!("{}", t!("backup.passphrases_differ"));
                 }
             }
             first
         }
     };
     if text.is_empty() {
-        bail!("passphrase: empty");
+        bail!("{}", t!("backup.passphrase_empty"));
     }
     if confirm && text.chars().count() < MIN_PASSPHRASE {
-        bail!("passphrase: shorter than {MIN_PASSPHRASE} characters");
+        bail!("{}", t!("backup.passphrase_short", min = MIN_PASSPHRASE));
     }
     Ok(SecretString::from(text.to_string()))
 }
@@ -92,7 +94,7 @@ fn relative(root: &Path, path: &Path) -> Result<String> {
     let rel = path.strip_prefix(root)?;
     rel.to_str()
         .map(str::to_string)
-        .with_context(|| format!("{}: not UTF-8", path.display()))
+        .with_context(|| t!("backup.not_utf8", path = path.display()))
 }
 
 /// Every regular file of the state directory but the registry (taken
@@ -101,7 +103,9 @@ fn state_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            fs::read_dir(&dir).with_context(|| t!("cli.io_reading", path = dir.display()))?
+        {
             let entry = entry?;
             let path = entry.path();
             let kind = entry.file_type()?;
@@ -125,7 +129,7 @@ fn state_files(root: &Path) -> Result<Vec<PathBuf>> {
 /// A file's contents; an audit log segment up to its last complete
 /// record (the hub may be appending one).
 fn snapshot(path: &Path) -> Result<Vec<u8>> {
-    let mut data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut data = fs::read(path).with_context(|| t!("cli.io_reading", path = path.display()))?;
     let is_audit = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -150,13 +154,19 @@ fn append(
     header.set_mtime(mtime);
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, name, data)
-        .with_context(|| format!("archiving {name}"))?;
+        .with_context(|| t!("backup.archiving", name = name))?;
     Ok(())
 }
 
 /// `renkei backup --out FILE`.
 pub(crate) fn backup(state: &StateDir, out: &Path, passphrase_file: Option<&Path>) -> Result<()> {
     let reg = Registry::open(state)?;
+    if reg.is_postgres() {
+        bail!(
+            "{}",
+            rust_i18n::t!("registry_db.backup_refused", db = reg.describe())
+        );
+    }
     let hub = reg.hub()?;
     let facilities = reg.peers()?.len();
     drop(reg);
@@ -171,10 +181,10 @@ pub(crate) fn backup(state: &StateDir, out: &Path, passphrase_file: Option<&Path
             state.registry(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .with_context(|| format!("opening {}", state.registry().display()))?;
+        .with_context(|| t!("cli.io_opening", path = state.registry().display()))?;
         src.busy_timeout(std::time::Duration::from_secs(10))?;
         src.backup(rusqlite::DatabaseName::Main, &db_copy, None)
-            .context("registry: online backup")?;
+            .context(t!("backup.online_backup"))?;
         let now = crate::certs::unix_now().max(0) as u64;
         let files = state_files(root)?;
         let mut names = vec!["registry.db".to_string()];
@@ -194,11 +204,11 @@ pub(crate) fn backup(state: &StateDir, out: &Path, passphrase_file: Option<&Path
             .create_new(true)
             .mode(0o600)
             .open(out)
-            .with_context(|| format!("out: creating {}", out.display()))?;
+            .with_context(|| t!("backup.out_creating", path = out.display()))?;
         let written = (|| -> Result<()> {
             let encrypted = age::Encryptor::with_user_passphrase(pass)
                 .wrap_output(std::io::BufWriter::new(&file))
-                .context("out: encrypting")?;
+                .context(t!("backup.out_encrypting"))?;
             let mut tar = tar::Builder::new(encrypted);
             append(
                 &mut tar,
@@ -223,11 +233,11 @@ pub(crate) fn backup(state: &StateDir, out: &Path, passphrase_file: Option<&Path
                     mtime,
                 )?;
             }
-            let encrypted = tar.into_inner().context("out: writing")?;
-            let mut buffered = encrypted.finish().context("out: writing")?;
-            buffered.flush().context("out: writing")?;
+            let encrypted = tar.into_inner().context(t!("backup.out_writing"))?;
+            let mut buffered = encrypted.finish().context(t!("backup.out_writing"))?;
+            buffered.flush().context(t!("backup.out_writing"))?;
             drop(buffered);
-            file.sync_all().context("out: writing")?;
+            file.sync_all().context(t!("backup.out_writing"))?;
             Ok(())
         })();
         if written.is_err() {
@@ -236,12 +246,15 @@ pub(crate) fn backup(state: &StateDir, out: &Path, passphrase_file: Option<&Path
         written?;
         let size = fs::metadata(out)?.len();
         println!(
-            "backed up {} ({} facilities, {} files) to {} ({} bytes, encrypted)",
-            state.display(),
-            facilities,
-            manifest.files.len(),
-            out.display(),
-            size
+            "{}",
+            t!(
+                "backup.done",
+                state = state.display(),
+                facilities = facilities,
+                files = manifest.files.len(),
+                out = out.display(),
+                bytes = size
+            )
         );
         audit::append(
             state,
@@ -276,7 +289,7 @@ fn tempdir_beside(path: &Path) -> Result<TempDir> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+        .with_context(|| t!("cli.io_creating", path = dir.display()))?;
     Ok(TempDir(dir))
 }
 
@@ -288,10 +301,7 @@ fn safe_path(name: &Path) -> Result<()> {
         && parts.len() <= 2
         && parts.iter().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        bail!(
-            "in: the backup holds an entry outside the state directory: {}",
-            name.display()
-        );
+        bail!("{}", t!("backup.outside", name = name.display()));
     }
     Ok(())
 }
@@ -303,26 +313,29 @@ pub(crate) fn restore(
     passphrase_file: Option<&Path>,
 ) -> Result<()> {
     let root = state.root();
+    if state.registry_override().is_some() {
+        bail!("{}", rust_i18n::t!("registry_db.restore_refused"));
+    }
     if root.exists() {
-        let mut entries =
-            fs::read_dir(root).with_context(|| format!("state: reading {}", root.display()))?;
+        let mut entries = fs::read_dir(root)
+            .with_context(|| t!("backup.state_reading", path = root.display()))?;
         if entries.next().is_some() {
-            let what = if state.registry().exists() {
-                "already holds a hub (registry.db)"
-            } else {
-                "is not empty"
-            };
-            bail!(
-                "state: {} {what}; restore only into a new or empty directory (nothing was changed)",
-                root.display()
-            );
+            if state.registry().exists() {
+                bail!("{}", t!("backup.state_holds_hub", path = root.display()));
+            }
+            bail!("{}", t!("backup.state_not_empty", path = root.display()));
         }
     }
-    let file = File::open(input).with_context(|| format!("in: opening {}", input.display()))?;
-    let decryptor = age::Decryptor::new(std::io::BufReader::new(file))
-        .map_err(|e| anyhow::anyhow!("in: {}: not a renkei backup ({e})", input.display()))?;
+    let file =
+        File::open(input).with_context(|| t!("backup.in_opening", path = input.display()))?;
+    let decryptor = age::Decryptor::new(std::io::BufReader::new(file)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            t!("backup.not_a_backup", path = input.display(), error = e)
+        )
+    })?;
     if !decryptor.is_scrypt() {
-        bail!("in: {}: not encrypted with a passphrase", input.display());
+        bail!("{}", t!("backup.not_passphrase", path = input.display()));
     }
     let pass = passphrase(passphrase_file, false)?;
     let identity = age::scrypt::Identity::new(pass);
@@ -330,9 +343,12 @@ pub(crate) fn restore(
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
         .map_err(|e| match e {
             age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
-                anyhow::anyhow!("passphrase: wrong for {}", input.display())
+                anyhow::anyhow!("{}", t!("backup.wrong_passphrase", path = input.display()))
             }
-            e => anyhow::anyhow!("in: {}: {e}", input.display()),
+            e => anyhow::anyhow!(
+                "{}",
+                t!("backup.in_error", path = input.display(), error = e)
+            ),
         })?;
 
     // Unpack beside the target, then rename: the target appears complete
@@ -344,32 +360,38 @@ pub(crate) fn restore(
     fs::DirBuilder::new()
         .recursive(true)
         .create(&parent)
-        .with_context(|| format!("state: creating {}", parent.display()))?;
+        .with_context(|| t!("backup.state_creating", path = parent.display()))?;
     let staging = tempdir_beside(root)?;
     let manifest = unpack(reader, &staging.0)?;
     let staged = StateDir::new(&staging.0);
-    let reg = Registry::open(&staged).context("in: the restored registry does not open")?;
+    let reg = Registry::open(&staged).context(t!("backup.registry_does_not_open"))?;
     let facilities = reg.peers()?.len();
     let hub_id = reg.hub()?.id.to_string();
     drop(reg);
     let verified = audit::verify(&staged, None);
     if root.exists() {
-        fs::remove_dir(root).with_context(|| format!("state: {}", root.display()))?;
+        fs::remove_dir(root).with_context(|| t!("backup.state_path", path = root.display()))?;
     }
-    fs::rename(&staging.0, root).with_context(|| format!("state: creating {}", root.display()))?;
+    fs::rename(&staging.0, root)
+        .with_context(|| t!("backup.state_creating", path = root.display()))?;
     fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
     println!(
-        "restored hub {hub_id} ({facilities} facilities, {} files) from a backup of {} (renkei {}) into {}",
-        manifest.files.len(),
-        manifest.created,
-        manifest.renkei,
-        root.display()
+        "{}",
+        t!(
+            "backup.restored",
+            hub = hub_id,
+            facilities = facilities,
+            files = manifest.files.len(),
+            created = crate::i18n::local_time_rfc3339(&manifest.created),
+            version = manifest.renkei,
+            path = root.display()
+        )
     );
     match verified {
-        Ok(_) => println!("audit log: the chain verifies"),
-        Err(e) => println!("audit log: {e:#}"),
+        Ok(_) => println!("{}", t!("backup.audit_verifies")),
+        Err(e) => println!("{}", t!("backup.audit_problem", error = format!("{e:#}"))),
     }
-    println!("start the hub with `renkei serve` (or systemctl start renkei)");
+    println!("{}", t!("backup.start_hub"));
     let _ = audit::append(
         state,
         &audit::actor(),
@@ -385,27 +407,30 @@ fn unpack(reader: impl Read, dir: &Path) -> Result<Manifest> {
     let mut archive = tar::Archive::new(reader);
     let mut manifest: Option<Manifest> = None;
     let mut seen = Vec::new();
-    for entry in archive.entries().context("in: reading the backup")? {
-        let mut entry = entry.context("in: reading the backup")?;
-        let name = entry.path().context("in: entry name")?.into_owned();
+    for entry in archive.entries().context(t!("backup.reading_backup"))? {
+        let mut entry = entry.context(t!("backup.reading_backup"))?;
+        let name = entry.path().context(t!("backup.entry_name"))?.into_owned();
         if entry.header().entry_type() != tar::EntryType::Regular {
-            bail!("in: unexpected entry {} (not a file)", name.display());
+            bail!("{}", t!("backup.not_a_file", name = name.display()));
         }
         let size = entry.header().size()?;
         if size > MAX_ENTRY {
-            bail!("in: entry {} too large ({size} bytes)", name.display());
+            bail!(
+                "{}",
+                t!("backup.too_large", name = name.display(), size = size)
+            );
         }
         if manifest.is_none() {
             if name != Path::new(MANIFEST) {
-                bail!("in: not a renkei backup (no manifest)");
+                bail!("{}", t!("backup.no_manifest"));
             }
             let mut text = Vec::new();
             entry.read_to_end(&mut text)?;
-            let m: Manifest = serde_json::from_slice(&text).context("in: manifest")?;
+            let m: Manifest = serde_json::from_slice(&text).context(t!("backup.manifest"))?;
             if m.format != FORMAT {
                 bail!(
-                    "in: backup format {} (this renkei reads {FORMAT})",
-                    m.format
+                    "{}",
+                    t!("backup.format", format = m.format, supported = FORMAT)
                 );
             }
             manifest = Some(m);
@@ -425,22 +450,18 @@ fn unpack(reader: impl Read, dir: &Path) -> Result<Manifest> {
             .create_new(true)
             .mode(mode.max(0o600))
             .open(&target)
-            .with_context(|| format!("state: writing {}", target.display()))?;
-        std::io::copy(&mut entry, &mut out).with_context(|| {
-            format!(
-                "in: {} is cut short (wrong passphrase or damaged file)",
-                name.display()
-            )
-        })?;
+            .with_context(|| t!("backup.state_writing", path = target.display()))?;
+        std::io::copy(&mut entry, &mut out)
+            .with_context(|| t!("backup.cut_short", name = name.display()))?;
         out.sync_all()?;
         seen.push(name.to_string_lossy().into_owned());
     }
-    let manifest = manifest.context("in: empty backup")?;
+    let manifest = manifest.context(t!("backup.empty"))?;
     let mut listed = manifest.files.clone();
     listed.sort();
     seen.sort();
     if listed != seen {
-        bail!("in: the backup is incomplete (the manifest lists other files than it holds)");
+        bail!("{}", t!("backup.incomplete"));
     }
     Ok(manifest)
 }

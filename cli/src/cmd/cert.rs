@@ -1,12 +1,14 @@
 //! `renkei cert issue | revoke | list`: facility certificates from the
 //! hub's CA.
 
-use super::notify_daemon;
+use super::{notify_daemon, pad};
 use crate::args::CertCommand;
+use crate::i18n::{local_time, local_time_rfc3339};
 use crate::registry::{self, Registry};
 use crate::state::StateDir;
 use crate::{audit, certs};
 use anyhow::Result;
+use rust_i18n::t;
 use serde::Serialize;
 use serde_json::json;
 
@@ -22,31 +24,40 @@ pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
             let mut reg = Registry::open(state)?;
             let issued = certs::issue(state, &mut reg, &name, key, &out, days, revoke_previous)?;
             println!(
-                "issued {key} certificate {} for {name}, valid until {}",
-                issued.serial,
-                pki::verify::iso(issued.not_after)
+                "{}",
+                t!(
+                    "cert.issued",
+                    key = key,
+                    serial = issued.serial,
+                    name = name,
+                    until = local_time(issued.not_after)
+                )
             );
             for f in &issued.files {
-                println!("  {}", f.display());
+                println!("{}", t!("cert.file", file = f.display()));
             }
             if let Some(kept) = &issued.ca_kept {
-                println!(
-                    "  {} (already there, the same CA certificate: kept)",
-                    kept.display()
-                );
+                println!("{}", t!("cert.ca_kept", file = kept.display()));
             }
             for c in &issued.still_valid {
                 println!(
-                    "note: the earlier certificate {} of {name} stays valid until {}; once the router uses the new one, revoke it with `renkei cert revoke {name} --serial {}`",
-                    c.serial,
-                    pki::verify::iso(c.not_after),
-                    c.serial
+                    "{}",
+                    t!(
+                        "cert.still_valid",
+                        serial = c.serial,
+                        name = name,
+                        until = local_time(c.not_after)
+                    )
                 );
             }
             if !issued.revoked.is_empty() {
                 println!(
-                    "revoked the earlier certificate(s) of {name}: {}",
-                    issued.revoked.join(", ")
+                    "{}",
+                    t!(
+                        "cert.revoked_earlier",
+                        name = name,
+                        serials = issued.revoked.join(", ")
+                    )
                 );
             }
             audit::append(
@@ -67,17 +78,39 @@ pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
                 notify_daemon(state, &name, true);
             }
         }
+        CertCommand::IssueOperator { name, out, days } => {
+            let mut reg = Registry::open(state)?;
+            let issued = crate::web::issue_operator(state, &mut reg, &name, &out, days)?;
+            println!(
+                "{}",
+                rust_i18n::t!(
+                    "web.operator_issued",
+                    serial = issued.serial,
+                    name = name,
+                    until = crate::i18n::local_time(issued.not_after)
+                )
+            );
+            for f in &issued.files {
+                println!("  {}", f.display());
+            }
+            audit::append(
+                state,
+                &audit::actor(),
+                "cert.issue_operator",
+                json!({ "name": name, "serial": issued.serial, "not_after": pki::verify::iso(issued.not_after) }),
+            )?;
+        }
         CertCommand::Revoke { name, serial } => {
             let mut reg = Registry::open(state)?;
             let serials = certs::revoke(state, &mut reg, &name, serial.as_deref())?;
+            let joined = serials.join(", ");
             println!(
-                "revoked {} of {name}: {}",
+                "{}",
                 if serials.len() == 1 {
-                    "the certificate"
+                    t!("cert.revoked_one", name = name, serials = joined)
                 } else {
-                    "the certificates"
-                },
-                serials.join(", ")
+                    t!("cert.revoked_many", name = name, serials = joined)
+                }
             );
             audit::append(
                 state,
@@ -95,18 +128,23 @@ pub(crate) fn run(state: &StateDir, cmd: CertCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<34} {:<16} {:<28} {:<11} {:<21} REVOKED",
-                    "SERIAL", "NAME", "IDENTITY", "KEY", "NOT-AFTER"
+                    "{} {} {} {} {} {}",
+                    pad(&t!("cert.col_serial"), 34),
+                    pad(&t!("cert.col_name"), 16),
+                    pad(&t!("cert.col_identity"), 28),
+                    pad(&t!("cert.col_key"), 11),
+                    pad(&t!("cert.col_not_after"), 23),
+                    t!("cert.col_revoked")
                 );
                 for c in &list {
                     println!(
-                        "{:<34} {:<16} {:<28} {:<11} {:<21} {}",
+                        "{:<34} {:<16} {:<28} {:<11} {:<23} {}",
                         c.serial,
                         c.name,
                         c.identity,
                         c.key,
-                        c.not_after,
-                        c.revoked.as_deref().unwrap_or("-")
+                        local_time_rfc3339(&c.not_after),
+                        c.revoked.as_deref().map_or("-".into(), local_time_rfc3339)
                     );
                 }
             }

@@ -2,10 +2,12 @@
 //! algorithms against the CRYPTREC profile, with the end-of-2030 deadline
 //! for 112-bit ones.
 
+use super::pad;
 use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::{certs, control};
 use anyhow::Result;
+use rust_i18n::t;
 use serde::Serialize;
 
 pub(crate) fn run(state: &StateDir, json: bool) -> Result<()> {
@@ -14,12 +16,12 @@ pub(crate) fn run(state: &StateDir, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", report.summary);
-        println!("hub: {}", report.hub_certificate);
+        println!("{}", t!("compliance.hub", cert = report.hub_certificate));
         for note in &report.hub_findings {
             println!("    - {note}");
         }
         for f in &report.facilities {
-            println!("{:<16} {:<22} {}", f.name, f.status, f.auth);
+            println!("{:<16} {} {}", f.name, pad(&f.status.text(), 22), f.auth);
             for note in &f.findings {
                 println!("    - {note}");
             }
@@ -71,6 +73,17 @@ enum Compliance {
     NonCompliant,
 }
 
+impl Compliance {
+    /// The standing in the operator's language (JSON keeps the English).
+    fn text(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Compliance::Compliant => t!("compliance.compliant"),
+            Compliance::Until2030 => t!("compliance.until_2030"),
+            Compliance::NonCompliant => t!("compliance.non_compliant"),
+        }
+    }
+}
+
 impl std::fmt::Display for Compliance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(match self {
@@ -101,30 +114,38 @@ fn compliance(state: &StateDir) -> Result<ComplianceReport> {
             .filter(|c| c.name == name && c.revoked.is_none())
             .max_by_key(|c| c.not_after)
         else {
-            findings.push("no current certificate (issue one with `renkei cert issue`)".into());
-            return "certificate (none issued)".into();
+            findings.push(t!("compliance.no_cert").into_owned());
+            return t!("compliance.none_issued").into_owned();
         };
         let left = (c.not_after - now as i64).div_euclid(86_400);
         if left < 0 {
-            findings.push(format!(
-                "certificate {} expired on {}",
-                c.serial,
-                pki::verify::iso(c.not_after)
-            ));
+            findings.push(
+                t!(
+                    "compliance.expired",
+                    serial = c.serial,
+                    date = pki::verify::iso(c.not_after)
+                )
+                .into_owned(),
+            );
             *level = Compliance::NonCompliant;
         } else if left < CERT_EXPIRY_WARNING_DAYS {
-            findings.push(format!(
-                "certificate {} expires on {} ({left} days left)",
-                c.serial,
-                pki::verify::iso(c.not_after)
-            ));
+            findings.push(
+                t!(
+                    "compliance.expires",
+                    serial = c.serial,
+                    date = pki::verify::iso(c.not_after),
+                    days = left
+                )
+                .into_owned(),
+            );
         }
-        format!(
-            "certificate {} ({}, until {})",
-            c.serial,
-            c.key_type,
-            pki::verify::iso(c.not_after)
+        t!(
+            "compliance.cert",
+            serial = c.serial,
+            key = c.key_type,
+            date = pki::verify::iso(c.not_after)
         )
+        .into_owned()
     };
     let mut hub_findings = Vec::new();
     let hub_cert = cert_of(
@@ -136,15 +157,15 @@ fn compliance(state: &StateDir) -> Result<ComplianceReport> {
         let mut findings = Vec::new();
         let mut level = Compliance::Compliant;
         let auth = match p.auth {
-            ike::PeerAuth::Psk(_) => "pre-shared key".to_string(),
+            ike::PeerAuth::Psk(_) => t!("compliance.psk").into_owned(),
             ike::PeerAuth::Cert => cert_of(&p.name, &mut findings, &mut level),
         };
         if p.ike.weak_groups().contains(&ike::wire::KeId::Modp2048) {
-            findings.push(format!("IKE proposals allow MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
+            findings.push(t!("compliance.ike_modp2048", days = days_left).into_owned());
             level = level.max(Compliance::Until2030);
         }
         if p.esp.weak_groups().contains(&ike::wire::KeId::Modp2048) {
-            findings.push(format!("ESP PFS allows MODP-2048 (112-bit): acceptable until 2030-12-31, {days_left} days left"));
+            findings.push(t!("compliance.esp_modp2048", days = days_left).into_owned());
             level = level.max(Compliance::Until2030);
         }
         let f = live.as_ref().and_then(|l| l.facility(&p.name));
@@ -154,13 +175,18 @@ fn compliance(state: &StateDir) -> Result<ComplianceReport> {
             .unwrap_or_default();
         for suite in negotiated_ike.iter().chain(negotiated_esp.iter()) {
             if suite.contains("modp2048") {
-                findings.push(format!("negotiated {suite}: MODP-2048 is 112-bit, acceptable until 2030-12-31 ({days_left} days left)"));
+                findings.push(
+                    t!(
+                        "compliance.negotiated_modp2048",
+                        suite = suite,
+                        days = days_left
+                    )
+                    .into_owned(),
+                );
                 level = level.max(Compliance::Until2030);
             }
             if suite.contains("x25519") {
-                findings.push(format!(
-                    "negotiated {suite}: X25519 is not on the CRYPTREC list"
-                ));
+                findings.push(t!("compliance.negotiated_x25519", suite = suite).into_owned());
                 level = Compliance::NonCompliant;
             }
         }
@@ -183,10 +209,18 @@ fn compliance(state: &StateDir) -> Result<ComplianceReport> {
             findings,
         });
     }
-    let summary = format!(
-        "CRYPTREC profile (LS-0001-2022): {ok} compliant, {until_2030} compliant only until 2030-12-31, {bad} non-compliant{}",
-        if live.is_none() { " (hub not running: configuration only)" } else { "" }
-    );
+    let summary = t!(
+        "compliance.summary",
+        ok = ok,
+        until_2030 = until_2030,
+        bad = bad,
+        note = if live.is_none() {
+            t!("compliance.not_running")
+        } else {
+            "".into()
+        }
+    )
+    .into_owned();
     Ok(ComplianceReport {
         profile: "cryptrec",
         summary,

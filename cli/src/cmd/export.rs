@@ -5,6 +5,7 @@ use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::{audit, export};
 use anyhow::Result;
+use rust_i18n::t;
 use serde_json::json;
 
 pub(crate) fn run(
@@ -17,9 +18,7 @@ pub(crate) fn run(
     let reg = Registry::open(state)?;
     let (hub, peer, certs) = (reg.hub()?, reg.peer(name)?, reg.certs()?);
     let Some(format) = format.or(peer.router.export_format()) else {
-        anyhow::bail!(
-            "format: facility '{name}' has router 'other'; give --format (swanctl, yamaha, cisco, fortigate, nec) or set its router with `renkei peer set {name} --router …`"
-        );
+        anyhow::bail!("{}", t!("export.no_format", name = name));
     };
     let site = export::Site {
         wan_interface: site.wan_interface,

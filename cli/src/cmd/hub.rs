@@ -8,14 +8,17 @@
 //! back. Each change is audited, and a running hub is told to take the new
 //! certificates (`ReloadCredentials`), which keeps established SAs.
 
+use super::pad;
 use crate::args::{CaCommand, HubCommand};
 use crate::audit;
 use crate::certs::{self, fingerprint, unix_now, write_file, HUB_CERT_NAME};
 use crate::control::{self, Request};
+use crate::i18n::local_time_rfc3339;
 use crate::registry::{now_rfc3339, CertRecord, PublicAddr, Registry};
 use crate::state::StateDir;
 use anyhow::{bail, Context, Result};
 use pki::ca::{Ca, KeyKind};
+use rust_i18n::t;
 use serde::Serialize;
 use serde_json::json;
 use std::os::unix::fs::DirBuilderExt;
@@ -42,11 +45,9 @@ pub(crate) fn run(state: &StateDir, cmd: HubCommand) -> Result<()> {
                 "hub.set",
                 json!({ "public_addrs": public_addr, "previous_public_addrs": old }),
             )?;
-            println!(
-                "public addresses: {} (export router configurations again: `renkei export NAME --format …`)",
-                join(&public_addr)
-            );
+            println!("{}", t!("hub.public_addrs_set", addrs = join(&public_addr)));
         }
+        HubCommand::Seal { cluster_key } => super::ha::seal(state, cluster_key)?,
         HubCommand::RenewCert { days } => {
             let mut reg = Registry::open(state)?;
             let r = renew_cert(state, &mut reg, days)?;
@@ -58,11 +59,14 @@ pub(crate) fn run(state: &StateDir, cmd: HubCommand) -> Result<()> {
                         "not_after": pki::verify::iso(r.not_after), "kept": r.kept }),
             )?;
             println!(
-                "renewed the hub's certificate: serial {} valid until {} (previous {} kept in {})",
-                r.serial,
-                pki::verify::iso(r.not_after),
-                r.previous_serial.as_deref().unwrap_or("-"),
-                state.retired_dir().display()
+                "{}",
+                t!(
+                    "hub.renewed",
+                    serial = r.serial,
+                    until = crate::i18n::local_time(r.not_after),
+                    previous = r.previous_serial.as_deref().unwrap_or("-"),
+                    dir = state.retired_dir().display()
+                )
             );
             drop(reg);
             notify_credentials(state);
@@ -85,15 +89,23 @@ pub(crate) fn run_ca(state: &StateDir, cmd: CaCommand) -> Result<()> {
             )?;
             match &r.previous_ca {
                 Some(prev) => println!(
-                    "new CA {} ({}); the hub's certificate is reissued from it (serial {}).\n\
-                     The previous CA {prev} stays trusted until `renkei ca retire-old`.\n\
-                     Next: `renkei cert issue NAME` for each certificate facility, install the new\n\
-                     NAME.pem, NAME.key and ca.pem on its router, then `renkei ca retire-old`.",
-                    r.ca, r.key, r.hub_serial
+                    "{}",
+                    t!(
+                        "hub.rolled_over",
+                        ca = r.ca,
+                        key = r.key,
+                        serial = r.hub_serial,
+                        previous = prev
+                    )
                 ),
                 None => println!(
-                    "created the CA {} ({}) and the hub's certificate (serial {})",
-                    r.ca, r.key, r.hub_serial
+                    "{}",
+                    t!(
+                        "hub.ca_created",
+                        ca = r.ca,
+                        key = r.key,
+                        serial = r.hub_serial
+                    )
                 ),
             }
             drop(reg);
@@ -109,9 +121,12 @@ pub(crate) fn run_ca(state: &StateDir, cmd: CaCommand) -> Result<()> {
                 json!({ "retired_ca": r.retired_ca, "kept": r.kept }),
             )?;
             println!(
-                "retired the previous CA {}: only the current CA is trusted now (its files are kept in {})",
-                r.retired_ca,
-                state.retired_dir().display()
+                "{}",
+                t!(
+                    "hub.retired",
+                    ca = r.retired_ca,
+                    dir = state.retired_dir().display()
+                )
             );
             drop(reg);
             notify_credentials(state);
@@ -122,9 +137,12 @@ pub(crate) fn run_ca(state: &StateDir, cmd: CaCommand) -> Result<()> {
 
 /// Tells a running hub to take its certificates and CAs again.
 fn notify_credentials(state: &StateDir) {
+    // A pair of hubs takes its credentials from the registry: seal the
+    // new ones there first.
+    super::ha::reseal(state);
     match control::request(state, &Request::ReloadCredentials) {
-        Ok(_) => println!("applied to the running hub (established tunnels stay up)"),
-        Err(_) => println!("(the hub is not running; this takes effect when it starts)"),
+        Ok(_) => println!("{}", t!("hub.applied")),
+        Err(_) => println!("{}", t!("cli.not_running_later")),
     }
 }
 
@@ -139,14 +157,14 @@ fn join<T: ToString>(v: &[T]) -> String {
 /// changes nothing.
 pub(crate) fn set_public_addrs(reg: &mut Registry, addrs: &[PublicAddr]) -> Result<()> {
     if addrs.is_empty() {
-        bail!("public-addr: give at least one address or DNS name");
+        bail!("{}", t!("hub.no_public_addr"));
     }
     for (i, a) in addrs.iter().enumerate() {
         if addrs[..i]
             .iter()
             .any(|b| b.to_string().eq_ignore_ascii_case(&a.to_string()))
         {
-            bail!("public-addr: {a} is given twice");
+            bail!("{}", t!("hub.public_addr_twice", addr = a));
         }
     }
     reg.set_public_addrs(addrs)
@@ -182,14 +200,14 @@ fn apply(
         .mode(0o700)
         .recursive(true)
         .create(&retired)
-        .with_context(|| format!("creating {}", retired.display()))?;
+        .with_context(|| t!("cli.io_creating", path = retired.display()))?;
     let stamp = stamp();
     let mut changes = Vec::new();
     for (path, data, mode) in files {
         let before = match std::fs::read(&path) {
             Ok(b) => Some(zeroize::Zeroizing::new(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e).with_context(|| t!("cli.io_reading", path = path.display())),
         };
         changes.push(Change {
             path,
@@ -200,14 +218,18 @@ fn apply(
     }
     let mut kept = Vec::new();
     for c in changes.iter().filter(|c| c.before.is_some()) {
-        let name = c.path.file_name().context("file name")?.to_string_lossy();
+        let name = c
+            .path
+            .file_name()
+            .context(t!("cli.io_file_name"))?
+            .to_string_lossy();
         let to = retired.join(format!("{name}.{stamp}"));
         if let Err(e) = std::fs::hard_link(&c.path, &to) {
             for k in &kept {
                 let _ = std::fs::remove_file(k);
             }
             return Err(e)
-                .with_context(|| format!("keeping {} as {}", c.path.display(), to.display()));
+                .with_context(|| t!("cli.io_keeping", path = c.path.display(), to = to.display()));
         }
         kept.push(to);
     }
@@ -235,8 +257,8 @@ fn undo(changes: &[Change]) {
 }
 
 fn read_der(path: &Path) -> Result<Vec<u8>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| t!("cli.io_reading", path = path.display()))?;
     certs::pem_der(&text, path)
 }
 
@@ -267,7 +289,7 @@ pub(crate) struct Renewed {
 /// the current CA.
 pub(crate) fn renew_cert(state: &StateDir, reg: &mut Registry, days: u32) -> Result<Renewed> {
     if !(1..=3650).contains(&days) {
-        bail!("days: {days} is outside 1..=3650");
+        bail!("{}", t!("hub.days_range", days = days));
     }
     let hub = reg.hub()?;
     let ca = certs::load_ca(state)?;
@@ -279,7 +301,7 @@ pub(crate) fn renew_cert(state: &StateDir, reg: &mut Registry, days: u32) -> Res
     let now = unix_now();
     let issued = ca
         .issue(&hub.id, kind, now, days)
-        .map_err(|e| anyhow::anyhow!("hub certificate: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}", t!("hub.hub_certificate", error = e)))?;
     let (kept, changes) = apply(
         state,
         vec![
@@ -338,19 +360,22 @@ pub(crate) fn rollover(
         kind,
         KeyKind::EcdsaP384 | KeyKind::EcdsaP256 | KeyKind::Rsa3072
     ) {
-        bail!("key: the CA key is ecdsa-p384, ecdsa-p256 or rsa-3072, not {kind}");
+        bail!("{}", t!("hub.ca_key_kind", kind = kind));
     }
     if certs::rollover_under_way(state) {
         bail!(
-            "ca: a CA rollover is already under way ({} exists); finish it with `renkei ca retire-old` first",
-            state.ca_old_cert().display()
+            "{}",
+            t!(
+                "hub.rollover_under_way",
+                file = state.ca_old_cert().display()
+            )
         );
     }
     if !state.ca_cert().exists() {
         certs::create(state, reg, &hub.id, kind)?;
         let ca = read_der(&state.ca_cert())?;
         let hub_cert = pki::verify::describe(&read_der(&state.hub_cert())?)
-            .map_err(|e| anyhow::anyhow!("hub certificate: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", t!("hub.hub_certificate", error = e)))?;
         return Ok(RolledOver {
             ca: fingerprint(&ca),
             previous_ca: None,
@@ -366,9 +391,12 @@ pub(crate) fn rollover(
     ] {
         if p.exists() {
             bail!(
-                "ca: {} exists without {}; move it away before a rollover",
-                p.display(),
-                state.ca_old_cert().display()
+                "{}",
+                t!(
+                    "hub.stray_old_file",
+                    file = p.display(),
+                    old_ca = state.ca_old_cert().display()
+                )
             );
         }
     }
@@ -381,12 +409,13 @@ pub(crate) fn rollover(
         now,
         certs::CA_DAYS,
     )
-    .map_err(|e| anyhow::anyhow!("creating the CA: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("{}", t!("hub.creating_ca", error = e)))?;
     let new_fp = fingerprint(new.cert_der());
     let issued = new
         .issue(&hub.id, kind, now, certs::HUB_DAYS)
-        .map_err(|e| anyhow::anyhow!("hub certificate: {e}"))?;
-    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+        .map_err(|e| anyhow::anyhow!("{}", t!("hub.hub_certificate", error = e)))?;
+    let read =
+        |p: PathBuf| std::fs::read(&p).with_context(|| t!("cli.io_reading", path = p.display()));
     let (kept, changes) = apply(
         state,
         vec![
@@ -462,16 +491,15 @@ pub(crate) struct Retired {
 /// STATE/retired/.
 pub(crate) fn retire_old(state: &StateDir, reg: &Registry) -> Result<Retired> {
     if !certs::rollover_under_way(state) {
-        bail!("ca: no CA rollover is under way (start one with `renkei ca rollover`)");
+        bail!("{}", t!("hub.no_rollover"));
     }
     let stuck = on_previous_ca(state, reg)?;
     if !stuck.is_empty() {
-        bail!(
-            "ca: {} still use{} the previous CA: {} (issue each a certificate from the new CA with `renkei cert issue NAME`, install it with the new ca.pem on its router, then retry)",
-            if stuck.len() == 1 { "a facility" } else { "facilities" },
-            if stuck.len() == 1 { "s" } else { "" },
-            stuck.join(", ")
-        );
+        let names = stuck.join(", ");
+        if stuck.len() == 1 {
+            bail!("{}", t!("hub.still_on_previous_one", names = names));
+        }
+        bail!("{}", t!("hub.still_on_previous_many", names = names));
     }
     let retired_ca = fingerprint(&read_der(&state.ca_old_cert())?);
     let retired = state.retired_dir();
@@ -479,7 +507,7 @@ pub(crate) fn retire_old(state: &StateDir, reg: &Registry) -> Result<Retired> {
         .mode(0o700)
         .recursive(true)
         .create(&retired)
-        .with_context(|| format!("creating {}", retired.display()))?;
+        .with_context(|| t!("cli.io_creating", path = retired.display()))?;
     let stamp = stamp();
     let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
     for p in [
@@ -492,16 +520,20 @@ pub(crate) fn retire_old(state: &StateDir, reg: &Registry) -> Result<Retired> {
         if !p.exists() {
             continue;
         }
-        let name = p.file_name().context("file name")?.to_string_lossy();
+        let name = p
+            .file_name()
+            .context(t!("cli.io_file_name"))?
+            .to_string_lossy();
         let to = retired.join(format!("{name}.{stamp}"));
         if to.exists() {
-            bail!("ca: {} exists already; try again in a second", to.display());
+            bail!("{}", t!("hub.retired_exists", file = to.display()));
         }
         if let Err(e) = std::fs::rename(&p, &to) {
             for (from, to) in moved.iter().rev() {
                 let _ = std::fs::rename(to, from);
             }
-            return Err(e).with_context(|| format!("moving {} to {}", p.display(), to.display()));
+            return Err(e)
+                .with_context(|| t!("cli.io_moving", path = p.display(), to = to.display()));
         }
         moved.push((p, to));
     }
@@ -520,6 +552,9 @@ pub(crate) struct HubView {
     profile: String,
     /// The registry's schema version (`registry::SCHEMA_VERSION`).
     schema_version: u32,
+    /// Where the registry is: "SQLite PATH" or "PostgreSQL HOST:PORT/DB
+    /// as USER" (never a password).
+    registry: String,
     public_addrs: Vec<AddrView>,
     hub_certificate: Option<CertView>,
     ca: Option<CertView>,
@@ -561,8 +596,9 @@ fn cert_view(path: &Path) -> Result<Option<CertView>> {
     if !path.exists() {
         return Ok(None);
     }
-    let c = pki::verify::describe(&read_der(path)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let c = pki::verify::describe(&read_der(path)?).map_err(|e| {
+        anyhow::anyhow!("{}", t!("hub.cert_file", path = path.display(), error = e))
+    })?;
     Ok(Some(CertView {
         subject: c.subject,
         issuer: c.issuer,
@@ -617,6 +653,7 @@ pub(crate) fn show(state: &StateDir, reg: &Registry) -> Result<HubView> {
         identity: hub.id.to_string(),
         profile: hub.profile,
         schema_version: reg.schema_version()?,
+        registry: reg.describe(),
         public_addrs,
         hub_certificate: cert_view(&state.hub_cert())?,
         ca: cert_view(&state.ca_cert())?,
@@ -628,18 +665,33 @@ impl CertView {
     fn text(&self, out: &mut String, title: &str) {
         use std::fmt::Write as _;
         let _ = writeln!(out, "{title}");
-        let _ = writeln!(out, "  subject      {}", self.subject);
-        if !self.san.is_empty() {
-            let _ = writeln!(out, "  altnames     {}", self.san.join(", "));
-        }
-        let _ = writeln!(out, "  issuer       {}", self.issuer);
-        let _ = writeln!(out, "  serial       {}", self.serial);
         let _ = writeln!(
             out,
-            "  valid        {} to {}",
-            self.not_before, self.not_after
+            "  {} {}",
+            pad(&t!("hub.show_subject"), 12),
+            self.subject
         );
-        let _ = writeln!(out, "  SHA-256      {}", self.sha256);
+        if !self.san.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                pad(&t!("hub.show_altnames"), 12),
+                self.san.join(", ")
+            );
+        }
+        let _ = writeln!(out, "  {} {}", pad(&t!("hub.show_issuer"), 12), self.issuer);
+        let _ = writeln!(out, "  {} {}", pad(&t!("hub.show_serial"), 12), self.serial);
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            pad(&t!("hub.show_valid"), 12),
+            t!(
+                "hub.show_valid_range",
+                from = local_time_rfc3339(&self.not_before),
+                to = local_time_rfc3339(&self.not_after)
+            )
+        );
+        let _ = writeln!(out, "  {} {}", pad("SHA-256", 12), self.sha256);
     }
 }
 
@@ -647,55 +699,70 @@ impl HubView {
     fn text(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(out, "identity       {}", self.identity);
-        let _ = writeln!(out, "profile        {}", self.profile);
-        let _ = writeln!(out, "schema         {}", self.schema_version);
+        let _ = writeln!(
+            out,
+            "{} {}",
+            pad(&t!("hub.show_identity"), 14),
+            self.identity
+        );
+        let _ = writeln!(out, "{} {}", pad(&t!("hub.show_profile"), 14), self.profile);
+        let _ = writeln!(
+            out,
+            "{} {}",
+            pad(&t!("hub.show_schema"), 14),
+            self.schema_version
+        );
+        let _ = writeln!(
+            out,
+            "{} {}",
+            pad(&t!("hub.show_registry"), 14),
+            self.registry
+        );
         if self.public_addrs.is_empty() {
-            let _ = writeln!(
-                out,
-                "public address (none; set one with `renkei hub set --public-addr`)"
-            );
+            let _ = writeln!(out, "{}", t!("hub.show_no_public_addr"));
         }
         for a in &self.public_addrs {
             let detail = match (&a.resolves_to, &a.resolve_error) {
-                (Some(ips), _) => format!(" (DNS name; resolves to {})", ips.join(", ")),
-                (None, Some(e)) => format!(" (DNS name; does not resolve here: {e})"),
+                (Some(ips), _) => t!("hub.show_resolves", ips = ips.join(", ")).into_owned(),
+                (None, Some(e)) => t!("hub.show_no_resolve", error = e).into_owned(),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "public address {}{detail}", a.addr);
+            let _ = writeln!(
+                out,
+                "{} {}{detail}",
+                pad(&t!("hub.show_public_addr"), 14),
+                a.addr
+            );
         }
         match &self.hub_certificate {
-            Some(c) => c.text(&mut out, "hub certificate"),
+            Some(c) => c.text(&mut out, &t!("hub.show_hub_cert")),
             None => {
-                let _ = writeln!(out, "hub certificate (none)");
+                let _ = writeln!(out, "{}", t!("hub.show_no_hub_cert"));
             }
         }
         match &self.ca {
-            Some(c) => c.text(&mut out, "CA"),
+            Some(c) => c.text(&mut out, &t!("hub.show_ca")),
             None => {
-                let _ = writeln!(out, "CA (none; create one with `renkei ca rollover`)");
+                let _ = writeln!(out, "{}", t!("hub.show_no_ca"));
             }
         }
         if let Some(r) = &self.rollover {
-            let _ = writeln!(
-                out,
-                "CA rollover under way (finish with `renkei ca retire-old`)"
-            );
-            r.previous_ca.text(&mut out, "previous CA (still trusted)");
+            let _ = writeln!(out, "{}", t!("hub.show_rollover"));
+            r.previous_ca.text(&mut out, &t!("hub.show_previous_ca"));
             if let Some(c) = &r.previous_hub_certificate {
-                c.text(
-                    &mut out,
-                    "hub certificate from the previous CA (for facilities that trust only it)",
-                );
+                c.text(&mut out, &t!("hub.show_previous_hub_cert"));
             }
             let _ = writeln!(
                 out,
-                "facilities on the previous CA: {}",
-                if r.facilities_on_previous_ca.is_empty() {
-                    "none".to_string()
-                } else {
-                    r.facilities_on_previous_ca.join(", ")
-                }
+                "{}",
+                t!(
+                    "hub.show_on_previous_ca",
+                    names = if r.facilities_on_previous_ca.is_empty() {
+                        t!("hub.show_none").into_owned()
+                    } else {
+                        r.facilities_on_previous_ca.join(", ")
+                    }
+                )
             );
         }
         out

@@ -5,6 +5,7 @@ use crate::state::StateDir;
 use crate::{audit, certs};
 use anyhow::{bail, Result};
 use pki::Identity;
+use rust_i18n::t;
 use serde_json::json;
 
 pub(crate) fn run(
@@ -15,9 +16,10 @@ pub(crate) fn run(
     ca_key: pki::ca::KeyKind,
 ) -> Result<()> {
     if profile != "cryptrec" {
-        bail!("profile: '{profile}' is unknown; the only profile is 'cryptrec'");
+        bail!("{}", t!("init.unknown_profile", profile = profile));
     }
-    let id = Identity::parse(hub_id).map_err(|e| anyhow::anyhow!("hub-id: {e}"))?;
+    let id =
+        Identity::parse(hub_id).map_err(|e| anyhow::anyhow!("{}", t!("init.hub_id", error = e)))?;
     let mut reg = Registry::init(
         state,
         &Hub {
@@ -29,8 +31,7 @@ pub(crate) fn run(
     if let Err(e) = certs::create(state, &mut reg, &id, ca_key) {
         // Nothing half-made stays behind: without the registry a
         // new `renkei init` can start over.
-        drop(reg);
-        registry::remove_files(state);
+        reg.discard_new(state);
         return Err(e);
     }
     audit::append(
@@ -40,9 +41,14 @@ pub(crate) fn run(
         json!({ "hub_id": id.to_string(), "public_addrs": public_addr, "profile": profile }),
     )?;
     println!(
-        "initialized hub {id} in {} (CA key {ca_key}; CA certificate {})",
-        state.display(),
-        state.ca_cert().display()
+        "{}",
+        t!(
+            "init.done",
+            id = id,
+            dir = state.display(),
+            key = ca_key,
+            ca = state.ca_cert().display()
+        )
     );
     Ok(())
 }

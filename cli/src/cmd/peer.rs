@@ -1,12 +1,13 @@
 //! `renkei peer …`: adding, changing, listing and removing facilities.
 
-use super::notify_daemon;
+use super::{notify_daemon, pad};
 use crate::args::PeerCommand;
 use crate::audit;
 use crate::hostnet::HostNetworks;
 use crate::registry::{self, NewPeer, PeerChange, Registry};
 use crate::state::StateDir;
 use anyhow::Result;
+use rust_i18n::t;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -31,6 +32,9 @@ struct PeerView {
     dpd: u64,
     mtu: Option<u32>,
     router: &'static str,
+    display_name: Option<String>,
+    medical_code: Option<String>,
+    notes: Option<String>,
 }
 
 impl From<&registry::Peer> for PeerView {
@@ -56,6 +60,9 @@ impl From<&registry::Peer> for PeerView {
             dpd: p.lifetimes.dpd.as_secs(),
             mtu: p.mtu,
             router: p.router.as_str(),
+            display_name: p.label.display_name.clone(),
+            medical_code: p.label.medical_code.clone(),
+            notes: p.label.notes.clone(),
         }
     }
 }
@@ -91,13 +98,12 @@ fn peer_warnings(p: &registry::Peer) -> Vec<String> {
     explicit_weak_groups(p)
         .iter()
         .map(|g| match g {
-            ike::wire::KeId::Modp2048 => {
-                "MODP-2048 (112-bit) is acceptable only until the end of 2030".to_string()
-            }
-            other => format!(
-                "{} is not on the CRYPTREC list",
-                ike::proposal::ke_name(*other)
-            ),
+            ike::wire::KeId::Modp2048 => t!("peer.warn_modp2048").into_owned(),
+            other => t!(
+                "peer.warn_not_cryptrec",
+                group = ike::proposal::ke_name(*other)
+            )
+            .into_owned(),
         })
         .collect()
 }
@@ -138,9 +144,28 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 dpd: a.tuning.dpd,
                 mtu: a.tuning.mtu,
                 router: a.tuning.router,
+                label: registry::Label {
+                    display_name: a.label.display_name,
+                    notes: a.label.notes,
+                    medical_code: a.label.medical_code,
+                },
             };
-            let p = reg.add_peer_on(&new, &host)?;
-            println!("added facility {} ({})", p.name, p.id);
+            let generated = a.psk.is_some().then(crate::declare::generate_psk);
+            let p = match &generated {
+                Some(k) => reg.add_peer_keyed(
+                    &new,
+                    Some(zeroize::Zeroizing::new(k.as_bytes().to_vec())),
+                    &host,
+                )?,
+                None => reg.add_peer_on(&new, &host)?,
+            };
+            println!("{}", t!("peer.added", name = p.name, id = p.id));
+            if let Some(k) = &generated {
+                println!(
+                    "{}",
+                    rust_i18n::t!("files.peer_generated_key", key = k.as_str())
+                );
+            }
             audit::append(
                 state,
                 &audit::actor(),
@@ -148,7 +173,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 serde_json::to_value(PeerView::from(&p))?,
             )?;
             for w in peer_warnings(&p) {
-                println!("warning: {w}");
+                println!("{}", t!("peer.warning", warning = w));
             }
             drop(reg);
             notify_daemon(state, &p.name, false);
@@ -165,8 +190,13 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                 );
             } else {
                 println!(
-                    "{:<20} {:<28} {:<8} {:<32} REMOTE-ADDR",
-                    "NAME", "ID", "ENABLED", "REMOTE-TS"
+                    "{} {} {} {} {} {}",
+                    pad(&t!("peer.col_name"), 20),
+                    pad(&t!("peer.col_id"), 28),
+                    pad(&t!("peer.col_enabled"), 8),
+                    pad(&t!("peer.col_remote_ts"), 32),
+                    pad(&t!("peer.col_remote_addr"), 22),
+                    t!("peer.col_display_name")
                 );
                 for p in peers {
                     let ts = p
@@ -175,15 +205,25 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(",");
+                    // The display name last: its width on a terminal
+                    // (Japanese) would misalign the columns after it.
                     println!(
-                        "{:<20} {:<28} {:<8} {:<32} {}",
+                        "{:<20} {:<28} {} {:<32} {:<22} {}",
                         p.name,
                         p.id.to_string(),
-                        p.enabled,
+                        pad(
+                            &if p.enabled {
+                                t!("peer.yes")
+                            } else {
+                                t!("peer.no")
+                            },
+                            8
+                        ),
                         ts,
                         p.remote_addr
                             .as_ref()
-                            .map_or("-".into(), ToString::to_string)
+                            .map_or("-".into(), ToString::to_string),
+                        p.label.display_name.as_deref().unwrap_or("-")
                     );
                 }
             }
@@ -231,10 +271,13 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
                     dpd: c.tuning.dpd,
                     mtu: c.tuning.mtu,
                     router: c.tuning.router,
+                    display_name: c.label.display_name.clone(),
+                    notes: c.label.notes.clone(),
+                    medical_code: c.label.medical_code.clone(),
                 },
                 &host,
             )?;
-            println!("changed facility {}", p.name);
+            println!("{}", t!("peer.changed", name = p.name));
             let details = PeerChanged {
                 peer: PeerView::from(&p),
                 psk_changed: c.psk_file.is_some(),
@@ -250,7 +293,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
         }
         PeerCommand::Remove { name } => {
             let revoked = crate::certs::remove_facility(state, &mut Registry::open(state)?, &name)?;
-            println!("removed facility {name}");
+            println!("{}", t!("peer.removed", name = name));
             audit::append(
                 state,
                 &audit::actor(),
@@ -259,8 +302,8 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
             )?;
             if !revoked.is_empty() {
                 println!(
-                    "revoked its certificate(s): {} (the CRL is rewritten)",
-                    revoked.join(", ")
+                    "{}",
+                    t!("peer.revoked_its_certs", serials = revoked.join(", "))
                 );
                 audit::append(
                     state,
@@ -273,7 +316,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
         }
         PeerCommand::Disable { name } => {
             Registry::open(state)?.set_enabled(&name, false)?;
-            println!("disabled facility {name}");
+            println!("{}", t!("peer.disabled", name = name));
             audit::append(
                 state,
                 &audit::actor(),
@@ -284,7 +327,7 @@ pub(crate) fn run(state: &StateDir, cmd: PeerCommand) -> Result<()> {
         }
         PeerCommand::Enable { name } => {
             Registry::open(state)?.set_enabled(&name, true)?;
-            println!("enabled facility {name}");
+            println!("{}", t!("peer.enabled", name = name));
             audit::append(
                 state,
                 &audit::actor(),

@@ -106,6 +106,8 @@ impl AuditMap {
     ) -> Vec<Record> {
         let mut out = Vec::new();
         match event {
+            // `drain.facility` records the outcome.
+            Event::Redirected { .. } => {}
             Event::IkeSaUp {
                 ike_sa,
                 peer,

@@ -10,6 +10,117 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Hub {
+    /// Keeps what `status NAME` and `diagnose NAME` show of a registered
+    /// facility's event ([`super::evidence`]).
+    fn note_evidence(&mut self, event: &Event, now: &str) {
+        use super::evidence::{Cause, EventKind};
+        let (peer, kind, cause, notify, remote, detail) = match event {
+            Event::IkeSaUp {
+                peer,
+                remote,
+                suite,
+                remote_behind_nat,
+                initiator,
+                ..
+            } => (
+                peer,
+                EventKind::IkeUp,
+                None,
+                None,
+                Some(*remote),
+                format!(
+                    "{suite}; {} initiated{}",
+                    if *initiator { "hub" } else { "facility" },
+                    if *remote_behind_nat {
+                        "; behind NAT"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Event::IkeSaDown {
+                peer: Some(peer),
+                reason,
+                ..
+            } => (peer, EventKind::IkeDown, None, None, None, reason.clone()),
+            Event::ChildSaUp {
+                peer,
+                child,
+                rekey_of,
+                ..
+            } => (
+                peer,
+                if rekey_of.is_some() {
+                    EventKind::Rekeyed
+                } else {
+                    EventKind::ChildUp
+                },
+                None,
+                None,
+                Some(child.remote),
+                format!(
+                    "{:08x}/{:08x} {} {} === {}",
+                    child.spi_in,
+                    child.spi_out,
+                    child.suite,
+                    ike::ts::describe(&child.local_ts),
+                    ike::ts::describe(&child.remote_ts)
+                ),
+            ),
+            Event::IkeSaRekeyed { peer, suite, .. } => (
+                peer,
+                EventKind::Rekeyed,
+                None,
+                None,
+                None,
+                format!("IKE SA {suite}"),
+            ),
+            Event::PeerMoved { peer, remote, .. } => (
+                peer,
+                EventKind::Moved,
+                None,
+                None,
+                Some(*remote),
+                String::new(),
+            ),
+            Event::ChildSaFailed {
+                peer,
+                notify,
+                reason,
+                ..
+            } => (
+                peer,
+                EventKind::ChildFailed,
+                Some(Cause::of(*notify, reason, false)),
+                Some(*notify),
+                None,
+                reason.clone(),
+            ),
+            Event::Refused {
+                remote,
+                peer: Some(peer),
+                notify,
+                reason,
+            } => {
+                let disabled = self.peers.get(peer).is_some_and(|p| !p.enabled);
+                (
+                    peer,
+                    EventKind::Refused,
+                    Some(Cause::of(*notify, reason, disabled)),
+                    Some(*notify),
+                    Some(*remote),
+                    reason.clone(),
+                )
+            }
+            _ => return,
+        };
+        if !self.peers.contains_key(peer) {
+            return;
+        }
+        self.evidence
+            .note(peer, now, kind, cause, notify, remote, &detail);
+    }
+
     /// Writes records of the audit map. Refusals of strangers reach the
     /// log as the audit log gets them: the first at once, then a count
     /// per minute (the endpoint logs each only at debug level).
@@ -18,11 +129,42 @@ impl Hub {
             if kind.starts_with("refused") && details["facility"].is_null() {
                 warn!(event = %kind, %details, "refused before the facility was known");
             }
+            self.note_event(&kind, &details);
             self.audit.record("renkei", &kind, details);
         }
     }
 
+    /// Adds an audited event to the status page's recent events.
+    fn note_event(&self, kind: &str, details: &serde_json::Value) {
+        if let Ok(mut h) = self.history.lock() {
+            h.event(crate::certs::unix_now(), kind, details);
+        }
+    }
+
+    /// Takes a traffic sample of every facility for the status page.
+    pub(super) fn sample_traffic(&self) {
+        let counters: Vec<(String, u64, u64)> = self
+            .peers
+            .keys()
+            .map(|name| {
+                let c = self.table.counters(name).snapshot();
+                (name.clone(), c.bytes_in, c.bytes_out)
+            })
+            .collect();
+        if let Ok(mut h) = self.history.lock() {
+            h.sample(crate::certs::unix_now(), &counters);
+        }
+    }
+
     pub(super) fn apply(&mut self, event: Event) {
+        let note = super::takeover::Note::of(&event);
+        self.apply_event(event);
+        if let Some(note) = note {
+            self.takeover_event(note);
+        }
+    }
+
+    fn apply_event(&mut self, event: Event) {
         let now = crate::registry::now_rfc3339();
         let peers = &self.peers;
         let disabled = |name: &str| peers.get(name).is_some_and(|p| !p.enabled);
@@ -37,6 +179,7 @@ impl Hub {
             _ => None,
         };
         self.record_mapped(records);
+        self.note_evidence(&event, &now);
         match event {
             Event::PeerMoved {
                 peer,
@@ -50,10 +193,18 @@ impl Hub {
                 info!(%peer, %remote, child_sas = spis_out.len(), "facility moved; ESP follows");
                 self.status.entry(peer).or_default().remote = Some(remote);
             }
+            Event::Redirected { peer, gateway, .. } => {
+                info!(%peer, %gateway, "facility redirected");
+                self.drain_redirected(&peer);
+            }
             // The endpoint has logged it.
             Event::IkeSaRekeyed {
-                new, peer, suite, ..
+                old,
+                new,
+                peer,
+                suite,
             } => {
+                self.drain_rekeyed(&peer, old, new);
                 let st = self.status.entry(peer).or_default();
                 st.ike_sa = Some(new);
                 st.ike_suite = Some(suite.to_string());
@@ -77,6 +228,7 @@ impl Hub {
                 st.ike_sa = Some(ike_sa);
                 st.last_error = None;
                 st.handshakes += 1;
+                st.behind_nat = remote_behind_nat;
                 if let Some(r) = self.reconnect.get_mut(&peer) {
                     r.backoff = RECONNECT_MIN;
                     r.at = Instant::now() + RECONNECT_MAX;
@@ -108,6 +260,7 @@ impl Hub {
                 let spi_in = child.spi_in;
                 if self.install_child(&peer, child, replacing) {
                     if let Some((kind, details)) = child_up {
+                        self.note_event(&kind, &details);
                         self.audit.record("renkei", &kind, details);
                     }
                 } else {
@@ -148,6 +301,12 @@ impl Hub {
             } => {
                 let Some(peer) = peer else { return };
                 info!(%peer, %reason, "facility down");
+                self.drain_ike_down(
+                    Instant::now(),
+                    &peer,
+                    ike_sa,
+                    reason == ike::REDIRECTED_BUT_KEPT,
+                );
                 self.child_retry.remove(&peer);
                 let st = self.status.entry(peer.clone()).or_default();
                 if st.ike_sa == Some(ike_sa) || st.ike_sa.is_none() {

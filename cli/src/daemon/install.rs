@@ -123,6 +123,7 @@ impl Hub {
             suite: child.suite.to_string(),
             local_ts: child.local_ts,
             remote_ts: child.remote_ts,
+            established: crate::registry::now_rfc3339(),
         });
         true
     }

@@ -48,6 +48,10 @@ pub(super) const RECONNECT_MAX: Duration = Duration::from_secs(60);
 
 impl Hub {
     pub(super) fn run_reconnects(&mut self, now: Instant) {
+        // A draining hub starts nothing: its facilities go to the other hub.
+        if self.drain.is_some() {
+            return;
+        }
         let due: Vec<String> = self
             .reconnect
             .iter()

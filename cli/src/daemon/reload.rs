@@ -22,6 +22,29 @@ pub(super) fn revoked_serials(registry: &Registry) -> Result<HashMap<String, Str
         .collect())
 }
 
+/// Everything a full reload applies, read from the registry in one go:
+/// on the control loop for `renkei reload`, on a blocking thread for the
+/// periodic catch-up with a PostgreSQL registry ([`Hub::catch_up`]).
+pub(super) struct Snapshot {
+    peers: Vec<Peer>,
+    revoked: HashMap<String, String>,
+    trust: Option<std::sync::Arc<pki::verify::TrustStore>>,
+    /// [`Hub::reload_generation`] when the read began.
+    pub(super) generation: u64,
+}
+
+impl Snapshot {
+    pub(super) fn read(state: &crate::state::StateDir, generation: u64) -> Result<Snapshot> {
+        let registry = Registry::open(state)?;
+        Ok(Snapshot {
+            peers: registry.peers()?,
+            revoked: revoked_serials(&registry)?,
+            trust: crate::certs::trust(state, &registry)?,
+            generation,
+        })
+    }
+}
+
 impl Hub {
     /// Applies the registry to the running endpoint: new and changed
     /// facilities take effect for their next IKE SA; removed or disabled
@@ -34,37 +57,112 @@ impl Hub {
         facility: Option<&str>,
         certificates: bool,
     ) -> Result<Reloaded> {
-        let registry = Registry::open(&self.state)?;
+        // A catch-up read before this change must not undo it.
+        self.reload_generation += 1;
         let mut changes = Vec::new();
         match facility {
             Some(name) => {
+                let registry = Registry::open(&self.state)?;
                 let fresh = registry.find_peer(name)?;
+                let revocations = if certificates {
+                    Some((
+                        revoked_serials(&registry)?,
+                        crate::certs::trust(&self.state, &registry)?,
+                    ))
+                } else {
+                    None
+                };
+                drop(registry);
                 self.apply_facility(now, name, fresh, &mut changes);
-                if certificates {
-                    self.apply_revocations(&registry, now, &mut changes)?;
+                if let Some((revoked, trust)) = revocations {
+                    self.apply_revocations(revoked, trust, now, &mut changes);
                 }
             }
             None => {
-                let mut fresh: HashMap<String, Peer> = registry
-                    .peers()?
-                    .into_iter()
-                    .map(|p| (p.name.clone(), p))
-                    .collect();
-                let names: BTreeSet<String> =
-                    self.peers.keys().chain(fresh.keys()).cloned().collect();
-                // Facilities that go first, so that a new one may take
-                // what they held.
-                let (gone, kept): (Vec<String>, Vec<String>) = names
-                    .into_iter()
-                    .partition(|n| !fresh.get(n).is_some_and(|p| p.enabled));
-                for name in gone.iter().chain(&kept) {
-                    let p = fresh.remove(name);
-                    self.apply_facility(now, name, p, &mut changes);
-                }
-                self.apply_revocations(&registry, now, &mut changes)?;
+                let snapshot = Snapshot::read(&self.state, self.reload_generation)?;
+                self.apply_snapshot(now, snapshot, &mut changes);
             }
         }
         Ok(Reloaded { changes })
+    }
+
+    /// Applies a whole registry as read: what changed since the last
+    /// reload takes effect, the rest is untouched.
+    pub(super) fn apply_snapshot(
+        &mut self,
+        now: Instant,
+        snapshot: Snapshot,
+        changes: &mut Vec<Change>,
+    ) {
+        let mut fresh: HashMap<String, Peer> = snapshot
+            .peers
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let names: BTreeSet<String> = self.peers.keys().chain(fresh.keys()).cloned().collect();
+        // Facilities that go first, so that a new one may take
+        // what they held.
+        let (gone, kept): (Vec<String>, Vec<String>) = names
+            .into_iter()
+            .partition(|n| !fresh.get(n).is_some_and(|p| p.enabled));
+        for name in gone.iter().chain(&kept) {
+            let p = fresh.remove(name);
+            let unchanged = match (self.peers.get(name), &p) {
+                (Some(old), Some(new)) => {
+                    old.enabled == new.enabled
+                        && !old.tunnel_differs(new)
+                        && old.lifetimes == new.lifetimes
+                        && old.mtu == new.mtu
+                        && old.start == new.start
+                        && old.router == new.router
+                        // What the status shows (display name, notes,
+                        // medical code) is taken without touching the tunnel.
+                        && old.label == new.label
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !unchanged {
+                self.apply_facility(now, name, p, changes);
+            }
+        }
+        self.apply_revocations(snapshot.revoked, snapshot.trust, now, changes);
+    }
+
+    /// A periodic catch-up read ([`Snapshot::read`] on a blocking thread)
+    /// arrived: applied unless a reload came in between (then it may be
+    /// older than what the hub has, and the next one is read afresh).
+    pub(super) fn catch_up(&mut self, now: Instant, read: Result<Snapshot>) {
+        match read {
+            Err(e) => {
+                if !self.catch_up_failing {
+                    warn!("registry catch-up: {e:#} (the hub keeps its configuration and tries again)");
+                    self.catch_up_failing = true;
+                }
+            }
+            Ok(snapshot) => {
+                if self.catch_up_failing {
+                    info!("registry catch-up: the registry is reachable again");
+                    self.catch_up_failing = false;
+                }
+                if snapshot.generation != self.reload_generation {
+                    return;
+                }
+                let mut changes = Vec::new();
+                self.apply_snapshot(now, snapshot, &mut changes);
+                if !changes.is_empty() {
+                    for c in &changes {
+                        info!(peer = %c.name, action = ?c.action, "registry catch-up applied a change");
+                    }
+                    let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+                    self.audit.record(
+                        &crate::audit::actor(),
+                        "hub.catch_up",
+                        serde_json::json!({ "facilities": names }),
+                    );
+                }
+            }
+        }
     }
 
     /// Takes the hub's certificates and trusted CAs from the state
@@ -74,7 +172,12 @@ impl Hub {
     /// reauthenticating) signs with the new certificate.
     pub(super) fn reload_credentials(&mut self) -> Result<Reloaded> {
         let registry = Registry::open(&self.state)?;
-        match crate::certs::load(&self.state, &registry)? {
+        // A node of a pair takes them from the registry, sealed.
+        let loaded = match &self.cluster_key {
+            Some(key) => Some(crate::cluster::load(&registry, key)?),
+            None => crate::certs::load(&self.state, &registry)?,
+        };
+        match loaded {
             Some(pki) => {
                 let serial = pki::verify::describe(&pki.credentials.cert_der)
                     .map(|c| c.serial)
@@ -118,6 +221,9 @@ impl Hub {
                 let _ = self.endpoint.remove_peer(now, name);
             }
             self.reconnect.remove(name);
+            if fresh.is_none() {
+                self.last_known.forget(name);
+            }
             change(ChangeAction::Removed);
         }
         if let Some(p) = enabled {
@@ -171,6 +277,8 @@ impl Hub {
             None => {
                 self.peers.remove(name);
                 self.status.remove(name);
+                let peers = &self.peers;
+                self.evidence.retain(|n| peers.contains_key(n));
             }
         }
         if mtu_changed {
@@ -183,13 +291,12 @@ impl Hub {
     /// tunnels of facilities whose certificate was just revoked.
     fn apply_revocations(
         &mut self,
-        registry: &Registry,
+        revoked: HashMap<String, String>,
+        trust: Option<std::sync::Arc<pki::verify::TrustStore>>,
         now: Instant,
         changes: &mut Vec<Change>,
-    ) -> Result<()> {
-        let revoked = revoked_serials(registry)?;
-        self.endpoint
-            .set_trust(crate::certs::trust(&self.state, registry)?);
+    ) {
+        self.endpoint.set_trust(trust);
         let newly: BTreeSet<&String> = revoked
             .iter()
             .filter(|(serial, _)| !self.revoked.contains_key(*serial))
@@ -209,6 +316,5 @@ impl Hub {
             }
         }
         self.revoked = revoked;
-        Ok(())
     }
 }

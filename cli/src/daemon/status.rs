@@ -34,6 +34,8 @@ pub(super) struct PeerStatus {
     pub(super) ike_rekeys: u64,
     pub(super) last_rekey: Option<String>,
     pub(super) handshakes: u64,
+    /// Whether its IKE SA found a NAT between it and the hub.
+    pub(super) behind_nat: bool,
 }
 
 pub(super) struct ChildStatus {
@@ -42,10 +44,12 @@ pub(super) struct ChildStatus {
     pub(super) suite: String,
     pub(super) local_ts: Vec<TrafficSelector>,
     pub(super) remote_ts: Vec<TrafficSelector>,
+    /// When it was installed (RFC 3339).
+    pub(super) established: String,
 }
 
 /// A facility's tunnel as `status` names it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum FacilityState {
     /// No IKE SA (never connected, or gone).
@@ -118,6 +122,9 @@ pub(crate) struct HubStatus {
     /// Attempts refused before a facility was known.
     #[serde(default)]
     pub(crate) refused: super::refusals::RefusedReport,
+    /// In a pair of hubs (`serve --node`): role, VRRP state, lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ha: Option<super::ha::HaStatus>,
 }
 
 impl HubStatus {
@@ -141,6 +148,20 @@ pub(crate) struct HubSummary {
     pub(crate) child_sas: usize,
     /// Drops before a facility was known (no SA for the SPI, garbage).
     pub(crate) unattributed_drops: Drops,
+    /// `renkei drain` was asked and not cancelled: new IKE SAs are
+    /// redirected or refused (the keepalived check script reads this).
+    #[serde(default)]
+    pub(crate) draining: bool,
+    /// The drain is finished: every facility has its outcome (handed
+    /// over, or still up after `--wait`). The hub address may move to
+    /// the other hub now: the Deletes it sent from that address are out
+    /// (moved earlier, a facility whose SAs were not yet deleted would
+    /// keep them until its own liveness check fails).
+    #[serde(default)]
+    pub(crate) drained: bool,
+    /// The drain's progress and each facility's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) drain: Option<super::drain::DrainReport>,
 }
 
 /// One facility.
@@ -149,6 +170,11 @@ pub(crate) struct FacilityStatus {
     pub(crate) name: String,
     /// Its IKE identity, in the written form.
     pub(crate) id: String,
+    /// What operators call it (UTF-8) and its medical institution code.
+    #[serde(default)]
+    pub(crate) display_name: Option<String>,
+    #[serde(default)]
+    pub(crate) medical_code: Option<String>,
     pub(crate) state: FacilityState,
     /// Since when it is in that state (RFC 3339).
     pub(crate) since: Option<String>,
@@ -173,6 +199,24 @@ pub(crate) struct FacilityStatus {
     pub(crate) ike_rekeys: u64,
     pub(crate) last_rekey: Option<String>,
     pub(crate) last_error: Option<String>,
+    /// Its IKE SA here announced REDIRECT_SUPPORTED (RFC 5685), so
+    /// `renkei drain` can redirect it.
+    #[serde(default)]
+    pub(crate) redirect_supported: bool,
+    /// Whether a NAT lies between it and the hub (from its IKE SA's
+    /// NAT detection).
+    #[serde(default)]
+    pub(crate) behind_nat: bool,
+    /// The hub's SPI of its IKE SA, 16 hex digits.
+    #[serde(default)]
+    pub(crate) ike_spi: Option<String>,
+    /// Seconds until the hub rekeys its IKE SA.
+    #[serde(default)]
+    pub(crate) ike_rekey_in: Option<u64>,
+    /// Its last events, oldest first: only in the answer about one
+    /// facility (`status NAME`, `diagnose NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) events: Vec<super::evidence::SeenEvent>,
 }
 
 /// One Child SA of a facility.
@@ -187,6 +231,22 @@ pub(crate) struct ChildSaStatus {
     pub(crate) local_ts: String,
     /// Facility-side selectors.
     pub(crate) remote_ts: String,
+    /// When it was installed (RFC 3339).
+    #[serde(default)]
+    pub(crate) established: String,
+    /// Seconds until the hub rekeys it (none while a rekey runs).
+    #[serde(default)]
+    pub(crate) rekey_in: Option<u64>,
+    /// What the data plane counted on it: inner bytes and packets
+    /// received (inbound SPI) and sent (outbound SPI).
+    #[serde(default)]
+    pub(crate) bytes_in: u64,
+    #[serde(default)]
+    pub(crate) packets_in: u64,
+    #[serde(default)]
+    pub(crate) bytes_out: u64,
+    #[serde(default)]
+    pub(crate) packets_out: u64,
 }
 
 impl From<&ChildStatus> for ChildSaStatus {
@@ -197,17 +257,51 @@ impl From<&ChildStatus> for ChildSaStatus {
             suite: c.suite.clone(),
             local_ts: ike::ts::describe(&c.local_ts),
             remote_ts: ike::ts::describe(&c.remote_ts),
+            established: c.established.clone(),
+            ..ChildSaStatus::default()
         }
     }
 }
 
 impl Hub {
+    /// Everything about one facility: its status with its last events,
+    /// and the hub's recent refusals of strangers (a diagnosis matches
+    /// them to the facility's address).
+    pub(super) fn facility_report(&self, name: &str) -> Result<HubStatus, String> {
+        let mut all = self.status();
+        let Some(i) = all.facilities.iter().position(|f| f.name == name) else {
+            return Err(format!("no facility named {name}"));
+        };
+        let mut f = all.facilities.swap_remove(i);
+        f.events = self.evidence.events(name);
+        all.facilities = vec![f];
+        Ok(all)
+    }
+
     /// The status report, now.
     pub(super) fn status(&self) -> HubStatus {
         // When each facility last answered, as wall-clock time.
         let (now, wall) = (Instant::now(), std::time::SystemTime::now());
         let ike_sas = self.endpoint.status();
         let ike_sa_count = ike_sas.len();
+        let redirect_supported: std::collections::HashSet<String> = ike_sas
+            .iter()
+            .filter(|s| s.state == "established" && s.redirect_supported)
+            .filter_map(|s| s.peer.clone())
+            .collect();
+        let secs_until = |at: Instant| at.saturating_duration_since(now).as_secs();
+        let mut rekey_in: HashMap<IkeSaId, u64> = HashMap::new();
+        let mut child_rekey_in: HashMap<u32, u64> = HashMap::new();
+        for s in &ike_sas {
+            if let Some(at) = s.rekey_at {
+                rekey_in.insert(s.id, secs_until(at));
+            }
+            for ((spi_in, _), at) in s.children.iter().zip(&s.children_rekey_at) {
+                if let Some(at) = at {
+                    child_rekey_in.insert(*spi_in, secs_until(*at));
+                }
+            }
+        }
         let last_heard: HashMap<String, String> = ike_sas
             .into_iter()
             .filter_map(|s| {
@@ -239,12 +333,29 @@ impl Hub {
                 FacilityStatus {
                     name: name.clone(),
                     id: p.id.to_string(),
+                    display_name: p.label.display_name.clone(),
+                    medical_code: p.label.medical_code.clone(),
                     state,
                     since: st.map(|s| s.since.clone()).filter(|s| !s.is_empty()),
                     remote: st.and_then(|s| s.remote),
                     ike_suite: st.and_then(|s| s.ike_suite.clone()),
                     child_sas: st
-                        .map(|s| s.children.iter().map(ChildSaStatus::from).collect())
+                        .map(|s| {
+                            s.children
+                                .iter()
+                                .map(|c| {
+                                    let counted = self.table.sa_counters(c.spi_in, c.spi_out);
+                                    ChildSaStatus {
+                                        rekey_in: child_rekey_in.get(&c.spi_in).copied(),
+                                        bytes_in: counted.bytes_in,
+                                        packets_in: counted.packets_in,
+                                        bytes_out: counted.bytes_out,
+                                        packets_out: counted.packets_out,
+                                        ..ChildSaStatus::from(c)
+                                    }
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default(),
                     bytes_in: counters.bytes_in,
                     packets_in: counters.packets_in,
@@ -260,6 +371,13 @@ impl Hub {
                     ike_rekeys: st.map_or(0, |s| s.ike_rekeys),
                     last_rekey: st.and_then(|s| s.last_rekey.clone()),
                     last_error: st.and_then(|s| s.last_error.clone()),
+                    redirect_supported: redirect_supported.contains(name.as_str()),
+                    behind_nat: st.is_some_and(|s| s.behind_nat && s.ike_sa.is_some()),
+                    ike_spi: st.and_then(|s| s.ike_sa).map(|id| id.to_string()),
+                    ike_rekey_in: st
+                        .and_then(|s| s.ike_sa)
+                        .and_then(|id| rekey_in.get(&id).copied()),
+                    events: Vec::new(),
                 }
             })
             .collect();
@@ -273,9 +391,16 @@ impl Hub {
                 half_open_ike_sas: self.endpoint.half_open_count(),
                 child_sas: self.table.snapshot().len(),
                 unattributed_drops: Drops::from_counters(&global.drops),
+                draining: self.drain.is_some(),
+                drained: self
+                    .drain
+                    .as_ref()
+                    .is_some_and(super::drain::Drain::finished),
+                drain: self.drain.as_ref().map(super::drain::Drain::report),
             },
             facilities,
             refused: self.refusals.report(),
+            ha: self.ha.as_ref().map(super::ha::Ha::status),
         }
     }
 }
@@ -302,6 +427,7 @@ mod tests {
             },
             facilities: vec![f],
             refused: super::super::refusals::RefusedReport::default(),
+            ha: None,
         })
         .unwrap();
         let keys = |v: &serde_json::Value| -> Vec<String> {
@@ -315,6 +441,8 @@ mod tests {
             keys(&v["hub"]),
             [
                 "child_sas",
+                "drained",
+                "draining",
                 "half_open_ike_sas",
                 "ike_sas",
                 "listen",
@@ -328,23 +456,29 @@ mod tests {
             keys(f),
             [
                 "auth_failures",
+                "behind_nat",
                 "bytes_in",
                 "bytes_out",
                 "child_rekeys",
                 "child_sas",
+                "display_name",
                 "drops",
                 "handshakes",
                 "id",
+                "ike_rekey_in",
                 "ike_rekeys",
+                "ike_spi",
                 "ike_suite",
                 "last_error",
                 "last_heard",
                 "last_rekey",
+                "medical_code",
                 "mtu",
                 "name",
                 "packets_in",
                 "packets_out",
                 "path_mtu_limited",
+                "redirect_supported",
                 "remote",
                 "since",
                 "state"
@@ -352,7 +486,19 @@ mod tests {
         );
         assert_eq!(
             keys(&f["child_sas"][0]),
-            ["local_ts", "remote_ts", "spi_in", "spi_out", "suite"]
+            [
+                "bytes_in",
+                "bytes_out",
+                "established",
+                "local_ts",
+                "packets_in",
+                "packets_out",
+                "rekey_in",
+                "remote_ts",
+                "spi_in",
+                "spi_out",
+                "suite"
+            ]
         );
         assert_eq!(f["state"], "degraded");
         assert_eq!(f["remote"], "[2001:db8::2]:4500");

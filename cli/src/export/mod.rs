@@ -287,13 +287,24 @@ fn check_router(router: crate::router::Router, input: &Input<'_>) -> Result<()> 
 }
 
 /// The export's first line: what it is and where it came from.
+/// With a display name or medical institution code, a second comment line
+/// gives them (the vendors' comment lines take any text; nothing else in
+/// the configuration depends on them).
 fn header(input: &Input<'_>, comment: &str, what: &str) -> String {
-    format!(
+    let mut out = format!(
         "{comment} {what} for facility '{}', exported by renkei {} from hub {}.\n",
         input.peer.name,
         env!("CARGO_PKG_VERSION"),
         input.hub.id
-    )
+    );
+    let label = &input.peer.label;
+    if let Some(d) = &label.display_name {
+        out.push_str(&format!("{comment} {d}\n"));
+    }
+    if let Some(c) = &label.medical_code {
+        out.push_str(&format!("{comment} medical institution code {c}\n"));
+    }
+    out
 }
 
 #[cfg(test)]

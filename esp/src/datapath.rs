@@ -11,7 +11,7 @@ use crate::offload::{self, OffloadError, VnetHdr, VNET_HDR_LEN};
 use crate::packet::{header_seq, header_spi, HEADROOM, TAILROOM};
 use crate::selector::{flow_allowed, Flow};
 use crate::sys::{udp, Tun};
-use crate::table::{Counters, DropReason, SaTable, Snapshot};
+use crate::table::{Counters, DropReason, OutboundSa, SaTable, Snapshot};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
@@ -53,10 +53,28 @@ pub fn encapsulate<'a>(
     inner: Range<usize>,
     iv_source: &mut dyn FnMut(&mut [u8]) -> Result<(), DropReason>,
 ) -> Result<(Range<usize>, SocketAddr), Dropped<'a>> {
-    let flow = Flow::parse(&buf[inner.clone()]).ok_or(dropped(DropReason::Malformed, None))?;
+    let (flow, sa) = route(snapshot, &buf[inner.clone()])?;
+    seal_for(sa, flow, buf, inner, iv_source)
+}
+
+/// The inner packet's flow and the SA that carries its destination.
+fn route<'a>(snapshot: &'a Snapshot, packet: &[u8]) -> Result<(Flow, &'a OutboundSa), Dropped<'a>> {
+    let flow = Flow::parse(packet).ok_or(dropped(DropReason::Malformed, None))?;
     let sa = snapshot
         .outbound(flow.dst)
         .ok_or(dropped(DropReason::NoRoute, None))?;
+    Ok((flow, sa))
+}
+
+/// [`encapsulate`] once the SA is known: selector and size checks, the
+/// next sequence number, sealing.
+fn seal_for<'a>(
+    sa: &'a OutboundSa,
+    flow: Flow,
+    buf: &mut [u8],
+    inner: Range<usize>,
+    iv_source: &mut dyn FnMut(&mut [u8]) -> Result<(), DropReason>,
+) -> Result<(Range<usize>, SocketAddr), Dropped<'a>> {
     let counters = Some(&*sa.counters);
     if !flow_allowed(&flow, &sa.local_ts, &sa.remote_ts, false) {
         return Err(dropped(DropReason::Policy, counters));
@@ -350,7 +368,8 @@ impl Outbound {
     /// trains (runs of packets to one facility, all as long as the first
     /// but the last) and sends all trains of an address family with one
     /// `sendmmsg` (`sys::udp::send_trains`). One `read` per packet or TSO
-    /// super-packet; no allocation and no lock per packet.
+    /// super-packet; no allocation and no lock per packet, one lock per SA
+    /// per batch (its send turn, so that its packets leave in order).
     fn run(&self, tun: &Tun, table: &SaTable, stop: &AtomicBool) {
         let mut batch = Batch::new(tun.mtu());
         let slot = batch.slot;
@@ -370,10 +389,46 @@ impl Outbound {
             let snapshot = table.snapshot();
             sealed.clear();
             let Batch { bufs, lens, .. } = &mut batch;
-            for (i, len) in lens.iter().enumerate().take(count) {
+            // Each packet's SA; then the send turn of every SA in the batch,
+            // taken in address order (no two workers wait on each other) and
+            // held until the trains are sent: each SA's packets leave in
+            // sequence-number order (OutboundSa::send_turn).
+            let routes: [Option<Result<(Flow, &OutboundSa), Dropped<'_>>>; BATCH] =
+                std::array::from_fn(|i| {
+                    (i < count).then(|| {
+                        let inner = i * slot + HEADROOM..i * slot + HEADROOM + lens[i];
+                        route(&snapshot, &bufs[inner])
+                    })
+                });
+            let mut turns: [Option<&OutboundSa>; BATCH] = [None; BATCH];
+            for (t, r) in turns.iter_mut().zip(&routes) {
+                if let Some(Ok((_, sa))) = r {
+                    *t = Some(*sa);
+                }
+            }
+            let turns = &mut turns[..count];
+            turns.sort_unstable_by_key(|sa| sa.map(|sa| std::ptr::from_ref(sa) as usize));
+            let mut held: [Option<std::sync::MutexGuard<'_, ()>>; BATCH] =
+                std::array::from_fn(|_| None);
+            let mut last = None;
+            for (h, sa) in held.iter_mut().zip(turns.iter().flatten()) {
+                if last.is_some_and(|l| std::ptr::eq(l, *sa)) {
+                    continue;
+                }
+                last = Some(*sa);
+                *h = Some(sa.send_turn());
+            }
+            for (i, (len, r)) in lens.iter().zip(routes).enumerate().take(count) {
                 let chunk = &mut bufs[i * slot..(i + 1) * slot];
                 let inner = HEADROOM..HEADROOM + len;
-                match encapsulate(&snapshot, chunk, inner.clone(), &mut iv_source) {
+                let sealed_one = match r {
+                    Some(Ok((flow, sa))) => {
+                        seal_for(sa, flow, chunk, inner.clone(), &mut iv_source)
+                    }
+                    Some(Err(d)) => Err(d),
+                    None => continue,
+                };
+                match sealed_one {
                     Ok((range, remote)) => sealed.push((i, range, remote)),
                     Err(d) => {
                         charge(table, &d);
@@ -419,6 +474,8 @@ impl Outbound {
                     );
                 });
             }
+            // Handed to the kernel: the next worker may number these SAs.
+            drop(held);
         }
     }
 

@@ -235,6 +235,9 @@ pub struct OutboundSa {
     pub spi: u32,
     pub(crate) crypto: SaCrypto,
     seq: AtomicU64,
+    /// Held by the worker that is numbering and sending this SA's packets
+    /// ([`OutboundSa::send_turn`]).
+    sending: Mutex<()>,
     /// Inner bytes sent through this SA (for byte lifetimes).
     pub bytes: AtomicU64,
     /// Packets sent through this SA.
@@ -258,6 +261,20 @@ impl OutboundSa {
     /// Where packets of this SA go now.
     pub fn remote(&self) -> SocketAddr {
         **self.remote.load()
+    }
+
+    /// This SA's turn to number and send packets. The outbound workers read
+    /// different TUN queues, so one facility's packets can reach two
+    /// workers at once; a worker holds the turn of every SA in its batch
+    /// from the first sequence number it takes until its trains are handed
+    /// to the kernel, so that each SA's packets leave in sequence-number
+    /// order. Unordered, a batch of up to 128 packets sent after a later
+    /// one would fall behind the facility's replay window (32 packets by
+    /// default in strongSwan and Linux) and be dropped there as replays.
+    pub fn send_turn(&self) -> MutexGuard<'_, ()> {
+        self.sending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes the next sequence number; `None` once the space is used up:
@@ -477,6 +494,7 @@ impl SaTable {
             spi: spec.spi_out,
             crypto: outbound_crypto,
             seq: AtomicU64::new(0),
+            sending: Mutex::new(()),
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
             remote: ArcSwap::from_pointee(spec.remote),

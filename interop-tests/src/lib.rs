@@ -1266,6 +1266,20 @@ swanctl {{
         )
     }
 
+    /// [`Lab::transfer_with`] (IPv4, unpaced) to another port: a second
+    /// transfer between the same two ends at the same time.
+    pub fn transfer_on_port(
+        &self,
+        i: usize,
+        from_hub: bool,
+        port: u16,
+        bytes: u64,
+    ) -> (String, String, u64) {
+        let (src_ns, src, dst) = self.endpoints(i, from_hub, false);
+        let (dst_ns, _, _) = self.endpoints(i, !from_hub, false);
+        transfer_between((&src_ns, &src), (&dst_ns, &dst), port, bytes, None)
+    }
+
     /// A TCP transfer between the server behind the hub ([`SERVER`], a
     /// `Path` lab) and facility 0, through the hub's kernel routing.
     pub fn transfer_server(&self, to_facility: bool, bytes: u64) -> (String, String, u64) {

@@ -24,6 +24,7 @@ set -euo pipefail
 RUST_MIN=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
 CARGO_FUZZ_VERSION=0.13.2
 CARGO_DEB_VERSION=3.8.0
+CARGO_NEXTEST_VERSION=0.9.143
 
 say() { echo "install-deps: $*"; }
 
@@ -131,5 +132,11 @@ fi
 if [ "$(cargo deb --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)" != "$CARGO_DEB_VERSION" ]; then
   say "building cargo-deb $CARGO_DEB_VERSION (cargo install --locked; a few minutes)"
   cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+fi
+# cargo-nextest runs the tests (scripts/test.sh); machines of this kind come
+# with it, others get the pinned version.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "building cargo-nextest $CARGO_NEXTEST_VERSION (cargo install --locked; a few minutes)"
+  cargo install --locked --quiet cargo-nextest --version "$CARGO_NEXTEST_VERSION"
 fi
 say "ready"

@@ -22,6 +22,10 @@ pub struct Config {
     /// Make peers encapsulate ESP in UDP even without NAT, by sending NAT
     /// detection data that does not match (as strongSwan's `encap = yes`).
     pub force_encap: bool,
+    /// Offer NAT traversal: send NAT_DETECTION notifications (RFC 7296
+    /// §2.23). Always on for a hub; off only to play a router whose NAT
+    /// traversal is off (YAMAHA RTX's default), which the hub refuses.
+    pub nat_traversal: bool,
     /// Tests only: as initiator, announce REDIRECT_SUPPORTED (RFC 5685
     /// §3) in IKE_SA_INIT, so a test endpoint can play a facility the hub
     /// may redirect. The endpoint acknowledges a REDIRECT it receives (as
@@ -119,6 +123,7 @@ impl Config {
             ike_port: 500,
             natt_port: 4500,
             force_encap: true,
+            nat_traversal: true,
             test_announce_redirect_supported: false,
             ike_proposals: ProposalSet::default_for(Protocol::Ike),
             retransmit_timeout: Duration::from_secs(2),

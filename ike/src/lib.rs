@@ -23,7 +23,8 @@ pub mod wire;
 
 pub use config::{CaCredentials, Config, Credentials, Lifetimes, PeerAuth, PeerConfig};
 pub use endpoint::{
-    ChildSaInfo, Endpoint, Event, IkeSaId, IkeSaStatus, NewIkeSas, Transmit, REDIRECTED_BUT_KEPT,
+    ChildSaInfo, Endpoint, Event, IkeSaId, IkeSaStatus, NewIkeSas, Transmit, NO_NAT_TRAVERSAL,
+    REDIRECTED_BUT_KEPT,
 };
 pub use error::Error;
 pub use keys::ChildKeys;

@@ -50,8 +50,8 @@ struct Diagnosis<'a> {
 pub(crate) fn run(state: &StateDir, name: &str, json: bool) -> Result<()> {
     let peer = Registry::open(state)?.peer(name)?;
     let report = control::facility(state, name)?;
-    let fix = proposal_commands(state, &peer);
-    let findings = diagnose(&peer, &report, &fix);
+    let export = export_text(state, &peer);
+    let findings = diagnose(&peer, &report, &export);
     let f = &report.facilities[0];
     if json {
         let d = Diagnosis {
@@ -91,11 +91,14 @@ pub(crate) fn run(state: &StateDir, name: &str, json: bool) -> Result<()> {
         }
         println!("{}", t!("diagnose.means", text = x.meaning));
         println!("{}", t!("diagnose.todo", text = x.action));
-        if x.cause == "proposal_mismatch" || x.cause == "child_proposal_mismatch" {
-            match &fix {
-                Ok(lines) => {
+        if matches!(
+            x.cause,
+            "proposal_mismatch" | "child_proposal_mismatch" | "nat_traversal_off"
+        ) {
+            match &export {
+                Ok(_) => {
                     println!("{}", t!("diagnose.fix", name = name));
-                    for l in lines {
+                    for l in &x.router_commands {
                         println!("    {l}");
                     }
                 }
@@ -106,8 +109,9 @@ pub(crate) fn run(state: &StateDir, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The proposal lines of the facility's export, for its router.
-fn proposal_commands(state: &StateDir, peer: &Peer) -> Result<Vec<String>, String> {
+/// The facility's export for its router (without its key): the fixes are
+/// cut from it.
+fn export_text(state: &StateDir, peer: &Peer) -> Result<String, String> {
     let format = peer.router.export_format().ok_or_else(|| {
         t!("diagnose.no_export_format", router = peer.router.as_str()).into_owned()
     })?;
@@ -127,7 +131,7 @@ fn proposal_commands(state: &StateDir, peer: &Peer) -> Result<Vec<String>, Strin
         },
     )
     .map_err(|e| format!("{e:#}"))?;
-    Ok(proposal_lines(peer.router, &text))
+    Ok(text)
 }
 
 /// The lines of an export that set proposals (with the block headers
@@ -170,6 +174,36 @@ pub(crate) fn proposal_lines(router: Router, export: &str) -> Vec<String> {
         ],
         Router::Strongswan | Router::Other => &["proposals", "esp_proposals"],
     };
+    commands_of(export, keep)
+}
+
+/// The lines of an export that turn NAT traversal on, with the block
+/// headers before them, per router.
+pub(crate) fn natt_lines(router: Router, export: &str) -> Vec<String> {
+    let (keep, command): (&[&str], &str) = match router {
+        Router::Yamaha => (&["tunnel select"], "ipsec ike nat-traversal"),
+        Router::Cisco => (&["crypto ikev2 profile"], "nat force-encap"),
+        Router::Fortigate => (
+            &["config vpn ipsec phase1-interface", "edit \""],
+            "set nattraversal",
+        ),
+        Router::Nec => (&["interface Tunnel"], "ikev2 nat-traversal"),
+        Router::Strongswan | Router::Other => (&["connections", "renkei-hub"], "encap"),
+    };
+    let mut lines = commands_of(export, &[keep, &[command]].concat());
+    // Up to the command itself: later blocks' headers are not part of it.
+    match lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with(command))
+    {
+        Some(last) => lines.truncate(last + 1),
+        None => lines.clear(),
+    }
+    lines
+}
+
+/// The lines of `export` that start with one of `keep` (comments left out).
+fn commands_of(export: &str, keep: &[&str]) -> Vec<String> {
     export
         .lines()
         .filter(|l| !l.trim_start().starts_with(['#', '!']))
@@ -205,11 +239,14 @@ fn finding(cause: &'static str, key: &str, name: &str) -> Finding {
 pub(crate) fn diagnose(
     peer: &Peer,
     report: &HubStatus,
-    fix: &Result<Vec<String>, String>,
+    export: &Result<String, String>,
 ) -> Vec<Finding> {
     let name = peer.name.as_str();
     let f = &report.facilities[0];
-    let commands = fix.clone().unwrap_or_default();
+    let commands = export
+        .as_ref()
+        .map(|e| proposal_lines(peer.router, e))
+        .unwrap_or_default();
     let mut out = Vec::new();
     if f.state == FacilityState::Disabled {
         out.push(Finding {
@@ -239,6 +276,7 @@ pub(crate) fn diagnose(
             Cause::CertOther => ("certificate", "cert_other"),
             Cause::TsMismatch => ("traffic_selectors", "ts"),
             Cause::ChildProposal => ("child_proposal_mismatch", "child_proposal"),
+            Cause::NoNatTraversal => ("nat_traversal_off", "natt"),
             Cause::Disabled | Cause::Other => ("other", "other"),
         };
         let mut x = finding(code, key, name);
@@ -277,6 +315,12 @@ pub(crate) fn diagnose(
                 x.meaning = t!("diagnose.child_proposal.means", accepts = peer.esp).into();
                 x.action = t!("diagnose.proposal.todo", name = name).into();
                 x.router_commands = commands.clone();
+            }
+            Cause::NoNatTraversal => {
+                x.router_commands = export
+                    .as_ref()
+                    .map(|e| natt_lines(peer.router, e))
+                    .unwrap_or_default();
             }
             _ => {}
         }
@@ -399,6 +443,42 @@ mod tests {
             .iter()
             .any(|l| l.starts_with("crypto ipsec transform-set")));
         assert!(lines.iter().all(|l| !l.contains("pre-shared-key")));
+    }
+
+    #[test]
+    fn the_nat_traversal_fix_is_the_exports_line_per_router() {
+        let cases = [
+            (
+                Router::Yamaha,
+                include_str!("../../tests/golden/yamaha-psk.txt"),
+                "ipsec ike nat-traversal 1 on",
+            ),
+            (
+                Router::Cisco,
+                include_str!("../../tests/golden/cisco-psk.txt"),
+                "nat force-encap",
+            ),
+            (
+                Router::Fortigate,
+                include_str!("../../tests/golden/fortigate-psk.txt"),
+                "set nattraversal forced",
+            ),
+            (
+                Router::Nec,
+                include_str!("../../tests/golden/nec-psk.txt"),
+                "ikev2 nat-traversal keepalive 20 force",
+            ),
+        ];
+        for (router, export, command) in cases {
+            let lines = natt_lines(router, export);
+            assert_eq!(
+                lines.last().map(|l| l.trim()),
+                Some(command),
+                "{router:?}: {lines:?}"
+            );
+            assert!(lines.len() >= 2, "{router:?}: a header first: {lines:?}");
+            assert!(lines.iter().all(|l| !l.contains("pre-shared-key")));
+        }
     }
 
     /// Every key of `locales/diagnose.yml` has both languages.

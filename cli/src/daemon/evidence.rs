@@ -66,6 +66,9 @@ pub(crate) enum Cause {
     TsMismatch,
     /// Its Child SA (ESP) proposals are not acceptable.
     ChildProposal,
+    /// It does not do NAT traversal (sent no NAT_DETECTION), so its ESP
+    /// would not come in UDP, the only ESP the hub carries.
+    NoNatTraversal,
     /// The facility is disabled.
     Disabled,
     /// Anything else.
@@ -79,6 +82,9 @@ impl Cause {
     pub(crate) fn of(notify: NotifyType, reason: &str, disabled: bool) -> Cause {
         if disabled {
             return Cause::Disabled;
+        }
+        if reason.contains("does not do NAT traversal") {
+            return Cause::NoNatTraversal;
         }
         match notify {
             NotifyType::TsUnacceptable => return Cause::TsMismatch,
@@ -341,5 +347,12 @@ mod tests {
             Cause::ChildProposal
         );
         assert_eq!(Cause::of(af, "", true), Cause::Disabled);
+        let no_natt = ike::Error::NotPossible(ike::NO_NAT_TRAVERSAL.into()).to_string();
+        for n in [NotifyType::NoProposalChosen, af] {
+            assert_eq!(
+                Cause::of(n, &format!("first Child SA refused: {no_natt}"), false),
+                Cause::NoNatTraversal
+            );
+        }
     }
 }

@@ -217,6 +217,9 @@ impl Endpoint {
         init: &InitDone,
         peer: &PeerConfig,
     ) -> Result<(ChildSaInfo, Proposal), Error> {
+        if self.config.force_encap && self.config.nat_traversal && !sa.encap {
+            return Err(Error::NotPossible(super::nat::NO_NAT_TRAVERSAL.into()));
+        }
         let offered = payloads
             .sa()
             .ok_or(Error::Missing("no SA payload for the Child SA"))?;

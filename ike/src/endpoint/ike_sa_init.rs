@@ -171,7 +171,9 @@ impl Endpoint {
             data: public.clone(),
         });
         payloads.push(Payload::Nonce(nonce_i.clone()));
-        payloads.extend(self.nat_detection(sa.spi_i, 0, sa.local, sa.remote));
+        if self.config.nat_traversal {
+            payloads.extend(self.nat_detection(sa.spi_i, 0, sa.local, sa.remote));
+        }
         payloads.push(Payload::Notify(Notify::new(
             NotifyType::Ikev2FragmentationSupported,
             vec![],
@@ -311,7 +313,7 @@ impl Endpoint {
             },
             Payload::Nonce(nonce_r.clone()),
         ];
-        if peer_does_natt {
+        if peer_does_natt && self.config.nat_traversal {
             reply.extend(self.nat_detection(hdr.spi_i, spi_r, local, remote));
         }
         // RFC 7383 §2.3: announce fragmentation only to a peer that did.
@@ -502,6 +504,17 @@ impl Endpoint {
             .any(|n| n.kind == NotifyType::Ikev2FragmentationSupported);
         sa.sig_hashes = auth::SigHashes::from_payloads(payloads);
         sa.encap = natt && (remote_nat || local_nat || self.config.force_encap);
+        if self.config.force_encap && self.config.nat_traversal && !natt {
+            let reason = super::nat::NO_NAT_TRAVERSAL.to_string();
+            self.refuse(
+                remote,
+                Some(peer.name.clone()),
+                NotifyType::NoProposalChosen,
+                reason.clone(),
+            );
+            self.fail(sa, reason);
+            return Ok(());
+        }
         if sa.encap && sa.local.port() != self.config.natt_port {
             // RFC 7296 §2.23: float to port 4500 from IKE_AUTH on (an SA
             // begun on port 4500 is already there, at the port it chose).

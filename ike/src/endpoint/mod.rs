@@ -49,6 +49,7 @@ mod retransmit;
 mod sa;
 
 pub use api::{ChildSaInfo, Event, IkeSaId, IkeSaStatus, NewIkeSas, Transmit, REDIRECTED_BUT_KEPT};
+pub use nat::NO_NAT_TRAVERSAL;
 
 use crate::config::{Config, PeerConfig};
 use crate::error::Error;

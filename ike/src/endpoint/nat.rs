@@ -51,6 +51,15 @@ pub(super) fn frame(natt: bool, message: Vec<u8>) -> Vec<u8> {
 
 // ---- RFC 7296 §2.23: NAT detection and following the facility ---------
 
+/// Why the hub refuses a facility that does not do NAT traversal: the hub
+/// carries ESP only in UDP (RFC 3948, `Config::force_encap`), so a
+/// facility that sent no NAT_DETECTION notification would send ESP as IP
+/// protocol 50, which nothing on the hub receives, while the tunnel looked
+/// up. `renkei diagnose` recognises this text.
+pub const NO_NAT_TRAVERSAL: &str =
+    "the facility does not do NAT traversal (no NAT_DETECTION notification in IKE_SA_INIT): \
+     the hub carries ESP only in UDP on port 4500 (RFC 3948); enable NAT traversal on the router";
+
 impl Endpoint {
     /// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP (RFC 7296 §2.23). With
     /// `force_encap` the source hash is random, so the peer sees "NAT" and

@@ -34,6 +34,10 @@ use tracing::{info, warn};
 /// as long).
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(3);
 
+/// How long a node told MASTER may lack the virtual address before the hub
+/// takes it as BACKUP (`Hub::vrrp_from_address`).
+const NOTIFY_GRACE: Duration = Duration::from_secs(2);
+
 /// What keepalived last told this node (`renkei ha notify`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +133,8 @@ pub(super) struct Ha {
     /// A lease operation is under way.
     busy: bool,
     done: mpsc::Sender<LeaseDone>,
+    /// Since when the told VRRP state and the virtual address disagree.
+    disagree_since: Option<Instant>,
 }
 
 impl Ha {
@@ -144,6 +150,7 @@ impl Ha {
             error: None,
             busy: false,
             done,
+            disagree_since: None,
         }
     }
 
@@ -220,6 +227,10 @@ impl Hub {
             let _ = self.ha_notify(Instant::now(), Vrrp::Master, "renkei");
             return;
         }
+        if let Some(vrrp) = self.vrrp_from_address() {
+            let _ = self.ha_notify(Instant::now(), vrrp, "renkei");
+            return;
+        }
         let Some(ha) = self.ha.as_mut() else {
             return;
         };
@@ -253,6 +264,49 @@ impl Hub {
                 warn!(node = %ha.node, "could not release the lease (it expires by itself): {e:#}")
             }
         }
+    }
+
+    /// keepalived runs each notify hook as a process of its own, so two
+    /// changes in quick succession can reach the hub in the wrong order:
+    /// when both nodes start together, both go MASTER and one goes back to
+    /// BACKUP within milliseconds; if its "backup" arrives before its
+    /// "master", the hub believes itself master and holds the lease while
+    /// the other node has the virtual address, and no hub answers the
+    /// facilities (seen in `two_hubs` under load). keepalived removes the
+    /// virtual address before its BACKUP hook runs, so a node told MASTER
+    /// that has not held the address for [`NOTIFY_GRACE`] is in fact
+    /// BACKUP. (The reverse, a "backup" overtaking a later "master", is
+    /// not corrected: a hub listening on an address every node has, as
+    /// in tests on loopback, could not tell; keepalived's next change, or
+    /// a restart of keepalived, sets it right.)
+    fn vrrp_from_address(&mut self) -> Option<Vrrp> {
+        if self.ha.as_ref()?.vrrp != Vrrp::Master {
+            self.ha.as_mut()?.disagree_since = None;
+            return None;
+        }
+        // A hub listening on every address has no virtual address to read.
+        let specific = self
+            .ike_sockets
+            .iter()
+            .any(|(a, _)| !a.ip().is_unspecified());
+        let holds = self.holds_listen_address();
+        let ha = self.ha.as_mut()?;
+        if !specific || holds {
+            ha.disagree_since = None;
+            return None;
+        }
+        let since = *ha.disagree_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < NOTIFY_GRACE {
+            return None;
+        }
+        ha.disagree_since = None;
+        warn!(
+            node = %ha.node,
+            "keepalived said MASTER but this node has not held the virtual address for \
+             {} s (its notifications can arrive out of order): taking this node as BACKUP",
+            NOTIFY_GRACE.as_secs()
+        );
+        Some(Vrrp::Backup)
     }
 
     /// Whether an address the hub listens on (in a pair: the virtual

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo build --workspace --bins --quiet
+# All targets at once: the tests build with the same features, so nothing
+# is compiled twice.
+cargo build --workspace --all-targets --quiet
 # Every fuzz target, time-boxed (longer runs: bash scripts/fuzz.sh 3600).
 bash scripts/fuzz.sh 10
 log=$(mktemp)

@@ -17,15 +17,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 # Every test in its own process, four at a time across all test binaries
-# (settings and the tests kept one at a time: .config/nextest.toml); then
-# the documentation examples, which nextest does not run.
+# (settings and the tests kept one at a time: .config/nextest.toml). The
+# crates' documentation has no runnable examples (nextest does not run
+# doctests, and compiling them took minutes for none).
 cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-cargo test --workspace --doc --quiet 2>&1 | tee -a "$log"
-doc=${PIPESTATUS[0]}
 set -e
-[ "$status" -eq 0 ] && status=$doc
-awk '/tests run:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/ || $i == "timed") f += $(i-1) } }
-     /^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+awk '/Summary .* tests run:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/ || $i == "timed") f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -5,7 +5,8 @@
 //! certificate names only 127.0.0.1 and localhost) and a Unix socket in that
 //! directory (no password). Never the system cluster.
 //!
-//! ```no_run
+//! ```ignore
+//! // As the tests use it (registry_pg.rs, two_hubs.rs):
 //! let pg = renkei_interop_tests::postgres::PgCluster::start();
 //! let url = pg.url();          // postgresql://renkei@/renkei?host=…&port=…
 //! pg.stop();                   // an outage

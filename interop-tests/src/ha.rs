@@ -683,19 +683,7 @@ swanctl {{
     fn start_charon(&mut self, i: usize) {
         self.swan_conf(i);
         let s = &self.sites[i];
-        let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("strongSwan's charon is not installed (scripts/install-deps.sh)");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &s.ns, "sh", "-c"])
-            .arg(format!("mount -t tmpfs tmpfs /run && exec {charon}"))
-            .env("STRONGSWAN_CONF", s.dir.join("strongswan.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.dir.join("charon.stderr")).unwrap())
-            .spawn()
-            .expect("start charon");
+        let child = crate::spawn_charon(&s.ns, &s.dir);
         self.sites[i].charon = Some(child);
         let vici = self.sites[i].dir.join("charon.vici");
         self.wait_for("charon's VICI socket", Duration::from_secs(10), |_| {
@@ -707,12 +695,7 @@ swanctl {{
     }
 
     fn swanctl(&self, i: usize, args: &[&str]) -> std::process::Output {
-        let s = &self.sites[i];
-        run(Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &format!("unix://{}/charon.vici", s.dir.display())])
-            .env("STRONGSWAN_CONF", s.dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", s.dir.join("swanctl")))
+        crate::swanctl_in(&self.sites[i].dir, args)
     }
 
     fn swan_initiate(&self, i: usize) {

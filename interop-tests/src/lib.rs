@@ -1023,23 +1023,7 @@ swanctl {{
     fn start_charon_of(&mut self, i: usize) {
         self.swan_conf(i);
         let s = &self.sites[i];
-        let _ = std::fs::remove_file(s.dir.join("charon.vici"));
-        let conf = s.dir.join("strongswan.conf");
-        let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("strongSwan's charon is not installed (scripts/install-deps.sh)");
-        // `ip netns exec` gives charon its own mount namespace; a private
-        // /run keeps its pid file apart from other charons.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &s.ns, "sh", "-c"])
-            .arg(format!("mount -t tmpfs tmpfs /run && exec {charon}"))
-            .env("STRONGSWAN_CONF", &conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.dir.join("charon.stderr")).unwrap())
-            .spawn()
-            .expect("start charon");
+        let child = spawn_charon(&s.ns, &s.dir);
         self.sites[i].charon = Some(child);
         let vici = self.sites[i].dir.join("charon.vici");
         self.wait_for("charon VICI socket", Duration::from_secs(10), |_| {
@@ -1058,11 +1042,7 @@ swanctl {{
     pub fn swanctl_of(&self, i: usize, args: &[&str]) -> Output {
         let s = &self.sites[i];
         show(&s.name, Path::new("swanctl"), args);
-        run(Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &format!("unix://{}/charon.vici", s.dir.display())])
-            .env("STRONGSWAN_CONF", s.dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", s.dir.join("swanctl")))
+        swanctl_in(&s.dir, args)
     }
 
     /// Saves a swanctl.conf (e.g. from `renkei export`) in facility 0's
@@ -1292,6 +1272,36 @@ swanctl {{
         };
         transfer_between(from, to, 5101, bytes, None)
     }
+}
+
+/// Starts strongSwan's charon in namespace `ns` with `dir/strongswan.conf`
+/// (its VICI socket `dir/charon.vici`, removed first; its stderr in
+/// `dir/charon.stderr`). `ip netns exec` gives charon its own mount
+/// namespace; a private /run keeps its pid file apart from other charons.
+pub fn spawn_charon(ns: &str, dir: &Path) -> Child {
+    let _ = std::fs::remove_file(dir.join("charon.vici"));
+    let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("strongSwan's charon is not installed (scripts/install-deps.sh)");
+    Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg(format!("mount -t tmpfs tmpfs /run && exec {charon}"))
+        .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("charon.stderr")).unwrap())
+        .spawn()
+        .expect("start charon")
+}
+
+/// `swanctl ARGS` against the charon [`spawn_charon`] started with `dir`.
+pub fn swanctl_in(dir: &Path, args: &[&str]) -> Output {
+    run(Command::new("swanctl")
+        .args(args)
+        .args(["--uri", &format!("unix://{}/charon.vici", dir.display())])
+        .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+        .env("SWANCTL_DIR", dir.join("swanctl")))
 }
 
 /// Sends `bytes` over TCP from `(namespace, address)` to another; returns

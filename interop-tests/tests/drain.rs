@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use renkei_interop_tests::capture::Capture;
-use renkei_interop_tests::{must, renkei_bin, run};
+use renkei_interop_tests::{must, renkei_bin, run, Lab};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -459,25 +459,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// (sent, received) of a finished ping.
-fn ping_result(child: Child) -> (u64, u64) {
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_string();
-    let num = |word: &str| -> u64 {
-        line.split(',')
-            .find(|p| p.contains(word))
-            .and_then(|p| p.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (num("transmitted"), num("received"))
-}
-
 #[test]
 fn drain_redirects_one_facility_and_deletes_the_other_onto_the_second_hub() {
     let mut lab = TwoHubs::start();
@@ -596,7 +577,7 @@ fn drain_redirects_one_facility_and_deletes_the_other_onto_the_second_hub() {
     let osaka = lab.list_sas(1);
     assert!(osaka.contains(&format!("{VIP}[")), "osaka: {osaka}");
     assert_eq!(lab.facility(1, "kyoto")["redirect_supported"], true);
-    let [(k_sent, k_recv), (o_sent, o_recv)] = pings.map(ping_result);
+    let [(k_sent, k_recv), (o_sent, o_recv)] = pings.map(Lab::ping_result);
     eprintln!(
         "drain: kyoto (REDIRECT) up at hub 2 after {:.1} s, {} of {k_sent} pings lost; \
          osaka (deleted, address moved) up at hub 2 after {:.1} s, {} of {o_sent} pings lost",

@@ -21,7 +21,7 @@
 use renkei_interop_tests::capture::Capture;
 use renkei_interop_tests::{must, renkei_bin, run, Lab};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -331,19 +331,7 @@ secrets {{
             ),
         )
         .unwrap();
-        let charon = ["/usr/lib/ipsec/charon", "/usr/libexec/ipsec/charon"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("strongSwan's charon is not installed (scripts/install-deps.sh)");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.site_ns[i], "sh", "-c"])
-            .arg(format!("mount -t tmpfs tmpfs /run && exec {charon}"))
-            .env("STRONGSWAN_CONF", d.join("strongswan.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("charon.stderr")).unwrap())
-            .spawn()
-            .expect("start charon");
+        let child = renkei_interop_tests::spawn_charon(&self.site_ns[i], &d);
         self.charons.push(child);
         let vici = d.join("charon.vici");
         wait_for("charon VICI socket", Duration::from_secs(10), || {
@@ -355,12 +343,7 @@ secrets {{
     }
 
     fn swanctl(&self, i: usize, args: &[&str]) -> Output {
-        let d = self.site_dir(i);
-        run(Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &format!("unix://{}/charon.vici", d.display())])
-            .env("STRONGSWAN_CONF", d.join("strongswan.conf"))
-            .env("SWANCTL_DIR", d.join("swanctl")))
+        renkei_interop_tests::swanctl_in(&self.site_dir(i), args)
     }
 
     fn list_sas(&self, i: usize) -> String {
